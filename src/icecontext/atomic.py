@@ -1,0 +1,65 @@
+"""Atomic output: write to a temporary file beside the target, then rename.
+
+A reader never sees a half-written file, and an interrupted job leaves either the
+old file or nothing, never a truncated one. ``os.replace`` is atomic on POSIX and
+on Windows when source and target are on the same file system, which a sibling
+temporary file guarantees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path that is renamed to ``target`` when the block succeeds.
+
+    The temporary file lives in the target's folder (hidden name ending in the
+    target's suffix, so libraries that choose a format by extension still work). On
+    an exception it is removed and ``target`` is left untouched.
+
+    Args:
+        target: Final path of the file.
+        suffix: Suffix of the temporary file; defaults to the target's suffix.
+
+    Yields:
+        The temporary path to write to.
+
+    Raises:
+        PermissionError: If the target folder is not writable (raised before yielding).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.",
+        suffix=".tmp" + (target.suffix if suffix is None else suffix),
+        dir=target.parent,
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_text_atomic(target: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``target`` atomically (UTF-8) and return the path."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(target)
+
+
+def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``target`` atomically and return the path."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return Path(target)

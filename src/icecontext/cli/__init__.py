@@ -1,0 +1,1 @@
+"""The ``icecontext`` command line: one command, one module per subcommand."""

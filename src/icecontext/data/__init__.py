@@ -1,0 +1,1 @@
+"""Scene I/O, file format, variable catalogue, chart conversion and the data pipeline."""

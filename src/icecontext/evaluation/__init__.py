@@ -1,0 +1,1 @@
+"""The AutoICE challenge metric and its breakdowns."""

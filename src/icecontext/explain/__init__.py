@@ -1,0 +1,1 @@
+"""Grad-CAM explanations for every task head."""

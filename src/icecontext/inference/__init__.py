@@ -1,0 +1,1 @@
+"""Tiled full-scene prediction and ice-chart exports."""

@@ -1,0 +1,1 @@
+"""Multi-task networks: ResNet encoders, ASPP decoders with configurable rates, receptive fields."""

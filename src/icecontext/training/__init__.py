@@ -1,0 +1,1 @@
+"""Lightning training: masked multi-task losses, optimisers, schedules, callbacks."""
