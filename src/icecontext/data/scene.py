@@ -122,7 +122,9 @@ def open_scene(
 
 
 def _scene_name(ds: xr.Dataset, path: Path) -> str:
-    for candidate in (str(ds.attrs.get("scene_id", "")), path.name):
+    # The file name wins (the upload format keys scenes by it); the scene_id attribute
+    # names raw-converted datasets, whose file names follow the raw convention.
+    for candidate in (path.name, str(ds.attrs.get("scene_id", ""))):
         try:
             return scene_name_from_file(candidate)
         except ValueError:
