@@ -1,0 +1,454 @@
+"""CF-1.8 NetCDF chart file per scene: classes, SIC percent, probabilities, lat/lon.
+
+Layout of ``{scene}_charts.nc`` (dimensions ``sar_lines`` x ``sar_samples``, the
+scene's 80 m SAR grid):
+
+===================  =========  =====================================================
+variable             dtype      content
+===================  =========  =====================================================
+``SIC``              uint8      concentration class 0..10 (tenths); ``flag_values``/
+                                ``flag_meanings``; ``_FillValue`` 255
+``SIC_percent``      uint8      class x 10, ``units = "%"``,
+                                ``standard_name = "sea_ice_area_fraction"``
+``SOD``, ``FLOE``    uint8      class index with ``flag_values``/``flag_meanings``
+``{chart}_probability``  uint8  per-class probability ``(class, lines, samples)``,
+                     or float32 uint8 packed with ``scale_factor = 1/250``
+``{chart}_confidence``   same   max probability, or 1 - normalised entropy
+``latitude``,        float32    auxiliary coordinates (``coordinates`` attribute of
+``longitude``                   every data variable) interpolated from the tie points
+===================  =========  =====================================================
+
+Masked pixels (255 in the class arrays) are the ``_FillValue`` of every variable,
+so CF readers (xarray, Panoply) show them as missing. Global attributes carry the
+provenance: ``Conventions = "CF-1.8"``, the scene, checkpoint, config (YAML text),
+icecontext version and git commit, creation time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+
+from icecontext.data.format import (
+    CHART_FILL,
+    CHART_LONG_NAMES,
+    CHARTS,
+    CLASS_NAMES,
+    N_CLASSES,
+    PIXEL_SPACING_M,
+    SAR_DIMS,
+)
+from icecontext.errors import DataError
+from icecontext.inference.exports.geolocation import scene_latlon
+from icecontext.inference.exports.output import export_target
+
+ProbabilityEncoding = Literal["uint8", "float32"]
+Confidence = Literal["max", "entropy", "none"]
+
+PROBABILITY_SCALE = 250
+"""uint8 packing of probabilities: stored = round(p * 250); 251..254 unused, 255 fill."""
+
+CF_CONVENTIONS = "CF-1.8"
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def scene_shape(scene: xr.Dataset) -> tuple[int, int]:
+    """Return ``(sar_lines, sar_samples)`` of a scene dataset."""
+    return scene.sizes[SAR_DIMS[0]], scene.sizes[SAR_DIMS[1]]
+
+
+def scene_label(scene: xr.Dataset) -> str:
+    """Return the scene's 19-character name (``attrs['scene_name']`` or ``scene_id``)."""
+    name = scene.attrs.get("scene_name") or str(scene.attrs.get("scene_id", ""))[:19]
+    return name or "scene"
+
+
+def check_charts(
+    charts: Mapping[str, Any], shape: tuple[int, int], what: str = "prediction"
+) -> dict[str, np.ndarray]:
+    """Validate predicted class arrays and return them as ``uint8`` numpy arrays.
+
+    Args:
+        charts: Chart -> ``(H, W)`` integer class array (255 = masked); any subset of
+            SIC/SOD/FLOE, at least one.
+        shape: The scene's ``(H, W)``.
+        what: Named in error messages.
+
+    Raises:
+        DataError: Unknown chart, wrong shape, non-integer values or values outside
+            the chart's classes and 255.
+    """
+    if not charts or set(charts) - set(CHARTS):
+        raise DataError(
+            f"{what} charts must be a non-empty subset of {list(CHARTS)}, got {list(charts)}"
+        )
+    out = {}
+    for chart in CHARTS:
+        if chart not in charts:
+            continue
+        arr = np.asarray(charts[chart])
+        if arr.shape != shape:
+            raise DataError(f"{what} '{chart}' has shape {arr.shape}, expected the scene's {shape}")
+        if arr.dtype.kind not in "ui":
+            raise DataError(
+                f"{what} '{chart}' has dtype {arr.dtype}; expected integer class indices"
+            )
+        bad = (arr >= N_CLASSES[chart]) & (arr != CHART_FILL)
+        if arr.dtype.kind == "i":
+            bad |= arr < 0
+        if bad.any():
+            values = np.unique(arr[bad])[:10].tolist()
+            raise DataError(
+                f"{what} '{chart}' holds values {values}; expected 0..{N_CLASSES[chart] - 1} "
+                f"or {CHART_FILL} (masked)"
+            )
+        out[chart] = arr.astype(np.uint8, copy=False)
+    return out
+
+
+def _check_probabilities(
+    probabilities: Mapping[str, Any], charts: Mapping[str, np.ndarray], shape: tuple[int, int]
+) -> dict[str, np.ndarray]:
+    out = {}
+    for chart, p in probabilities.items():
+        if chart not in charts:
+            raise DataError(f"probabilities given for '{chart}', which has no class array")
+        arr = np.asarray(p)
+        expected = (N_CLASSES[chart], *shape)
+        if arr.shape != expected:
+            raise DataError(
+                f"probabilities '{chart}' have shape {arr.shape}, expected (classes, H, W) = "
+                f"{expected}"
+            )
+        if arr.dtype.kind != "f":
+            raise DataError(
+                f"probabilities '{chart}' have dtype {arr.dtype}; expected floats in 0..1"
+            )
+        out[chart] = arr
+    return out
+
+
+# ----------------------------------------------------------------------------- attributes
+
+
+def flag_meaning(name: str) -> str:
+    """Turn a class name into a CF ``flag_meanings`` word (``"10 %"`` -> ``"10_percent"``)."""
+    word = name.replace("%", "percent").strip().lower()
+    word = re.sub(r"[^0-9a-z_.+@-]+", "_", word)
+    return word.strip("_")
+
+
+def flag_attrs(chart: str) -> dict[str, Any]:
+    """Return the CF flag attributes of a class variable."""
+    n = N_CLASSES[chart]
+    return {
+        "flag_values": np.arange(n, dtype=np.uint8),
+        "flag_meanings": " ".join(flag_meaning(c) for c in CLASS_NAMES[chart]),
+    }
+
+
+def _config_text(config: Any) -> str:
+    if config is None:
+        return ""
+    if isinstance(config, str):
+        return config
+    if hasattr(config, "model_dump"):
+        from icecontext.config import dump_config
+
+        return dump_config(config)
+    import yaml
+
+    return yaml.safe_dump(dict(config), sort_keys=False)
+
+
+def provenance_attrs(
+    scene: xr.Dataset,
+    *,
+    checkpoint: str | os.PathLike[str] | None,
+    config: Any,
+    extra: Mapping[str, Any] | None,
+    title: str,
+) -> dict[str, Any]:
+    """Return the global attributes every export carries (CF, scene, model, software)."""
+    from icecontext import __version__
+    from icecontext.provenance import git_commit
+
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    attrs: dict[str, Any] = {
+        "Conventions": CF_CONVENTIONS,
+        "title": title,
+        "summary": (
+            "Sea ice concentration (SIC), stage of development (SOD) and floe size (FLOE) "
+            "predicted per pixel on the Sentinel-1 SAR grid of an AI4Arctic scene (80 m)."
+        ),
+        "source": f"icecontext {__version__}",
+        "history": f"{now} created by icecontext {__version__}",
+        "date_created": now,
+        "references": (
+            "Vahedi et al. (2025), Investigating the Effect of Spatial Context on Multi-Task "
+            "Sea Ice Segmentation; AI4Arctic Sea Ice Challenge dataset, doi:10.11583/DTU.c.6244065"
+        ),
+        "scene_name": scene_label(scene),
+        "scene_id": str(scene.attrs.get("scene_id", "")),
+        "ice_service": str(scene.attrs.get("ice_service", scene_label(scene)[16:19])),
+        "pixel_spacing": int(scene.attrs.get("pixel_spacing", PIXEL_SPACING_M)),
+        "input_file": str(scene.encoding.get("source", "")),
+        "checkpoint": str(checkpoint) if checkpoint is not None else "",
+        "config": _config_text(config),
+        "icecontext_version": __version__,
+        "icecontext_git_commit": git_commit() or "",
+        "class_masked_value": CHART_FILL,
+    }
+    for key, value in (extra or {}).items():
+        attrs[key] = value if isinstance(value, int | float | np.number) else str(value)
+    return attrs
+
+
+# ----------------------------------------------------------------------------- writer
+
+
+def confidence_map(p: np.ndarray, kind: Literal["max", "entropy"]) -> np.ndarray:
+    """Return a per-pixel confidence in 0..1 from class probabilities ``(C, H, W)``.
+
+    ``"max"`` is the top class probability; ``"entropy"`` is ``1 - H(p) / log(C)``
+    (1 = certain, 0 = uniform). Probabilities are renormalised to sum to 1 first.
+    """
+    p = np.asarray(p, dtype=np.float32)
+    total = p.sum(axis=0, keepdims=True)
+    q = np.divide(p, total, out=np.full_like(p, np.nan), where=total > 0)
+    if kind == "max":
+        return q.max(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -np.where(q > 0, q * np.log(q), 0.0).sum(axis=0)
+    return (1.0 - h / np.log(p.shape[0])).astype(np.float32)
+
+
+def _pack(values: np.ndarray, masked: np.ndarray, encoding: ProbabilityEncoding) -> np.ndarray:
+    """Store 0..1 values as float32 (NaN fill) or packed uint8 (255 fill); mask ``masked``."""
+    invalid = masked | (np.isnan(values).any(axis=0) if values.ndim == 3 else np.isnan(values))
+    if encoding == "float32":
+        out = values.astype(np.float32, copy=True)
+        out[..., invalid] = np.nan
+        return out
+    out = np.rint(np.clip(np.nan_to_num(values, nan=0.0), 0.0, 1.0) * PROBABILITY_SCALE)
+    out = out.astype(np.uint8)
+    out[..., invalid] = CHART_FILL
+    return out
+
+
+def _packed_attrs(encoding: ProbabilityEncoding) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return (attributes, netCDF encoding) of a probability-like variable.
+
+    The uint8 data are packed here, so ``scale_factor``/``add_offset`` go into the
+    attributes (written as they are) rather than into xarray's encoding, which would
+    rescale the already packed values.
+    """
+    if encoding == "float32":
+        attrs = {"units": "1", "valid_range": np.array([0.0, 1.0], np.float32)}
+        return attrs, {"_FillValue": np.float32(np.nan)}
+    attrs = {
+        "units": "1",
+        "scale_factor": np.float32(1.0 / PROBABILITY_SCALE),
+        "add_offset": np.float32(0.0),
+        "valid_range": np.array([0, PROBABILITY_SCALE], np.uint8),
+    }
+    return attrs, {"_FillValue": np.uint8(CHART_FILL)}
+
+
+def build_chart_dataset(
+    scene: xr.Dataset,
+    charts: Mapping[str, Any],
+    *,
+    probabilities: Mapping[str, Any] | None = None,
+    probability_encoding: ProbabilityEncoding = "uint8",
+    confidence: Confidence = "max",
+    latlon: bool = True,
+    checkpoint: str | os.PathLike[str] | None = None,
+    config: Any = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
+    """Build the CF chart dataset and its NetCDF encoding (see the module docstring).
+
+    Arguments as :func:`write_chart_netcdf`.
+
+    Returns:
+        ``(dataset, encoding)`` ready for ``to_netcdf``. Values are stored raw (uint8
+        classes with 255, packed probabilities); CF decoding happens on read.
+    """
+    if probability_encoding not in ("uint8", "float32"):
+        raise DataError(
+            f"probability_encoding must be 'uint8' or 'float32', got {probability_encoding!r}"
+        )
+    if confidence not in ("max", "entropy", "none"):
+        raise DataError(f"confidence must be 'max', 'entropy' or 'none', got {confidence!r}")
+    shape = scene_shape(scene)
+    classes = check_charts(charts, shape)
+    probs = _check_probabilities(probabilities or {}, classes, shape)
+    dims = SAR_DIMS
+    ds = xr.Dataset()
+    encoding: dict[str, dict[str, Any]] = {}
+    chunks_2d = (min(shape[0], 1024), min(shape[1], 1024))
+    base_enc = {"zlib": True, "complevel": 4, "shuffle": True}
+
+    for chart, values in classes.items():
+        attrs_c = {
+            "long_name": f"{CHART_LONG_NAMES[chart].removesuffix(' [%]')} class",
+            **flag_attrs(chart),
+            "class_names": "; ".join(CLASS_NAMES[chart]),
+        }
+        if chart == "SIC":
+            attrs_c["long_name"] = "sea ice concentration class (tenths: class k = k x 10 %)"
+        ds[chart] = xr.DataArray(values, dims=dims, attrs=attrs_c)
+        encoding[chart] = {**base_enc, "_FillValue": np.uint8(CHART_FILL), "chunksizes": chunks_2d}
+        if chart == "SIC":
+            pct = np.where(values == CHART_FILL, CHART_FILL, values * 10).astype(np.uint8)
+            ds["SIC_percent"] = xr.DataArray(
+                pct,
+                dims=dims,
+                attrs={
+                    "long_name": "sea ice concentration",
+                    "standard_name": "sea_ice_area_fraction",
+                    "units": "%",
+                    "valid_range": np.array([0, 100], dtype=np.uint8),
+                    "comment": "class index x 10; classes are 10 % bins of the ice chart",
+                },
+            )
+            encoding["SIC_percent"] = {
+                **base_enc,
+                "_FillValue": np.uint8(CHART_FILL),
+                "chunksizes": chunks_2d,
+            }
+
+    for chart, p in probs.items():
+        masked = classes[chart] == CHART_FILL
+        class_dim = f"{chart}_class"
+        ds = ds.assign_coords(
+            {
+                class_dim: xr.DataArray(
+                    np.arange(N_CLASSES[chart], dtype=np.uint8),
+                    dims=class_dim,
+                    attrs={"long_name": f"{chart} class index", **flag_attrs(chart)},
+                )
+            }
+        )
+        var_attrs, var_enc = _packed_attrs(probability_encoding)
+        name = f"{chart}_probability"
+        ds[name] = xr.DataArray(
+            _pack(p, masked, probability_encoding),
+            dims=(class_dim, *dims),
+            attrs={"long_name": f"{CHART_LONG_NAMES[chart]} class probability", **var_attrs},
+        )
+        encoding[name] = {**base_enc, **var_enc, "chunksizes": (1, *chunks_2d)}
+        if confidence != "none":
+            conf = confidence_map(p, confidence)
+            name = f"{chart}_confidence"
+            definition = (
+                "maximum class probability"
+                if confidence == "max"
+                else "1 - entropy(p) / log(number of classes)"
+            )
+            ds[name] = xr.DataArray(
+                _pack(conf, masked, probability_encoding),
+                dims=dims,
+                attrs={"long_name": f"{chart} confidence: {definition}", **var_attrs},
+            )
+            encoding[name] = {**base_enc, **var_enc, "chunksizes": chunks_2d}
+
+    if latlon:
+        lat, lon = scene_latlon(scene)
+        ds = ds.assign_coords(
+            latitude=xr.DataArray(
+                lat,
+                dims=dims,
+                attrs={
+                    "standard_name": "latitude",
+                    "long_name": "latitude",
+                    "units": "degrees_north",
+                },
+            ),
+            longitude=xr.DataArray(
+                lon,
+                dims=dims,
+                attrs={
+                    "standard_name": "longitude",
+                    "long_name": "longitude",
+                    "units": "degrees_east",
+                },
+            ),
+        )
+        for name in ("latitude", "longitude"):
+            encoding[name] = {**base_enc, "_FillValue": None, "chunksizes": chunks_2d}
+
+    name = scene_label(scene)
+    ds.attrs = provenance_attrs(
+        scene,
+        checkpoint=checkpoint,
+        config=config,
+        extra=attrs,
+        title=f"Predicted sea ice charts for AI4Arctic scene {name}",
+    )
+    return ds, encoding
+
+
+def write_chart_netcdf(
+    path: str | os.PathLike[str],
+    scene: xr.Dataset,
+    charts: Mapping[str, Any],
+    *,
+    probabilities: Mapping[str, Any] | None = None,
+    probability_encoding: ProbabilityEncoding = "uint8",
+    confidence: Confidence = "max",
+    latlon: bool = True,
+    checkpoint: str | os.PathLike[str] | None = None,
+    config: Any = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write one scene's predicted charts as a CF-1.8 NetCDF-4 file (atomically).
+
+    Args:
+        path: Output file (``{scene}_charts.nc`` by convention).
+        scene: The input scene as :func:`icecontext.data.scene.open_scene` returns it
+            (used for the grid, tie points and names; its data are not copied).
+        charts: Chart -> ``(H, W)`` integer classes, 255 where masked.
+        probabilities: Optional chart -> ``(classes, H, W)`` float probabilities
+            (softmax outputs). A chart without probabilities (e.g. SIC regression)
+            simply gets none.
+        probability_encoding: ``"uint8"`` (packed, ``scale_factor`` 1/250, 4x smaller)
+            or ``"float32"``.
+        confidence: Per-chart confidence map from the probabilities: ``"max"``
+            probability, ``"entropy"`` (1 - normalised entropy) or ``"none"``.
+        latlon: Add per-pixel latitude/longitude coordinates from the tie points.
+        checkpoint: Model checkpoint path, recorded as a global attribute.
+        config: Resolved config (YAML text, mapping or pydantic model), recorded as text.
+        attrs: Extra global attributes.
+
+    Returns:
+        The written path.
+
+    Raises:
+        DataError: If the arrays do not fit the scene or hold invalid values.
+        ExportError: If the output folder is not writable (no partial file is left).
+    """
+    ds, encoding = build_chart_dataset(
+        scene,
+        charts,
+        probabilities=probabilities,
+        probability_encoding=probability_encoding,
+        confidence=confidence,
+        latlon=latlon,
+        checkpoint=checkpoint,
+        config=config,
+        attrs=attrs,
+    )
+    with export_target(path, "NetCDF chart file") as tmp:
+        ds.to_netcdf(tmp, format="NETCDF4", engine="netcdf4", encoding=encoding)
+    return Path(path)
