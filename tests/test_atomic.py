@@ -27,3 +27,14 @@ def test_failure_keeps_old_content_and_removes_temporary(tmp_path: Path) -> None
         raise RuntimeError("boom")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.tif"]
+
+
+def test_result_has_umask_mode_not_0600(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = write_text_atomic(tmp_path / "x.txt", "x")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
