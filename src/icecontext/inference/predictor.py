@@ -1,0 +1,306 @@
+"""Tiled full-scene prediction over a :class:`~icecontext.data.sources.SceneSource`.
+
+:func:`predict_scene` runs a multi-task model over a whole scene in tiles (see
+:mod:`icecontext.inference.tiling` for the layout and why it is exact), in batches
+of tiles, so memory is bounded by ``batch x channels x tile²`` plus the output maps.
+
+Outputs:
+
+* class maps (``uint8``) at the scene's **full 80 m shape**. A source read with
+  downsampling ``K`` is predicted at its own resolution and then upsampled by
+  nearest neighbour: full pixel ``(r, c)`` takes the value of source pixel
+  ``(min(r // K, h - 1), min(c // K, w - 1))`` (source pixel ``(i, j)`` covers 80 m
+  rows ``[K i, K i + K)``; the clamp covers the rows that a floor-sized grid leaves
+  over). Nearest upsampling commutes with argmax, so upsampling class maps equals
+  upsampling logits and then taking the argmax, as the AutoICE winners did;
+* pixels without input data (the source's ``valid_mask`` is false) are 255 in every
+  chart, like the reference charts;
+* optionally the class probabilities of the classification heads, ``float32
+  (K, h, w)`` at the source's resolution (:meth:`ScenePrediction.upsample` brings
+  any such array to the full shape).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from icecontext.data.format import CHART_FILL, CHARTS
+from icecontext.errors import ConfigError, DataError
+from icecontext.inference.tiling import DEFAULT_ALIGN, Tile, TileLayout, plan_tiles
+
+InferencePrecision = Literal["32", "bf16", "16"]
+Window = tuple[int, int, int, int]
+
+
+class SceneSourceLike(Protocol):
+    """What the predictor needs from a scene source (see ``data/sources.py``)."""
+
+    name: str
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(h, w)`` at the source's resolution."""
+        ...
+
+    @property
+    def full_shape(self) -> tuple[int, int]:
+        """``(H, W)`` at 80 m."""
+        ...
+
+    @property
+    def downsample(self) -> int:
+        """Integer downsampling factor ``K`` of the source."""
+        ...
+
+    def read_inputs(self, window: Window, features: Sequence[str]) -> np.ndarray:
+        """``float32 (C, h, w)`` inputs of a window."""
+        ...
+
+    def valid_mask(self, window: Window) -> np.ndarray:
+        """``bool (h, w)``: pixels with input data."""
+        ...
+
+
+@dataclass
+class ScenePrediction:
+    """A full-scene prediction.
+
+    Attributes:
+        name: Scene name.
+        classes: ``{"SIC", "SOD", "FLOE"}`` -> ``uint8 (H, W)`` at the full 80 m shape,
+            255 where the scene has no input data.
+        shape: ``(h, w)`` at which the model ran (the source's resolution).
+        full_shape: ``(H, W)`` at 80 m.
+        downsample: The source's factor ``K``.
+        probabilities: Optional ``{task: float32 (K, h, w)}`` at the source's
+            resolution for the classification heads (SIC only when it is classified).
+        source_classes: The class maps at the source's resolution ``(h, w)`` (the same
+            arrays as ``classes`` when ``downsample == 1``).
+        seconds: Wall time of the prediction.
+        tiles: Number of tiles run.
+    """
+
+    name: str
+    classes: dict[str, np.ndarray]
+    shape: tuple[int, int]
+    full_shape: tuple[int, int]
+    downsample: int
+    probabilities: dict[str, np.ndarray] | None = None
+    source_classes: dict[str, np.ndarray] = field(default_factory=dict)
+    seconds: float = 0.0
+    tiles: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def upsample(self, array: np.ndarray) -> np.ndarray:
+        """Bring an array of the source's resolution (``(..., h, w)``) to the full shape."""
+        return upsample_nearest(array, self.downsample, self.full_shape)
+
+
+def upsample_nearest(array: np.ndarray, factor: int, full_shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour upsampling by an integer factor to an exact shape.
+
+    Pixel ``(r, c)`` of the output takes input pixel ``(min(r // factor, h - 1),
+    min(c // factor, w - 1))``.
+
+    Args:
+        array: ``(..., h, w)``.
+        factor: Integer factor ``K >= 1``.
+        full_shape: ``(H, W)`` of the output.
+
+    Returns:
+        ``(..., H, W)`` (the input itself when ``K == 1`` and the shapes agree).
+    """
+    h, w = array.shape[-2:]
+    if factor == 1 and (h, w) == tuple(full_shape):
+        return array
+    rows = np.minimum(np.arange(full_shape[0]) // factor, h - 1)
+    cols = np.minimum(np.arange(full_shape[1]) // factor, w - 1)
+    return array[..., rows[:, None], cols[None, :]]
+
+
+def _read_padded(
+    source: SceneSourceLike, window: Window, features: Sequence[str], n_channels: int
+) -> np.ndarray:
+    """Read a window that may extend past the scene; the outside is 0 (no data)."""
+    r, c, h, w = window
+    sh, sw = source.shape
+    out = np.zeros((n_channels, h, w), dtype=np.float32)
+    rr, cc = min(h, sh - r), min(w, sw - c)
+    if rr > 0 and cc > 0:
+        data = source.read_inputs((r, c, rr, cc), features)
+        if data.shape != (n_channels, rr, cc):
+            raise DataError(
+                f"scene {source.name}: read_inputs returned shape {data.shape} for window "
+                f"{(r, c, rr, cc)}, expected {(n_channels, rr, cc)}"
+            )
+        out[:, :rr, :cc] = data
+    return out
+
+
+def _autocast(
+    device: torch.device, precision: InferencePrecision
+) -> contextlib.AbstractContextManager:
+    if precision == "32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    if precision == "16" and device.type != "cuda":
+        raise ConfigError("precision", "16 (float16) inference needs a CUDA device; use bf16 or 32")
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _to_classes(model: nn.Module, outputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    if hasattr(model, "to_classes"):
+        return model.to_classes(outputs)  # type: ignore[operator,no-any-return]
+    return default_to_classes(outputs)
+
+
+def default_to_classes(outputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Class maps of raw outputs: argmax, or for a 1-channel SIC head round and clip to 0..10."""
+    out: dict[str, Tensor] = {}
+    for task, logits in outputs.items():
+        if logits.shape[1] == 1:
+            out[task] = torch.round(logits[:, 0].float()).clamp(0, 10).long()
+        else:
+            out[task] = logits.argmax(dim=1)
+    return out
+
+
+def _batches(tiles: Sequence[Tile], size: int) -> Iterator[list[Tile]]:
+    for i in range(0, len(tiles), size):
+        yield list(tiles[i : i + size])
+
+
+@torch.no_grad()
+def predict_scene(
+    model: nn.Module,
+    source: SceneSourceLike,
+    features: Sequence[str],
+    *,
+    tile: int = 512,
+    overlap: int = 64,
+    batch: int = 4,
+    device: str | torch.device = "cpu",
+    precision: InferencePrecision = "32",
+    align: int = DEFAULT_ALIGN,
+    return_probabilities: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> ScenePrediction:
+    """Predict the three charts of a whole scene.
+
+    Args:
+        model: Multi-task network: ``model(x) -> {"SIC", "SOD", "FLOE"}`` outputs at
+            the input size (optionally with ``to_classes``/``to_probabilities``). It is
+            put in eval mode for the pass and restored afterwards.
+        source: The scene.
+        features: Input channel names, in the order the model expects.
+        tile: Tile side in pixels at the source's resolution.
+        overlap: Context margin in pixels on each side of a tile's core; the result
+            equals a whole-scene pass when it is at least the receptive-field radius
+            (and the model has no global pooling).
+        batch: Tiles per forward pass.
+        device: Torch device.
+        precision: ``"32"``, ``"bf16"`` (autocast bfloat16, CPU or CUDA) or ``"16"``
+            (autocast float16, CUDA only).
+        align: Tile alignment in pixels (the network's total stride).
+        return_probabilities: Also return the softmax probabilities of the
+            classification heads at the source's resolution.
+        progress: Optional ``callback(done_tiles, total_tiles)``.
+
+    Returns:
+        The prediction (see :class:`ScenePrediction`).
+
+    Raises:
+        ConfigError: If ``batch`` is not positive, or for impossible tile settings.
+        DataError: If the source returns arrays of the wrong shape.
+    """
+    if batch < 1:
+        raise ConfigError("batch", f"must be >= 1 tile, got {batch}")
+    t0 = time.perf_counter()
+    dev = torch.device(device)
+    layout: TileLayout = plan_tiles(source.shape, tile, overlap, align)
+    h, w = source.shape
+    features = list(features)
+    n_ch = len(features)
+    classes = {t: np.full((h, w), CHART_FILL, dtype=np.uint8) for t in CHARTS}
+    probs: dict[str, np.ndarray] | None = {} if return_probabilities else None
+
+    was_training = model.training
+    model.eval()
+    done = 0
+    # One background thread reads the next batch of tiles while the model runs.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+
+        def load(tiles: list[Tile]) -> np.ndarray:
+            return np.stack([_read_padded(source, t.window, features, n_ch) for t in tiles])
+
+        batches = list(_batches(layout.tiles, batch))
+        pending: Future[np.ndarray] | None = pool.submit(load, batches[0]) if batches else None
+        try:
+            for i, tiles in enumerate(batches):
+                assert pending is not None
+                x_np = pending.result()
+                pending = pool.submit(load, batches[i + 1]) if i + 1 < len(batches) else None
+                x = torch.from_numpy(x_np).to(dev, non_blocking=True)
+                with _autocast(dev, precision):
+                    outputs = model(x)
+                outputs = {k: v.float() for k, v in outputs.items()}
+                cls = {
+                    k: v.to(torch.uint8).cpu().numpy()
+                    for k, v in _to_classes(model, outputs).items()
+                }
+                p_np: dict[str, np.ndarray] = {}
+                if probs is not None:
+                    p_np = {
+                        k: torch.softmax(v, dim=1).cpu().numpy()
+                        for k, v in outputs.items()
+                        if v.shape[1] > 1
+                    }
+                for b, t in enumerate(tiles):
+                    r0, c0, ch, cw = t.core
+                    r1, c1 = min(r0 + ch, h), min(c0 + cw, w)
+                    if r1 <= r0 or c1 <= c0:
+                        continue  # core entirely in the alignment padding
+                    lr, lc = r0 - t.rows.start, c0 - t.cols.start
+                    sl = (slice(lr, lr + r1 - r0), slice(lc, lc + c1 - c0))
+                    for task in CHARTS:
+                        classes[task][r0:r1, c0:c1] = cls[task][b][sl]
+                    if probs is not None:
+                        for task, p in p_np.items():
+                            if task not in probs:
+                                probs[task] = np.zeros((p.shape[1], h, w), dtype=np.float32)
+                            probs[task][:, r0:r1, c0:c1] = p[b][(slice(None), *sl)]
+                done += len(tiles)
+                if progress is not None:
+                    progress(done, len(layout.tiles))
+        finally:
+            if pending is not None:
+                pending.cancel()
+            model.train(was_training)
+
+    valid = np.asarray(source.valid_mask((0, 0, h, w)), dtype=bool)
+    for task in CHARTS:
+        classes[task][~valid] = CHART_FILL
+    k = int(source.downsample)
+    full = tuple(int(v) for v in source.full_shape)
+    full_classes = {t: upsample_nearest(classes[t], k, full) for t in CHARTS}  # type: ignore[arg-type]
+    return ScenePrediction(
+        name=source.name,
+        classes=full_classes,
+        shape=(h, w),
+        full_shape=full,  # type: ignore[arg-type]
+        downsample=k,
+        probabilities=probs,
+        source_classes=classes,
+        seconds=time.perf_counter() - t0,
+        tiles=len(layout.tiles),
+        extra={"tile": layout.tile, "margin": layout.margin, "align": layout.align},
+    )

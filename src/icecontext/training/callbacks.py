@@ -1,0 +1,143 @@
+"""Lightning callbacks of icecontext training.
+
+* :class:`FinalCheckpoint` writes ``last.ckpt`` when training stops between
+  validations (``max_steps`` or ``max_minutes`` reached mid-epoch), so the resume point
+  is always the final state;
+* :class:`RankRecord` writes, per process, fingerprints of the samples it trained on
+  and a digest of its final weights (the multi-process tests compare them);
+* :class:`StepTimer` measures step time and the part of it spent waiting for data
+  (used by ``benchmarks/train.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from icecontext.atomic import write_text_atomic
+
+
+class FinalCheckpoint(pl.Callback):
+    """Save ``last.ckpt`` at the end of training if steps were taken since the last save.
+
+    Args:
+        path: The ``last.ckpt`` path.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._saved_step = -1
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Remember the step of the latest checkpoint written by anyone."""
+        self._saved_step = trainer.global_step
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Write ``last.ckpt`` when the final steps are not in a checkpoint yet."""
+        if trainer.global_step > 0 and trainer.global_step != self._saved_step:
+            trainer.save_checkpoint(self.path)  # every rank calls; rank 0 writes
+
+
+class RankRecord(pl.Callback):
+    """Per-process diagnostics: samples seen and final weights digest.
+
+    Writes ``<folder>/rank<r>.json`` with ``rank``, ``world_size``, ``samples`` (one
+    fingerprint per training sample, in order) and ``weights_sha256``.
+
+    Args:
+        folder: Output folder.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Write this process's record."""
+        from icecontext.training.module import weights_digest
+
+        record = {
+            "rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+            "global_step": trainer.global_step,
+            "samples": list(getattr(pl_module, "seen_samples", [])),
+            "weights_sha256": weights_digest(pl_module.model),  # type: ignore[arg-type]
+        }
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.folder / f"rank{trainer.global_rank}.json", json.dumps(record))
+
+
+class StepTimer(pl.Callback):
+    """Measure training step time and the time spent waiting for the next batch.
+
+    The wait of step ``i`` is the time from the end of step ``i - 1`` to the start of
+    step ``i``: Lightning fetches the next batch in between, so this is the data wait
+    plus the (small) loop overhead — an upper bound on the data wait. The step time is
+    from the end of step ``i - 1`` to the end of step ``i``. The first ``skip`` steps
+    (start-up, worker spawn) are ignored.
+
+    Args:
+        skip: Steps to ignore at the start.
+    """
+
+    def __init__(self, skip: int = 5):
+        self.skip = skip
+        self.waits: list[float] = []
+        self.steps: list[float] = []
+        self._last_end: float | None = None
+        self._start: float | None = None
+        self._count = 0
+
+    def _sync(self, pl_module: pl.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Record the data wait since the previous step ended."""
+        self._start = time.perf_counter()
+        if self._last_end is not None and self._count >= self.skip:
+            self.waits.append(self._start - self._last_end)
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Record the step time."""
+        self._sync(pl_module)
+        now = time.perf_counter()
+        if self._last_end is not None and self._count >= self.skip:
+            self.steps.append(now - self._last_end)
+        self._last_end = now
+        self._count += 1
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Do not count validation and epoch boundaries as data wait."""
+        self._last_end = None
+
+    def summary(self) -> dict[str, float]:
+        """Mean step time, steps/s and the data-wait fraction over the measured steps."""
+        n = min(len(self.steps), len(self.waits))
+        if n == 0:
+            return {"steps": 0, "step_s": float("nan"), "steps_per_s": 0.0, "wait_fraction": 0.0}
+        step = float(np.mean(self.steps[:n]))
+        wait = float(np.mean(self.waits[:n]))
+        return {
+            "steps": n,
+            "step_s": step,
+            "steps_per_s": 1.0 / step,
+            "wait_s": wait,
+            "wait_fraction": wait / step,
+        }

@@ -1,0 +1,147 @@
+"""Checkpoints: atomic writes, the icecontext record inside them, and loading a model.
+
+Every Lightning checkpoint written by :func:`icecontext.training.fit.train` carries an
+``"icecontext"`` entry: the resolved run configuration, the input channel names and
+count, the package version, and (for ``best.ckpt``) the validation scores that made it
+best. :func:`load_checkpoint` rebuilds the network from that entry alone, so
+``icecontext evaluate`` and ``predict`` need only the checkpoint file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from icecontext.atomic import atomic_path
+from icecontext.errors import ConfigError, DataError
+
+CHECKPOINT_KEY = "icecontext"
+MODEL_PREFIX = "model."
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write checkpoints through a temporary sibling file and an atomic rename.
+
+    A process killed while saving leaves the previous checkpoint intact, which is what
+    makes ``last.ckpt`` a safe resume point.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike[str], storage_options: Any = None
+    ) -> None:
+        """Save ``checkpoint`` to ``path`` atomically."""
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO does not take storage_options")
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A network rebuilt from a checkpoint.
+
+    Attributes:
+        model: The multi-task network (eval mode, on ``map_location``).
+        config: The run configuration it was trained with.
+        features: Input channel names in model order.
+        path: The checkpoint file.
+        epoch: Epoch at which it was saved.
+        global_step: Optimiser steps at which it was saved.
+        scores: Validation scores recorded with it (may be empty).
+        record: The raw ``"icecontext"`` entry.
+    """
+
+    model: torch.nn.Module
+    config: Any
+    features: list[str]
+    path: Path
+    epoch: int
+    global_step: int
+    scores: dict[str, Any] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a checkpoint file written by icecontext.
+
+    Checkpoints are pickles: only load files you trust (your own runs).
+
+    Raises:
+        ConfigError: ``--checkpoint`` if the file does not exist.
+        DataError: If it cannot be read or is not an icecontext checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("--checkpoint", f"file '{path}' does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # torch raises many types for truncated/foreign files
+        raise DataError(f"{path}: cannot be read as a PyTorch checkpoint: {exc}") from exc
+    if not isinstance(ckpt, dict) or CHECKPOINT_KEY not in ckpt or "state_dict" not in ckpt:
+        raise DataError(
+            f"{path}: not an icecontext training checkpoint (no '{CHECKPOINT_KEY}' record with "
+            "the run configuration); use best.ckpt or last.ckpt of an 'icecontext train' run"
+        )
+    return ckpt
+
+
+def model_state_dict(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Return the network's state dict from a Lightning checkpoint (prefix removed)."""
+    return {
+        k[len(MODEL_PREFIX) :]: v
+        for k, v in ckpt["state_dict"].items()
+        if k.startswith(MODEL_PREFIX)
+    }
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> LoadedCheckpoint:
+    """Rebuild the trained network of a checkpoint.
+
+    Args:
+        path: ``best.ckpt`` / ``last.ckpt`` of a run.
+        map_location: Device to load the tensors to.
+
+    Returns:
+        The network with the checkpoint's weights, in eval mode, and its configuration.
+
+    Raises:
+        ConfigError: If the file is missing.
+        DataError: If it is not an icecontext checkpoint or its weights do not fit the
+            configuration it records.
+    """
+    from icecontext.models.multitask import build_model
+    from icecontext.training.config import RunConfig
+
+    path = Path(path)
+    ckpt = read_checkpoint(path, map_location)
+    record = ckpt[CHECKPOINT_KEY]
+    try:
+        cfg = RunConfig.model_validate(record["config"])
+    except Exception as exc:
+        raise DataError(
+            f"{path}: the configuration stored in the checkpoint is invalid: {exc}"
+        ) from exc
+    features = list(record["features"])
+    model = build_model(cfg.model, len(features))
+    try:
+        model.load_state_dict(model_state_dict(ckpt), strict=True)
+    except RuntimeError as exc:
+        raise DataError(
+            f"{path}: weights do not fit the stored model configuration: {exc}"
+        ) from exc
+    model.to(map_location).eval()
+    return LoadedCheckpoint(
+        model=model,
+        config=cfg,
+        features=features,
+        path=path,
+        epoch=int(ckpt.get("epoch", -1)),
+        global_step=int(ckpt.get("global_step", -1)),
+        scores=dict(record.get("scores") or {}),
+        record=record,
+    )

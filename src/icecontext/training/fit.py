@@ -1,0 +1,430 @@
+"""Programmatic training: ``train(cfg) -> RunResult``.
+
+:func:`train` builds everything a run needs from a :class:`RunConfig`: the run
+directory (with the resolved config and provenance), the data module, the Lightning
+module, the trainer (precision, devices, DDP, loggers, checkpoints) and, after
+fitting, the training curves and a JSON summary. It resumes from ``last.ckpt`` when
+the run directory has one (see :mod:`icecontext.training.rundir`).
+
+Multi-process runs (``trainer.devices > 1`` or ``trainer.num_nodes > 1``) must start
+from a script or command (``icecontext train``, ``python -m ...``, ``srun``,
+``torchrun``): Lightning's DDP launcher re-executes the command line once per extra
+process, and every process runs :func:`train` up to ``trainer.fit``. Only rank 0 writes
+the run record, logs, curves and summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+from icecontext.atomic import write_text_atomic
+from icecontext.data.format import CHARTS, N_CLASSES
+from icecontext.errors import ConfigError, DataError
+from icecontext.provenance import seed_everything, write_run_record
+from icecontext.training.callbacks import FinalCheckpoint, RankRecord
+from icecontext.training.checkpoint import AtomicCheckpointIO
+from icecontext.training.config import RunConfig
+from icecontext.training.losses import class_weights_from_histogram
+from icecontext.training.module import IceChartModule, SceneIndexDataset
+from icecontext.training.optim import MONITOR
+from icecontext.training.rundir import RunDir, resume_checkpoint, run_dir_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What a finished (or stopped) run produced.
+
+    Attributes:
+        run_dir: The run directory.
+        best_checkpoint: ``best.ckpt`` (``None`` if the run never validated).
+        last_checkpoint: ``last.ckpt``.
+        best_score: Best validation combined score.
+        best_epoch: Epoch of the best score.
+        last_scores: Scores of the final validation.
+        epochs: Epochs completed.
+        steps: Optimiser steps taken in total.
+        seconds: Wall time of this invocation.
+        resumed_from: Checkpoint the run resumed from, if any.
+    """
+
+    run_dir: Path
+    best_checkpoint: Path | None
+    last_checkpoint: Path
+    best_score: float | None
+    best_epoch: int | None
+    last_scores: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    resumed_from: Path | None = None
+
+
+# ----------------------------------------------------------------------------- hardware
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), not emulated."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    for name in checks:
+        fn = getattr(torch.cpu, name, None)
+        try:
+            if fn is not None and fn():
+                return True
+        except Exception:  # private helpers: absence or failure means "no"
+            continue
+    return False
+
+
+def resolve_accelerator(cfg: RunConfig) -> str:
+    """``"cpu"`` or ``"gpu"`` for ``trainer.accelerator``.
+
+    Raises:
+        ConfigError: ``trainer.accelerator`` when ``gpu`` is asked and no GPU is visible.
+    """
+    acc = cfg.trainer.accelerator
+    if acc == "gpu" and not torch.cuda.is_available():
+        raise ConfigError("trainer.accelerator", "gpu was asked but no CUDA GPU is visible")
+    if acc == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return acc
+
+
+def resolve_precision(cfg: RunConfig, accelerator: str) -> str:
+    """Lightning precision string for ``trainer.precision``.
+
+    ``auto``: ``bf16-mixed`` on GPUs that support bf16 and on CPUs with native bf16,
+    ``16-mixed`` (float16 with a gradient scaler) on older GPUs, else ``32-true``.
+
+    Raises:
+        ConfigError: ``trainer.precision`` for a precision the hardware cannot run.
+    """
+    p = cfg.trainer.precision
+    gpu = accelerator == "gpu"
+    gpu_bf16 = gpu and torch.cuda.is_bf16_supported()
+    if p == "auto":
+        if gpu:
+            return "bf16-mixed" if gpu_bf16 else "16-mixed"
+        return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+    if p == "32":
+        return "32-true"
+    if p == "16-mixed" and not gpu:
+        raise ConfigError(
+            "trainer.precision",
+            "16-mixed (float16 with a gradient scaler) needs a GPU; on CPU use bf16-mixed "
+            "(CPUs with native bf16) or 32",
+        )
+    if p == "bf16-mixed":
+        if gpu and not gpu_bf16:
+            raise ConfigError(
+                "trainer.precision", "this GPU does not support bfloat16; use 16-mixed or 32"
+            )
+        if not gpu and not cpu_has_native_bf16():
+            raise ConfigError(
+                "trainer.precision",
+                "bf16-mixed on this CPU would be emulated (no AVX512-BF16/AMX) and slower "
+                "than float32; use precision=32",
+            )
+    return p
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class FullSceneDataModule(pl.LightningDataModule):
+    """Training patches from the data pipeline; validation = whole scenes, by index.
+
+    Wraps :class:`icecontext.data.datamodule.IceDataModule`: its training loader (a
+    rank-aware, epoch-seeded patch sampler) is used as it is, and the validation loader
+    is replaced by the scene indices of :class:`SceneIndexDataset`, which the Lightning
+    module turns into tiled full-scene predictions.
+    """
+
+    def __init__(self, inner: Any, n_val: int):
+        super().__init__()
+        self.inner = inner
+        self.n_val = n_val
+
+    def setup(self, stage: str) -> None:
+        """Set up the wrapped module."""
+        self.inner.setup(stage)
+
+    def train_dataloader(self) -> Any:
+        """The wrapped module's patch loader (it reads the rank from the trainer)."""
+        self.inner.trainer = self.trainer
+        return self.inner.train_dataloader()
+
+    def val_dataloader(self) -> Any:
+        """Validation scene indices of this process."""
+        from torch.utils.data import DataLoader
+
+        return DataLoader(SceneIndexDataset(self.n_val), batch_size=None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The resolved splits (recorded in checkpoints)."""
+        return self.inner.state_dict()
+
+
+def _check_store_features(cfg: RunConfig) -> None:
+    if cfg.data.store is None:
+        return
+    from icecontext.data.store import PreparedStore
+
+    try:
+        store = PreparedStore(cfg.data.store)
+    except DataError as exc:
+        raise ConfigError("data.store", str(exc)) from None
+    missing = [f for f in cfg.data.channels if f not in store.features]
+    if missing:
+        raise ConfigError(
+            "data.features",
+            f"feature '{missing[0]}' is not in the store {cfg.data.store}, which holds "
+            f"{', '.join(store.features)}; re-run 'icecontext prepare' with it in --features "
+            "or remove it from data.features",
+        )
+    if store.manifest.downsample != cfg.data.downsample:
+        raise ConfigError(
+            "data.downsample",
+            f"is {cfg.data.downsample} but the store {cfg.data.store} was prepared with "
+            f"--downsample {store.manifest.downsample}",
+        )
+
+
+def class_weights_for(cfg: RunConfig, sources: Sequence[Any]) -> dict[str, torch.Tensor | None]:
+    """Per-task loss class weights from the training scenes' chart histograms.
+
+    Raises:
+        ConfigError: ``train.loss.class_weights`` if the training scenes hold no label
+            of a task.
+    """
+    mode = cfg.train.loss.class_weights
+    if mode == "none":
+        return {}
+    totals = {t: torch.zeros(256, dtype=torch.float64) for t in CHARTS}
+    for src in sources:
+        for task, hist in src.histograms().items():
+            totals[task] += torch.as_tensor(hist, dtype=torch.float64)
+    out: dict[str, torch.Tensor | None] = {}
+    for task in CHARTS:
+        try:
+            out[task] = class_weights_from_histogram(totals[task].numpy(), N_CLASSES[task], mode)
+        except ValueError as exc:
+            raise ConfigError("train.loss.class_weights", f"{task}: {exc}") from None
+    return out
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+def _move_previous_csv(run: RunDir) -> None:
+    """Keep the CSV log of an earlier segment (Lightning's CSV logger would delete it)."""
+    current = run.logs / "csv" / "metrics.csv"
+    if not current.exists():
+        return
+    previous = run.logs / "csv_previous"
+    previous.mkdir(parents=True, exist_ok=True)
+    n = len(list(previous.glob("part-*.csv")))
+    shutil.move(str(current), previous / f"part-{n:03d}.csv")
+    for extra in (run.logs / "csv").glob("*"):
+        extra.unlink()
+
+
+def build_trainer(
+    cfg: RunConfig,
+    run: RunDir,
+    *,
+    has_validation: bool,
+    callbacks: Sequence[pl.Callback] = (),
+    resuming: bool = False,
+) -> pl.Trainer:
+    """Build the Lightning trainer of a run.
+
+    Args:
+        cfg: The run configuration.
+        run: Its run directory.
+        has_validation: Whether there are validation scenes (else no validation loop).
+        callbacks: Extra callbacks.
+        resuming: Whether the run resumes (earlier CSV logs are kept aside).
+    """
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    accelerator = resolve_accelerator(cfg)
+    precision = resolve_precision(cfg, accelerator)
+    t = cfg.trainer
+    tr = cfg.train
+    if resuming and rank_zero_only.rank == 0:
+        _move_previous_csv(run)
+    checkpoint = ModelCheckpoint(
+        dirpath=run.checkpoints,
+        filename="best",
+        monitor=MONITOR if has_validation else None,
+        mode="max",
+        save_top_k=1 if has_validation else 0,
+        save_last=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    cbs: list[pl.Callback] = [
+        checkpoint,
+        LearningRateMonitor(logging_interval="step"),
+        FinalCheckpoint(run.last),
+    ]
+    if tr.record_samples:
+        cbs.append(RankRecord(run.ranks))
+    cbs.extend(callbacks)
+    deterministic: bool | str = tr.deterministic
+    if deterministic == "auto":
+        deterministic = True if accelerator == "cpu" else "warn"
+    devices: Any = t.devices
+    if devices == "auto" and accelerator == "cpu":
+        devices = 1
+    loggers = [
+        CSVLogger(run.logs, name="csv", version=""),
+        TensorBoardLogger(run.logs, name="tensorboard", version="", default_hp_metric=False),
+    ]
+    return pl.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=precision,  # type: ignore[arg-type]
+        sync_batchnorm=t.sync_batchnorm,
+        max_epochs=tr.max_epochs if tr.max_epochs is not None else -1,
+        max_steps=tr.max_steps if tr.max_steps is not None else -1,
+        max_time=timedelta(minutes=tr.max_minutes) if tr.max_minutes else None,
+        check_val_every_n_epoch=tr.validation.every_n_epochs,
+        limit_val_batches=None if has_validation else 0,
+        num_sanity_val_steps=0,
+        gradient_clip_val=tr.grad_clip,
+        gradient_clip_algorithm=tr.grad_clip_algorithm,
+        accumulate_grad_batches=tr.accumulate_grad_batches,
+        deterministic=deterministic,  # type: ignore[arg-type]
+        benchmark=False,
+        log_every_n_steps=tr.log_every_n_steps,
+        enable_progress_bar=tr.progress_bar,
+        enable_model_summary=tr.progress_bar,
+        logger=loggers,
+        callbacks=cbs,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=run.path,
+    )
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def _write_summary(run: RunDir, result: RunResult, module: IceChartModule) -> None:
+    data = asdict(result)
+    data = {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
+    data["per_scene"] = module.last_breakdown
+    write_text_atomic(run.summary, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def train(
+    cfg: RunConfig,
+    *,
+    callbacks: Sequence[pl.Callback] = (),
+    datamodule: Any = None,
+) -> RunResult:
+    """Train a model as ``cfg`` describes and return where everything went.
+
+    Args:
+        cfg: The resolved run configuration.
+        callbacks: Extra Lightning callbacks (e.g. :class:`~.callbacks.StepTimer`).
+        datamodule: A ready :class:`~icecontext.data.datamodule.IceDataModule` (default:
+            built from ``cfg.data`` and ``cfg.seed``).
+
+    Returns:
+        The run's result (checkpoints, best score, ...).
+
+    Raises:
+        ConfigError: For settings that contradict the data or the hardware, naming the key.
+        DataError: For unusable data.
+    """
+    from icecontext.data.datamodule import IceDataModule
+    from icecontext.training.plots import plot_training_curves
+
+    t0 = time.perf_counter()
+    run = run_dir_for(cfg)
+    resume = resume_checkpoint(cfg, run)
+    rank0 = rank_zero_only.rank == 0
+    if rank0:
+        run.path.mkdir(parents=True, exist_ok=True)
+        write_run_record(
+            run.path, cfg, cfg.seed, extra={"resumed_from": str(resume) if resume else None}
+        )
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    seed_everything(cfg.seed)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    _check_store_features(cfg)
+
+    inner = datamodule if datamodule is not None else IceDataModule(cfg.data, seed=cfg.seed)
+    inner.setup("fit")
+    train_sources = inner.sources("train")
+    if not train_sources:
+        raise ConfigError("data.splits.train", "no training scene: check the splits and the data")
+    val_sources = list(inner.sources("val"))
+    if cfg.train.validation.max_scenes is not None:
+        val_sources = val_sources[: cfg.train.validation.max_scenes]
+    features = list(inner.features)
+    weights = class_weights_for(cfg, train_sources)
+    module = IceChartModule(cfg, features, weights, val_sources)
+    dm = FullSceneDataModule(inner, len(val_sources))
+    trainer = build_trainer(
+        cfg, run, has_validation=bool(val_sources), callbacks=callbacks, resuming=resume is not None
+    )
+    trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
+
+    ckpt_cb = trainer.checkpoint_callback
+    best_path = Path(ckpt_cb.best_model_path) if ckpt_cb and ckpt_cb.best_model_path else None
+    best_score = None
+    if ckpt_cb is not None and ckpt_cb.best_model_score is not None:
+        best_score = float(ckpt_cb.best_model_score)
+    if rank0 and not val_sources and run.last.exists():
+        shutil.copyfile(run.last, run.best)  # no validation: the final weights are the "best"
+        best_path = run.best
+    best_epoch = None
+    if best_path is not None and best_path.exists() and rank0:
+        from icecontext.training.checkpoint import read_checkpoint
+
+        best_epoch = int(read_checkpoint(best_path).get("epoch", -1))
+    result = RunResult(
+        run_dir=run.path,
+        best_checkpoint=best_path,
+        last_checkpoint=run.last,
+        best_score=best_score,
+        best_epoch=best_epoch,
+        last_scores=dict(module.last_scores),
+        epochs=int(trainer.current_epoch),
+        steps=int(trainer.global_step),
+        seconds=time.perf_counter() - t0,
+        resumed_from=resume,
+    )
+    if rank0:
+        try:
+            plot_training_curves(run, run.curves)
+        except Exception as exc:  # a missing figure must not lose a trained model
+            log.warning("could not draw the training curves: %s", exc)
+        _write_summary(run, result, module)
+    return result
+
+
+def is_global_zero() -> bool:
+    """Whether this process is rank 0 (also before DDP starts, from the environment)."""
+    return rank_zero_only.rank == 0 and os.environ.get("LOCAL_RANK", "0") == "0"

@@ -1,0 +1,251 @@
+"""The Lightning module: multi-task training with full-scene validation.
+
+Training steps run the network on patch batches (``{"x", "SIC", "SOD", "FLOE"}`` from
+the data pipeline) and minimise the masked multi-task loss. Validation runs the tiled
+full-scene predictor over the validation scenes and scores them with the challenge
+metric (:class:`~icecontext.evaluation.ChartScorer`): ``val/combined`` selects the best
+checkpoint and drives the plateau schedule.
+
+Validation is sharded over processes: rank ``r`` of ``w`` predicts scenes ``r, r + w,
+...`` (every rank runs the same number of steps; padding steps do nothing), then the
+confusion matrices are gathered and merged, so every rank logs the same pooled scores
+that one process would have computed.
+
+Reproducibility: the global torch generator (dropout) is reseeded at the start of every
+epoch from ``(seed, epoch, rank)``, and the patch sampler draws from ``(seed, epoch,
+rank, worker)``; hence a run resumed from an epoch-end checkpoint continues exactly as
+the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import IterableDataset
+
+from icecontext import __version__
+from icecontext.data.format import CHARTS
+from icecontext.evaluation import ChartScorer, scene_groups
+from icecontext.inference.predictor import predict_scene
+from icecontext.training.checkpoint import CHECKPOINT_KEY
+from icecontext.training.config import RunConfig
+from icecontext.training.losses import MultiTaskLoss
+from icecontext.training.optim import (
+    MONITOR,
+    build_optimizer,
+    build_scheduler,
+    parameter_groups,
+    warmup_factor,
+)
+
+VAL_KEYS = ("SIC", "SOD", "FLOE", "combined")
+
+
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class SceneIndexDataset(IterableDataset):
+    """The validation scenes of this process, as indices (``-1`` = padding step)."""
+
+    def __init__(self, n_scenes: int):
+        self.n_scenes = n_scenes
+
+    def _mine(self) -> list[int]:
+        rank, world = _dist()
+        mine = list(range(rank, self.n_scenes, world))
+        per_rank = -(-self.n_scenes // world)
+        return mine + [-1] * (per_rank - len(mine))
+
+    def __iter__(self):
+        return iter(self._mine())
+
+    def __len__(self) -> int:
+        return len(self._mine())
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """A 63-bit seed derived from ``(seed, epoch, rank)`` (stable across runs and resumes)."""
+    ss = np.random.SeedSequence([seed, epoch, rank, 0x1CE])
+    return int(ss.generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def sample_fingerprints(x: Tensor) -> list[str]:
+    """Short SHA-1 digests of each sample of a batch (to compare what processes saw)."""
+    arr = x.detach().float().cpu().contiguous().numpy()
+    return [hashlib.sha1(a.tobytes()).hexdigest()[:16] for a in arr]
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer, in name order."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class IceChartModule(pl.LightningModule):
+    """Multi-task sea ice charting.
+
+    Args:
+        cfg: The resolved run configuration.
+        features: Input channel names, in model order.
+        class_weights: Optional per-task class weights of the losses.
+        val_sources: Full-scene validation sources (``SceneSource``); may be empty.
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        features: Sequence[str],
+        class_weights: Mapping[str, Tensor | None] | None = None,
+        val_sources: Sequence[Any] = (),
+    ):
+        super().__init__()
+        from icecontext.models.multitask import build_model
+
+        self.cfg = cfg
+        self.features = list(features)
+        self.model = build_model(cfg.model, len(self.features), seed=cfg.seed)
+        self.criterion = MultiTaskLoss(
+            cfg.sic_loss, cfg.train.loss.task_weights.model_dump(), class_weights
+        )
+        self.val_sources = list(val_sources)
+        self.scorer = ChartScorer()
+        self.last_scores: dict[str, Any] = {}
+        self.last_breakdown: list[dict[str, Any]] = []
+        self.seen_samples: list[str] = []
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Raw outputs of the network."""
+        return self.model(x)
+
+    # ------------------------------------------------------------------ training
+
+    def on_train_epoch_start(self) -> None:
+        """Reseed dropout from ``(seed, epoch, rank)`` so resumed runs match."""
+        torch.manual_seed(epoch_seed(self.cfg.seed, self.current_epoch, self.global_rank))
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Apply the warm-up of the plateau schedule (the others include it)."""
+        sched = self.cfg.train.scheduler
+        if sched.name == "plateau" and self.global_step <= sched.warmup_steps:
+            factor = warmup_factor(self.global_step, sched)
+            for group in self.optimizers().optimizer.param_groups:  # type: ignore[union-attr]
+                group["lr"] = self.cfg.train.optimizer.lr * factor
+
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        """One optimisation step on a patch batch."""
+        x = batch["x"]
+        outputs = self.model(x)
+        loss, parts = self.criterion(outputs, {t: batch[t] for t in CHARTS})
+        n = x.shape[0]
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        for task, value in parts.items():
+            self.log(f"train/loss_{task}", value, on_step=True, on_epoch=True, batch_size=n)
+        if self.cfg.train.record_samples:
+            self.seen_samples.extend(sample_fingerprints(x))
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        """AdamW/SGD with the configured schedule (horizon = the run's total steps)."""
+        opt_cfg = self.cfg.train.optimizer
+        optimizer = build_optimizer(parameter_groups(self.model, opt_cfg.weight_decay), opt_cfg)
+        total = self.trainer.estimated_stepping_batches
+        horizon = int(total) if np.isfinite(total) else None
+        sched = build_scheduler(optimizer, self.cfg.train.scheduler, horizon)
+        if sched is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": sched}
+
+    # ------------------------------------------------------------------ validation
+
+    def on_validation_epoch_start(self) -> None:
+        """Start a fresh scorer."""
+        self.scorer = ChartScorer()
+
+    def _overlap(self) -> int:
+        val = self.cfg.train.validation
+        if val.overlap != "auto":
+            return int(val.overlap)
+        rf = self.model.receptive_field() if hasattr(self.model, "receptive_field") else None
+        cap = val.tile // 4
+        return cap if rf is None else min(cap, -(-int(rf) // 2))
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Predict one whole scene with the tiled predictor and add it to the scorer."""
+        index = int(batch)
+        if index < 0:
+            return
+        source = self.val_sources[index]
+        val = self.cfg.train.validation
+        ctx: contextlib.AbstractContextManager = contextlib.nullcontext()
+        precision = "32"
+        if val.precision == "32":
+            ctx = torch.autocast(self.device.type, enabled=False)
+        elif val.precision == "bf16":
+            precision = "bf16"
+        with ctx:
+            pred = predict_scene(
+                self.model,
+                source,
+                self.features,
+                tile=val.tile,
+                overlap=self._overlap(),
+                batch=val.batch,
+                device=self.device,
+                precision=precision,  # type: ignore[arg-type]
+            )
+        h, w = source.shape
+        reference = source.read_charts((0, 0, h, w))
+        self.scorer.update(reference, pred.source_classes, groups=scene_groups(source.name))
+
+    def on_validation_epoch_end(self) -> None:
+        """Merge the scorers of all processes and log the pooled challenge scores."""
+        scorer = self.scorer
+        _, world = _dist()
+        if world > 1:
+            gathered: list[Any] = [None] * world
+            torch.distributed.all_gather_object(gathered, scorer.to_dict())
+            scorer = ChartScorer()
+            for record in gathered:
+                scorer.merge(ChartScorer.from_dict(record))
+        if not scorer.groups:
+            return
+        scores = scorer.compute()
+        self.last_scores = {k: scores[k] for k in VAL_KEYS}
+        self.last_scores["epoch"] = int(self.current_epoch)
+        self.last_scores["step"] = int(self.global_step)
+        try:
+            table = scorer.breakdown("scene")
+            self.last_breakdown = table.reset_index().to_dict(orient="records")
+        except Exception:  # a breakdown is a convenience; never fail validation on it
+            self.last_breakdown = []
+        for key in VAL_KEYS:
+            value = float(scores[key])
+            self.log(f"val/{key}", value, prog_bar=key == "combined", sync_dist=False)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the resolved configuration, the channels and the latest scores."""
+        checkpoint[CHECKPOINT_KEY] = {
+            "config": self.cfg.model_dump(mode="json"),
+            "features": self.features,
+            "in_channels": len(self.features),
+            "version": __version__,
+            "monitor": MONITOR,
+            "scores": dict(self.last_scores),
+        }

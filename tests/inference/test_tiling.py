@@ -1,0 +1,84 @@
+"""Tile layout: cores partition the scene, margins hold, sizes are aligned."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from icecontext.errors import ConfigError
+from icecontext.inference.tiling import plan_tiles, round_up
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    h=st.integers(1, 700),
+    w=st.integers(1, 700),
+    tile=st.integers(8, 300),
+    overlap=st.integers(0, 60),
+    align=st.sampled_from([1, 4, 16, 32]),
+)
+def test_cores_partition_the_padded_scene_and_keep_the_margin(h, w, tile, overlap, align):
+    t = round_up(tile, align)
+    if (t - 2 * overlap) // align * align <= 0:
+        with pytest.raises(ConfigError, match="tile"):
+            plan_tiles((h, w), tile, overlap, align)
+        return
+    layout = plan_tiles((h, w), tile, overlap, align)
+    ph, pw = layout.padded_shape
+    assert ph % align == 0 and pw % align == 0 and ph >= h and pw >= w and ph - h < align
+    assert layout.margin >= overlap
+    cover = np.zeros((ph, pw), dtype=np.int32)
+    for tl in layout.tiles:
+        r, c, th, tw = tl.window
+        # every tile has the same aligned shape and starts on the alignment grid
+        assert (th, tw) == layout.tile
+        assert r % align == 0 and c % align == 0
+        assert r >= 0 and r + th <= ph and c >= 0 and c + tw <= pw
+        cr, cc, ch, cw = tl.core
+        cover[cr : cr + ch, cc : cc + cw] += 1
+        # the core keeps `margin` pixels of context inside the tile, except at scene edges
+        for start, stop, cstart, cstop, length in (
+            (r, r + th, cr, cr + ch, ph),
+            (c, c + tw, cc, cc + cw, pw),
+        ):
+            assert cstart == 0 or cstart - start >= layout.margin
+            assert cstop == length or stop - cstop >= layout.margin
+    assert (cover == 1).all()
+
+
+def test_small_scene_is_one_padded_tile():
+    layout = plan_tiles((100, 130), tile=512, overlap=64, align=32)
+    assert len(layout.tiles) == 1
+    assert layout.tiles[0].window == (0, 0, 128, 160)
+    assert layout.tiles[0].core == (0, 0, 128, 160)
+
+
+def test_regular_layout_numbers():
+    layout = plan_tiles((1000, 600), tile=256, overlap=64, align=32)
+    assert layout.margin == 64 and layout.tile == (256, 256)
+    rows = sorted({t.rows.start for t in layout.tiles})
+    # step 128, last tile flush with the padded end (1024 - 256 = 768)
+    assert rows == [0, 128, 256, 384, 512, 640, 768]
+    cols = sorted({t.cols.start for t in layout.tiles})
+    assert cols == [0, 128, 256, 352]
+
+
+def test_overlap_rounded_up_to_alignment():
+    layout = plan_tiles((1000, 1000), tile=256, overlap=50, align=32)
+    assert layout.margin == 64  # step 156 -> 128 (multiple of 32), margin (256 - 128) / 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "option"),
+    [
+        ({"tile": 64, "overlap": 32}, "tile"),
+        ({"tile": 0, "overlap": 0}, "tile"),
+        ({"tile": 64, "overlap": -1}, "overlap"),
+    ],
+)
+def test_bad_settings_name_the_option(kwargs, option):
+    with pytest.raises(ConfigError) as exc:
+        plan_tiles((300, 300), align=32, **kwargs)
+    assert exc.value.option == option

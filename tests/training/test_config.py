@@ -1,0 +1,111 @@
+"""Run configuration: validation names the key; section files; overrides; paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from icecontext.errors import ConfigError
+from icecontext.training.config import RunConfig, load_run_config
+
+BASE = {"data": {"store": "store.zarr", "features": ["sar", "amsr2:18.7"]}}
+
+
+def _load(tmp_path, overrides=(), data=None):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data or BASE))
+    return load_run_config(path, list(overrides))
+
+
+def test_defaults_and_name_from_file(tmp_path):
+    cfg = _load(tmp_path)
+    assert isinstance(cfg, RunConfig)
+    assert cfg.output.name == "exp"
+    assert cfg.data.store == tmp_path / "store.zarr"  # relative to the config file
+    assert cfg.sic_loss == "mse"
+    assert cfg.train.optimizer.name == "adamw"
+
+
+@pytest.mark.parametrize(
+    ("override", "option", "words"),
+    [
+        ("train.optimiser.lr=0.1", "train.optimiser", "unknown option"),
+        ("train.max_epochs=abc", "train.max_epochs", "integer"),
+        ("train.optimizer.name=adam", "train.optimizer.name", "adamw"),
+        ("trainer.precision=fp8", "trainer.precision", "bf16-mixed"),
+        ("trainer.strategy=ddp", "trainer.strategy", "trainer.devices"),
+        ("trainer.sync_batchnorm=true", "trainer.sync_batchnorm", "several processes"),
+        ("model.in_channels=5", "model.in_channels", "selects 4 channels"),
+        ("train.loss.sic=cross_entropy", "train.loss.sic", "classification"),
+        ("train.max_epochs=null", "train.max_epochs", "never stop"),
+        ("data.features=[sar,radar]", "data.features", "unknown feature 'radar'"),
+        ("output.name=a/b", "output.name", "plain folder name"),
+        ("seed=-1", "seed", "greater than or equal"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path, override, option, words):
+    with pytest.raises(ConfigError) as exc:
+        _load(tmp_path, [override])
+    assert exc.value.option == option
+    assert words in str(exc.value)
+
+
+def test_16_mixed_on_cpu_is_rejected(tmp_path):
+    with pytest.raises(ConfigError) as exc:
+        _load(tmp_path, ["trainer.accelerator=cpu", "trainer.precision=16-mixed"])
+    assert exc.value.option == "trainer.precision"
+
+
+def test_ddp_with_devices_is_fine(tmp_path):
+    cfg = _load(tmp_path, ["trainer.strategy=ddp", "trainer.devices=2"])
+    assert cfg.trainer.devices == 2 and cfg.trainer.strategy == "ddp"
+    cfg = _load(tmp_path, ["trainer.num_nodes=2"])
+    assert cfg.trainer.num_nodes == 2
+
+
+def test_classification_sic(tmp_path):
+    cfg = _load(tmp_path, ["model.sic_mode=classification"])
+    assert cfg.sic_loss == "cross_entropy"
+
+
+def test_section_file_and_paths(tmp_path, monkeypatch):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "m.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "model": {"encoder": {"name": "resnet34", "pretrained": "w.pth"}},
+                "data": {"features": ["ignored"]},
+            }
+        )
+    )
+    (tmp_path / "exp").mkdir()
+    path = tmp_path / "exp" / "run.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "model": "../model/m.yaml"}))
+    monkeypatch.chdir(tmp_path)
+    cfg = load_run_config(path, ["data.root=scenes"])
+    assert cfg.model.encoder.name == "resnet34"
+    # path inside a section file: relative to that file
+    assert cfg.model.encoder.pretrained == (tmp_path / "model" / "w.pth")
+    # path in the config file: relative to the config file; override: to the working dir
+    assert cfg.data.store == tmp_path / "exp" / "store.zarr"
+    assert cfg.data.root == tmp_path / "scenes"
+    # overrides beat the file
+    cfg = load_run_config(path, ["model.encoder.name=resnet50"])
+    assert cfg.model.encoder.name == "resnet50"
+
+
+def test_missing_section_file(tmp_path):
+    with pytest.raises(ConfigError) as exc:
+        _load(tmp_path, data={**BASE, "model": "nope.yaml"})
+    assert exc.value.option == "model" and "nope.yaml" in str(exc.value)
+
+
+def test_repository_configs_validate():
+    root = Path(__file__).resolve().parents[2] / "configs"
+    files = sorted((root / "train").glob("*.yaml"))
+    assert files
+    for f in files:
+        cfg = load_run_config(f, ["data.store=x.zarr"])
+        assert cfg.output.name == f.stem
