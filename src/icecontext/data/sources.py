@@ -1,0 +1,566 @@
+"""Scene sources: windows of inputs, charts and masks from a store or straight from NetCDF.
+
+A :class:`SceneSource` serves any :data:`~icecontext.data.geometry.Window` of one scene:
+
+* :meth:`SceneSource.read_inputs` -> float32 ``(C, h, w)`` in the order of the
+  requested channels: SAR-grid channels as stored, AMSR2/ERA5 upsampled from their
+  exact 2 km window by :func:`~icecontext.data.geometry.read_coarse_window`, derived
+  channels (``month``, ``latlon``) computed for the window;
+* :meth:`SceneSource.read_charts` -> ``{"SIC", "SOD", "FLOE"}`` uint8 ``(h, w)``;
+* :meth:`SceneSource.valid_mask` -> bool ``(h, w)`` (SAR data present).
+
+Windows may reach past the scene: outside it inputs are 0 (the format's no-data value),
+charts 255 and the valid mask false. That is the padding rule for patches larger than a
+scene and for tiles at a scene's edge.
+
+Three back-ends share this class and hence one geometry:
+
+* :class:`ZarrSource`: a scene group of a prepared store (what training uses);
+* :class:`NetCDFSource`: a ``_prep.nc`` (or raw) file, loaded into memory on first use
+  and downsampled with the same code as ``prepare`` (small experiments, no store);
+* :class:`ArraySource`: :class:`~icecontext.data.layers.SceneLayers` already in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import threading
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from icecontext.data.format import CHART_FILL, CHARTS, INPUT_VARIABLES, scene_time
+from icecontext.data.geometry import (
+    Upsampling,
+    Window,
+    check_window,
+    clip_window,
+    coarse_sampling,
+    downsampled_shape,
+    upsample_coarse,
+)
+from icecontext.data.layers import SceneLayers, file_inputs, scene_layers
+from icecontext.data.manifest import SceneRecord
+from icecontext.data.variables import (
+    CATALOGUE,
+    LATLON_FEATURES,
+    MONTH_FEATURES,
+    latlon_encoding,
+    month_encoding,
+)
+from icecontext.errors import DataError
+
+
+def _month_of(name: str) -> int | None:
+    try:
+        return scene_time(name).month
+    except ValueError:
+        return None
+
+
+class SceneSource:
+    """Windows of one scene at its (possibly downsampled) resolution.
+
+    Subclasses provide :meth:`_layers`; everything else (padding, channel selection,
+    2 km upsampling, derived channels) is implemented once here.
+
+    Attributes:
+        name: 19-character scene name.
+        shape: ``(H', W')`` at the source's resolution.
+        full_shape: ``(H, W)`` at 80 m.
+        downsample: ``K``: one source pixel is ``K`` x ``K`` 80 m pixels.
+        coarse_shape: Shape of the 2 km grid.
+        service: ``"dmi"`` or ``"cis"``.
+        month: Acquisition month (``None`` if the name carries no date).
+        upsampling: How 2 km channels are brought to the source grid.
+        where: Human-readable location (file or store group) used in messages.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        full_shape: tuple[int, int],
+        downsample: int,
+        coarse_shape: tuple[int, int],
+        sar_variables: Sequence[str],
+        coarse_variables: Sequence[str],
+        upsampling: Upsampling = "nearest",
+        where: str = "",
+    ) -> None:
+        if upsampling not in ("nearest", "bilinear"):
+            raise ValueError(f"upsampling must be 'nearest' or 'bilinear', got {upsampling!r}")
+        self.name = name
+        self.full_shape = (int(full_shape[0]), int(full_shape[1]))
+        self.downsample = int(downsample)
+        self.shape = downsampled_shape(self.full_shape, self.downsample)
+        self.coarse_shape = (int(coarse_shape[0]), int(coarse_shape[1]))
+        self.service = name[16:19] if len(name) >= 19 else ""
+        self.month = _month_of(name)
+        self.upsampling: Upsampling = upsampling
+        self.where = where or name
+        self._sar_index = {v: i for i, v in enumerate(sar_variables)}
+        self._coarse_index = {v: i for i, v in enumerate(coarse_variables)}
+
+    # ------------------------------------------------------------------ description
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """Channels this source can serve: stored file variables, then derived channels."""
+        derived: list[str] = list(LATLON_FEATURES)
+        if self.month is not None:
+            derived += list(MONTH_FEATURES)
+        return (*self._sar_index, *self._coarse_index, *derived)
+
+    def check_features(self, features: Sequence[str]) -> list[str]:
+        """Return ``features`` as a list after checking this source can serve them.
+
+        Raises:
+            DataError: Naming the first missing feature and the store/file.
+        """
+        available = set(self.features)
+        for f in features:
+            if f not in available:
+                if f not in CATALOGUE:
+                    raise DataError(f"{self.where}: unknown feature '{f}'")
+                raise DataError(
+                    f"{self.where}: feature '{f}' is not available in this "
+                    f"{'store' if isinstance(self, ZarrSource) else 'source'} "
+                    f"(available: {', '.join(self.features)}); re-run 'icecontext prepare' "
+                    "with it in --features"
+                )
+        return list(features)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.name!r}, shape={self.shape}, "
+            f"downsample={self.downsample}, where={self.where!r})"
+        )
+
+    # ------------------------------------------------------------------ back-end
+
+    def _layers(self) -> SceneLayers:
+        """Return the scene's arrays (numpy or Zarr); opened lazily by subclasses."""
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """Drop cached arrays and handles (they are reopened on the next read)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    # ------------------------------------------------------------------ reads
+
+    def read_inputs(self, window: Window, features: Sequence[str] | None = None) -> np.ndarray:
+        """Read input channels for a window.
+
+        Args:
+            window: ``(row, col, height, width)``; may reach past the scene (zeros there).
+            features: Channel names (resolved, e.g. by
+                :func:`~icecontext.data.variables.resolve_features`); ``None`` = all of
+                :attr:`features`.
+
+        Returns:
+            float32 ``(len(features), height, width)``.
+
+        Raises:
+            DataError: If a feature is not available.
+        """
+        x, _ = self.read_window(window, features, charts=False)
+        assert x is not None
+        return x
+
+    def read_chart_stack(self, window: Window) -> np.ndarray:
+        """Read SIC, SOD, FLOE as one uint8 ``(3, height, width)`` array (255 outside)."""
+        _, charts = self.read_window(window, inputs=False, charts=True)
+        assert charts is not None
+        return charts
+
+    def read_window(
+        self,
+        window: Window,
+        features: Sequence[str] | None = None,
+        *,
+        inputs: bool = True,
+        charts: bool = True,
+        out: np.ndarray | None = None,
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Read inputs and/or the chart stack of a window in one batch of array reads.
+
+        Args:
+            window: ``(row, col, height, width)``; may reach past the scene.
+            features: Channel names (``None`` = all of :attr:`features`).
+            inputs: Read the inputs.
+            charts: Read the chart stack.
+            out: float32 ``(C, height, width)`` array to write the inputs into; it may be
+                a strided view (e.g. a rotated view of the augmented patch), so the
+                augmentation costs no extra pass.
+
+        Returns:
+            ``(inputs (C, h, w) float32 or None, charts (3, h, w) uint8 or None)``.
+        """
+        feats: list[str] = []
+        if inputs:
+            feats = list(self.features) if features is None else self.check_features(features)
+        _, _, height, width = check_window(window)
+        clip = clip_window(window, self.shape)
+        x = None
+        if inputs:
+            shape = (len(feats), height, width)
+            if out is None:
+                x = (np.empty if clip.full else np.zeros)(shape, dtype=np.float32)
+            else:
+                if out.shape != shape or out.dtype != np.float32:
+                    raise ValueError(f"out must be float32 {shape}, got {out.dtype} {out.shape}")
+                x = out
+                if not clip.full:
+                    x[...] = 0.0
+        c = None
+        if charts and not clip.full:
+            c = np.full((len(CHARTS), height, width), CHART_FILL, dtype=np.uint8)
+        if clip.empty:
+            return x, c
+        layers = self._layers()
+        rows, cols = clip.rows, clip.cols
+        sub: Window = (rows.start, cols.start, rows.stop - rows.start, cols.stop - cols.start)
+        requests: list[tuple[Any, tuple[slice, ...]]] = []
+        sar = [(k, self._sar_index[f]) for k, f in enumerate(feats) if f in self._sar_index]
+        coarse = [
+            (k, self._coarse_index[f]) for k, f in enumerate(feats) if f in self._coarse_index
+        ]
+        if sar:
+            lo_s = min(i for _, i in sar)
+            requests.append((layers.sar, (slice(lo_s, max(i for _, i in sar) + 1), rows, cols)))
+        if coarse:
+            if min(self.coarse_shape) < 1:
+                raise DataError(f"{self.where}: the 2 km grid is empty (scene under 25 pixels)")
+            sampling = coarse_sampling(sub, self.coarse_shape, self.downsample, self.upsampling)
+            lo_c = min(i for _, i in coarse)
+            channels = slice(lo_c, max(i for _, i in coarse) + 1)
+            requests.append((layers.coarse, (channels, *sampling.block)))
+        if charts:
+            requests.append((layers.charts, (slice(None), rows, cols)))
+        blocks = read_blocks(requests)
+        if charts:
+            block = blocks.pop()
+            if c is None:
+                c = np.asarray(block, dtype=np.uint8)
+            else:
+                c[:, clip.out_rows, clip.out_cols] = block
+        if x is None:
+            return x, c
+        dst_r, dst_c = clip.out_rows, clip.out_cols
+        if sar:
+            _copy_channels(x, dst_r, dst_c, blocks.pop(0), [(k, i - lo_s) for k, i in sar])
+        if coarse:
+            # upsample into a contiguous temporary, then one slice copy per run: numpy.take
+            # into a strided (augmented) view is buffered and slower than this
+            up = upsample_coarse(blocks.pop(0), sampling)
+            _copy_channels(x, dst_r, dst_c, up, [(k, i - lo_c) for k, i in coarse])
+        for k, f in enumerate(feats):
+            if f in MONTH_FEATURES:
+                assert self.month is not None  # checked by check_features
+                sin_m, cos_m = month_encoding(self.month)
+                x[k, dst_r, dst_c] = sin_m if f == "month_sin" else cos_m
+        geo = [(k, f) for k, f in enumerate(feats) if f in LATLON_FEATURES]
+        if geo:
+            enc = self._latlon(sub)
+            for k, f in geo:
+                x[k, dst_r, dst_c] = enc[f]
+        return x, c
+
+    def read_charts(self, window: Window) -> dict[str, np.ndarray]:
+        """Read the charts of a window: ``{"SIC", "SOD", "FLOE"}`` uint8 ``(h, w)``."""
+        stack = self.read_chart_stack(window)
+        return {c: stack[i] for i, c in enumerate(CHARTS)}
+
+    def valid_mask(self, window: Window) -> np.ndarray:
+        """Where the SAR has data (bool ``(h, w)``; false outside the scene)."""
+        _, _, height, width = check_window(window)
+        out = np.zeros((height, width), dtype=bool)
+        clip = clip_window(window, self.shape)
+        if not clip.empty:
+            out[clip.out_rows, clip.out_cols] = self._layers().valid[clip.rows, clip.cols]
+        return out
+
+    def block_counts(self) -> np.ndarray:
+        """Per 32 x 32 block: labelled pixels and class counts (see ``layers.COUNT_ROWS``)."""
+        return np.asarray(self._layers().block_counts)
+
+    def histograms(self) -> dict[str, np.ndarray]:
+        """256-bin chart histograms at the source's resolution."""
+        charts = np.asarray(self._layers().charts)
+        return {
+            c: np.bincount(charts[i].ravel(), minlength=256).astype(np.int64)
+            for i, c in enumerate(CHARTS)
+        }
+
+    def tiepoints(self) -> np.ndarray:
+        """Latitude and longitude tie points, float64 ``(2, 21, 21)``."""
+        return np.asarray(self._layers().tiepoints)
+
+    def _latlon(self, window: Window) -> dict[str, np.ndarray]:
+        lat, lon = latlon_window(self.tiepoints(), self.full_shape, window, self.downsample)
+        return latlon_encoding(lat, lon)
+
+
+def read_blocks(requests: Sequence[tuple[Any, tuple[slice, ...]]]) -> list[np.ndarray]:
+    """Read ``array[selection]`` for each request; Zarr arrays in one concurrent batch.
+
+    zarr-python 3 runs every read on its event-loop thread; gathering a window's reads
+    into one coroutine costs one hand-over to that thread instead of one per array, and
+    lets the chunk decodes of the arrays overlap.
+    """
+    import zarr
+
+    if not any(isinstance(a, zarr.Array) for a, _ in requests):
+        return [np.asarray(a[sel]) for a, sel in requests]
+    from zarr.core.sync import sync
+
+    async def gather() -> list[Any]:
+        return list(
+            await asyncio.gather(
+                *(
+                    a.async_array.getitem(sel)
+                    if isinstance(a, zarr.Array)
+                    else _ready(np.asarray(a[sel]))
+                    for a, sel in requests
+                )
+            )
+        )
+
+    return [np.asarray(b) for b in sync(gather())]
+
+
+async def _ready(value: np.ndarray) -> np.ndarray:
+    return value
+
+
+def _copy_channels(
+    out: np.ndarray, rows: slice, cols: slice, block: np.ndarray, pairs: list[tuple[int, int]]
+) -> None:
+    """``out[k, rows, cols] = block[i]`` for each ``(k, i)``, as runs of slice copies."""
+    start = 0
+    for n in range(1, len(pairs) + 1):
+        if n == len(pairs) or pairs[n] != (pairs[n - 1][0] + 1, pairs[n - 1][1] + 1):
+            k0, i0 = pairs[start]
+            length = n - start
+            out[k0 : k0 + length, rows, cols] = block[i0 : i0 + length]
+            start = n
+
+
+def latlon_window(
+    tiepoints: np.ndarray, full_shape: tuple[int, int], window: Window, downsample: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Latitude and longitude (degrees) at the pixel centres of a window.
+
+    Uses the ready-to-train tie-point evaluator of :mod:`icecontext.data.tiepoints`
+    (the 21 x 21 grid spans the whole image, axis 0 = lines).
+
+    Raises:
+        DataError: If that module is not available in this installation.
+    """
+    try:
+        tp = importlib.import_module("icecontext.data.tiepoints")
+    except ModuleNotFoundError as exc:
+        raise DataError(
+            "the 'latlon' features need icecontext.data.tiepoints, which is not available"
+        ) from exc
+    fn = getattr(tp, "r2t_latlon_window", None)
+    if fn is None:
+        raise DataError("icecontext.data.tiepoints has no r2t_latlon_window(); cannot use latlon")
+    lat, lon = fn(tiepoints[0], tiepoints[1], full_shape, window, downsample)
+    return np.asarray(lat), np.asarray(lon)
+
+
+# ----------------------------------------------------------------------------- back-ends
+
+
+class ArraySource(SceneSource):
+    """A source over :class:`~icecontext.data.layers.SceneLayers` held in memory."""
+
+    def __init__(self, layers: SceneLayers, upsampling: Upsampling = "nearest", where: str = ""):
+        super().__init__(
+            name=layers.name,
+            full_shape=layers.full_shape,
+            downsample=layers.downsample,
+            coarse_shape=layers.coarse_shape,
+            sar_variables=layers.sar_variables,
+            coarse_variables=layers.coarse_variables,
+            upsampling=upsampling,
+            where=where or layers.name,
+        )
+        self._data: SceneLayers | None = layers
+
+    def _layers(self) -> SceneLayers:
+        assert self._data is not None
+        return self._data
+
+
+class NetCDFSource(SceneSource):
+    """A scene read straight from its NetCDF file (no store), for small experiments.
+
+    The file's metadata is read at construction; the arrays are loaded (and
+    downsampled with the same code as ``prepare``) on the first read and kept in memory
+    until :meth:`release`. A whole 5000 x 5200 scene with all inputs takes about
+    0.6 GB, so use a prepared store for training on many scenes.
+
+    Args:
+        path: ``_prep.nc`` (test files are paired with ``_prep_reference.nc``) or raw file.
+        features: Channels to load (file variables; derived ones are computed);
+            ``None`` = all 24 file inputs.
+        downsample: ``K``.
+        upsampling: 2 km upsampling mode.
+        reference: Passed to :func:`~icecontext.data.scene.open_scene`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        features: Sequence[str] | None = None,
+        downsample: int = 1,
+        upsampling: Upsampling = "nearest",
+        reference: str | os.PathLike[str] | Literal["auto"] | None = "auto",
+    ) -> None:
+        from icecontext.data.scene import open_scene
+
+        self.path = Path(path)
+        self._reference = reference
+        ds = open_scene(self.path, reference=reference, validate=False)
+        try:
+            full_shape = (int(ds.sizes["sar_lines"]), int(ds.sizes["sar_samples"]))
+            coarse_shape = (int(ds.sizes["2km_grid_lines"]), int(ds.sizes["2km_grid_samples"]))
+            name = str(ds.attrs["scene_name"])
+        finally:
+            ds.close()
+        self._load_features = tuple(INPUT_VARIABLES if features is None else features)
+        sar_vars, coarse_vars = file_inputs(self._load_features)
+        super().__init__(
+            name=name,
+            full_shape=full_shape,
+            downsample=downsample,
+            coarse_shape=coarse_shape,
+            sar_variables=sar_vars,
+            coarse_variables=coarse_vars,
+            upsampling=upsampling,
+            where=str(self.path),
+        )
+        self._data: SceneLayers | None = None
+        self._lock = threading.Lock()
+
+    def _layers(self) -> SceneLayers:
+        if self._data is None:
+            from icecontext.data.scene import open_scene
+
+            with self._lock:
+                if self._data is None:
+                    ds = open_scene(self.path, reference=self._reference, validate=True)
+                    try:
+                        self._data = scene_layers(ds, self._load_features, self.downsample)
+                    finally:
+                        ds.close()
+        return self._data
+
+    def release(self) -> None:
+        """Free the loaded arrays."""
+        self._data = None
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._lock = threading.Lock()
+
+
+class ZarrSource(SceneSource):
+    """A scene group of a prepared store (see :mod:`icecontext.data.store`).
+
+    The group is opened lazily in each process (DataLoader workers reopen it after
+    pickling or forking), with its consolidated metadata, so a read costs only the
+    chunk reads of the window.
+
+    Args:
+        store: The store folder.
+        record: The scene's manifest record.
+        sar_variables: The store's SAR-grid channels.
+        coarse_variables: The store's 2 km channels.
+        upsampling: 2 km upsampling mode.
+    """
+
+    def __init__(
+        self,
+        store: str | os.PathLike[str],
+        record: SceneRecord,
+        sar_variables: Sequence[str],
+        coarse_variables: Sequence[str],
+        upsampling: Upsampling = "nearest",
+    ) -> None:
+        self.store = Path(store)
+        self.record = record
+        super().__init__(
+            name=record.name,
+            full_shape=record.full_shape,
+            downsample=record.downsample,
+            coarse_shape=record.coarse_shape,
+            sar_variables=sar_variables,
+            coarse_variables=coarse_variables,
+            upsampling=upsampling,
+            where=f"{self.store}/{record.name}",
+        )
+        self._sar_vars = tuple(sar_variables)
+        self._coarse_vars = tuple(coarse_variables)
+        self._data: SceneLayers | None = None
+        self._pid: int | None = None
+
+    def _layers(self) -> SceneLayers:
+        if self._data is None or self._pid != os.getpid():
+            import zarr
+
+            path = self.store / self.record.name
+            try:
+                with warnings.catch_warnings():
+                    # consolidated metadata is a zarr-python feature, not (yet) in the spec
+                    warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+                    group = zarr.open_group(path, mode="r", use_consolidated=True)
+            except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+                raise DataError(f"{path}: scene group missing from the store") from exc
+            members = dict(group.members())
+            self._data = SceneLayers(
+                name=self.record.name,
+                full_shape=self.record.full_shape,
+                downsample=self.record.downsample,
+                sar_variables=self._sar_vars,
+                coarse_variables=self._coarse_vars,
+                sar=members.get("sar"),
+                coarse=members.get("coarse"),
+                charts=members["charts"],
+                valid=members["valid"],
+                tiepoints=np.asarray(members["tiepoints"][...]),
+                block_counts=members["block_counts"],
+                coarse_shape=self.record.coarse_shape,
+                histograms_full=self.record.histograms_full,
+            )
+            self._pid = os.getpid()
+        return self._data
+
+    def histograms(self) -> dict[str, np.ndarray]:
+        """Chart histograms at the store's resolution, from the manifest (no read)."""
+        return {c: self.record.histogram(c) for c in CHARTS}
+
+    def release(self) -> None:
+        """Drop the open group (reopened on the next read)."""
+        self._data = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_data"] = None  # Zarr handles are reopened in the receiving process
+        state["_pid"] = None
+        return state

@@ -1,0 +1,532 @@
+"""``prepare``: scenes -> a chunked, compressed Zarr 3 store that patches are read from.
+
+Layout (details and the chunk-size measurement in ``docs/pipeline.md``)::
+
+    STORE/
+      zarr.json            root group; attributes = the store settings
+      manifest.json        index: settings + one record per complete scene
+      provenance.json      last run: versions, command line, failed scenes
+      <scene>/             one group per scene (attribute complete = true)
+        sar          float32 (n_sar, H', W')  chunks (n_sar, 256, 256)
+        coarse       float32 (n_2km, h2, w2)  chunks (n_2km, 64, 64)
+        charts       uint8   (3, H', W')      chunks (3, 256, 256)
+        valid        bool    (H', W')         chunks (256, 256)
+        tiepoints    float64 (2, 21, 21)
+        block_counts uint16  (25, nb_r, nb_c)
+      .incomplete/         scenes being written (never read; cleared by each run)
+
+A scene is written under ``.incomplete/`` (arrays, then the ``complete`` attribute,
+then consolidated metadata) and moved to ``STORE/<scene>`` by one ``rename``: a
+scene group either is complete or does not exist, so a killed run leaves no damage
+and the next run redoes only the missing scenes. ``manifest.json`` is rebuilt from
+the complete groups' attributes at the end of every run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+import uuid
+import warnings
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from icecontext.data.format import (
+    CHART_FILL,
+    PREP_SUFFIX,
+    scene_name_from_file,
+    scene_name_from_raw,
+)
+from icecontext.data.geometry import Upsampling
+from icecontext.data.layers import COUNT_BLOCK, COUNT_ROWS, SceneLayers, file_inputs, scene_layers
+from icecontext.data.manifest import Manifest, SceneRecord, make_record
+from icecontext.data.sources import ZarrSource
+from icecontext.data.variables import resolve_features
+from icecontext.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK: Final = 256
+"""Spatial chunk side of SAR-grid arrays (see docs/pipeline.md for the measurement)."""
+
+COARSE_CHUNK: Final = 64
+"""Spatial chunk side of the 2 km arrays (64 cells = 1600 px at 80 m)."""
+
+INCOMPLETE_DIR: Final = ".incomplete"
+LOCK_NAME: Final = ".lock"
+
+
+def _codecs() -> tuple[Any, Any]:
+    from zarr.codecs import BloscCodec, BloscShuffle
+
+    # lz4 decompresses at several GB/s, so reads stay bound by chunk count, not codec;
+    # charts and masks are highly redundant: zstd + bit-shuffle shrinks them ~50x.
+    floats = BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.shuffle)
+    labels = BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.bitshuffle)
+    return floats, labels
+
+
+@contextlib.contextmanager
+def _quiet_consolidated() -> Iterator[None]:
+    with warnings.catch_warnings():
+        # consolidated metadata is a zarr-python feature, not (yet) part of the v3 spec
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        yield
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_scene_group(
+    store: str | os.PathLike[str],
+    layers: SceneLayers,
+    record: SceneRecord,
+    chunk: int = DEFAULT_CHUNK,
+) -> Path:
+    """Write one scene atomically as ``STORE/<name>`` (via ``.incomplete/`` and a rename).
+
+    Args:
+        store: Store folder (must exist).
+        layers: The scene's arrays (numpy).
+        record: Its manifest record (saved as the group's ``record`` attribute).
+        chunk: Spatial chunk side of SAR-grid arrays.
+
+    Returns:
+        The scene group's path.
+    """
+    import zarr
+
+    store = Path(store)
+    tmp = store / INCOMPLETE_DIR / f"{layers.name}.{uuid.uuid4().hex}"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    floats, labels = _codecs()
+    try:
+        group = zarr.open_group(tmp, mode="w", zarr_format=3)
+        yx = ("y", "x")
+        if layers.sar is not None:
+            n = layers.sar.shape[0]
+            group.create_array(
+                "sar",
+                data=np.ascontiguousarray(layers.sar, dtype=np.float32),
+                chunks=(n, chunk, chunk),
+                compressors=floats,
+                fill_value=0.0,
+                dimension_names=("channel", *yx),
+                attributes={"variables": list(layers.sar_variables)},
+            )
+        if layers.coarse is not None:
+            n = layers.coarse.shape[0]
+            group.create_array(
+                "coarse",
+                data=np.ascontiguousarray(layers.coarse, dtype=np.float32),
+                chunks=(n, COARSE_CHUNK, COARSE_CHUNK),
+                compressors=floats,
+                fill_value=0.0,
+                dimension_names=("channel", "y2km", "x2km"),
+                attributes={"variables": list(layers.coarse_variables)},
+            )
+        group.create_array(
+            "charts",
+            data=np.ascontiguousarray(layers.charts, dtype=np.uint8),
+            chunks=(layers.charts.shape[0], chunk, chunk),
+            compressors=labels,
+            fill_value=CHART_FILL,
+            dimension_names=("chart", *yx),
+            attributes={"charts": ["SIC", "SOD", "FLOE"]},
+        )
+        group.create_array(
+            "valid",
+            data=np.ascontiguousarray(layers.valid, dtype=bool),
+            chunks=(chunk, chunk),
+            compressors=labels,
+            fill_value=False,
+            dimension_names=yx,
+        )
+        group.create_array(
+            "tiepoints",
+            data=np.ascontiguousarray(layers.tiepoints, dtype=np.float64),
+            chunks=tuple(layers.tiepoints.shape),
+            dimension_names=("latlon", "line_points", "sample_points"),
+            attributes={"variables": ["sar_grid2d_latitude", "sar_grid2d_longitude"]},
+        )
+        counts = np.asarray(layers.block_counts, dtype=np.uint16)
+        group.create_array(
+            "block_counts",
+            data=counts,
+            chunks=counts.shape,
+            compressors=labels,
+            dimension_names=("count", "block_y", "block_x"),
+            attributes={"block": COUNT_BLOCK, "rows": list(COUNT_ROWS)},
+        )
+        # completion is marked last, then the metadata is consolidated for one-read opens
+        group.attrs.update({"record": record.to_json(), "complete": True})
+        with _quiet_consolidated():
+            zarr.consolidate_metadata(tmp)
+        final = store / layers.name
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _read_complete_record(group_path: Path) -> SceneRecord | None:
+    """Return the record of a complete scene group, or ``None`` if incomplete/unreadable."""
+    import json
+
+    meta = group_path / "zarr.json"
+    if not meta.is_file():
+        return None
+    try:
+        attrs = json.loads(meta.read_text(encoding="utf-8")).get("attributes", {})
+    except (OSError, json.JSONDecodeError):
+        return None
+    if attrs.get("complete") is not True or "record" not in attrs:
+        return None
+    try:
+        return SceneRecord.from_json(attrs["record"])
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def _scene_name_of(path: Path) -> str:
+    for parse in (scene_name_from_file, scene_name_from_raw):
+        try:
+            return parse(path.name)
+        except ValueError:
+            continue
+    return path.name.removesuffix(PREP_SUFFIX).removesuffix(".nc")
+
+
+def _prepare_one(
+    path: str, store: str, name: str, features: tuple[str, ...], downsample: int, chunk: int
+) -> tuple[str, dict[str, Any] | None, str | None]:
+    """Worker: convert one scene; return ``(name, record json, error message)``."""
+    from icecontext.data.scene import open_scene
+
+    try:
+        ds = open_scene(path, validate=True)
+        try:
+            layers = scene_layers(ds, features, downsample)
+        finally:
+            ds.close()
+        layers.name = name
+        assert layers.histograms_full is not None
+        record = make_record(
+            name=name,
+            source=Path(path).name,
+            charts=layers.charts,
+            valid=layers.valid,
+            full_charts_hist=layers.histograms_full,
+            full_shape=layers.full_shape,
+            coarse_shape=layers.coarse_shape,
+            downsample=downsample,
+        )
+        write_scene_group(store, layers, record, chunk)
+        return name, record.to_json(), None
+    except Exception as exc:  # a corrupt file may raise anything from netCDF4/HDF5
+        return name, None, f"{type(exc).__name__}: {exc}"
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+@dataclass
+class PrepareResult:
+    """Outcome of :func:`prepare_store`.
+
+    Attributes:
+        store: The store folder.
+        written: Scenes converted by this run.
+        skipped: Scenes already complete in the store.
+        failed: Scene name -> error message, for scenes that could not be converted.
+        manifest: The manifest written at the end.
+    """
+
+    store: Path
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    manifest: Manifest | None = None
+
+
+@contextlib.contextmanager
+def _store_lock(store: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the store; the OS drops it if the process dies."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: single writer by convention
+        yield
+        return
+    with open(store / LOCK_NAME, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise DataError(f"{store}: another 'prepare' is writing to this store") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _open_root(store: Path, settings: dict[str, Any]) -> None:
+    """Create the store's root group, or check an existing store has the same settings."""
+    import zarr
+
+    meta = store / "zarr.json"
+    if meta.is_file():
+        existing = dict(zarr.open_group(store, mode="r").attrs)
+        if existing.get("format") != "icecontext-store":
+            raise DataError(f"{store}: a Zarr group that is not an icecontext store")
+        for key, option in (
+            ("downsample", "--downsample"),
+            ("sar_variables", "--features"),
+            ("coarse_variables", "--features"),
+            ("chunk", "--chunk"),
+        ):
+            if existing.get(key) != settings[key]:
+                raise ConfigError(
+                    option,
+                    f"the store {store} was prepared with {key}={existing.get(key)!r}, "
+                    f"this run asks for {settings[key]!r}; use another --out folder",
+                )
+        return
+    if store.exists() and any(p.name not in (LOCK_NAME, INCOMPLETE_DIR) for p in store.iterdir()):
+        raise DataError(f"{store}: folder exists, is not empty and is not an icecontext store")
+    zarr.open_group(
+        store, mode="a", zarr_format=3, attributes={"format": "icecontext-store", **settings}
+    )
+
+
+def collect_scene_files(
+    data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+) -> dict[str, Path]:
+    """Map scene names to files from folders (``*_prep.nc``, then raw ``*.nc``) and files.
+
+    Raises:
+        DataError: If a folder or file is missing, no scene is found, or two files give
+            the same scene name.
+    """
+    from icecontext.data.format import REFERENCE_SUFFIX
+
+    items = [data] if isinstance(data, str | os.PathLike) else list(data)
+    files: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.glob("*.nc") if not f.name.endswith(REFERENCE_SUFFIX))
+            if not found:
+                raise DataError(f"{p}: no scene files (*.nc) in this folder")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DataError(f"{p}: no such scene file or folder")
+    out: dict[str, Path] = {}
+    for f in files:
+        name = _scene_name_of(f)
+        if name in out:
+            raise DataError(f"scene '{name}' is given twice: {out[name]} and {f}")
+        out[name] = f
+    return out
+
+
+def prepare_store(
+    data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    features: str | Sequence[str] = ("challenge",),
+    downsample: int = 1,
+    jobs: int = 1,
+    chunk: int = DEFAULT_CHUNK,
+    progress: bool = True,
+) -> PrepareResult:
+    """Convert scenes into a prepared store (idempotent, resumable).
+
+    Args:
+        data: Folder(s) of scenes and/or scene files.
+        out: Store folder (created).
+        features: Feature selectors; their file variables are stored (derived channels
+            are computed at read time from the always-stored tie points and the name).
+        downsample: Integer factor ``K`` (mean of valid pixels for inputs; 255 if any
+            pixel is masked else the mode for charts).
+        jobs: Parallel processes (1 = in this process).
+        chunk: Spatial chunk side of SAR-grid arrays.
+        progress: Show a tqdm progress bar.
+
+    Returns:
+        What was written, skipped and failed, and the final manifest.
+
+    Raises:
+        ConfigError: For a bad option, or settings that differ from the existing store's.
+        DataError: For missing input or a non-store output folder.
+    """
+    from tqdm.auto import tqdm
+
+    if downsample < 1:
+        raise ConfigError("--downsample", f"must be a positive integer, got {downsample}")
+    if jobs < 1:
+        raise ConfigError("--jobs", f"must be a positive integer, got {jobs}")
+    if not 16 <= chunk <= 4096:
+        raise ConfigError("--chunk", f"must be between 16 and 4096 pixels, got {chunk}")
+    channels = resolve_features(features, option="--features")
+    sar_vars, coarse_vars = file_inputs(channels)
+    file_channels = (*sar_vars, *coarse_vars)
+    settings: dict[str, Any] = {
+        "downsample": downsample,
+        "sar_variables": list(sar_vars),
+        "coarse_variables": list(coarse_vars),
+        "chunk": chunk,
+    }
+    scenes = collect_scene_files(data)
+    store = Path(out)
+    store.mkdir(parents=True, exist_ok=True)
+    result = PrepareResult(store=store)
+    with _store_lock(store):
+        _open_root(store, settings)
+        shutil.rmtree(store / INCOMPLETE_DIR, ignore_errors=True)  # leftovers of killed runs
+        todo: list[str] = []
+        for name in sorted(scenes):
+            group = store / name
+            if _read_complete_record(group) is not None:
+                result.skipped.append(name)
+                continue
+            if group.exists():  # a group without the completion mark: redo it
+                shutil.rmtree(group)
+            todo.append(name)
+        if result.skipped:
+            log.info("%d scene(s) already in %s: skipped", len(result.skipped), store)
+        args = [(str(scenes[n]), str(store), n, file_channels, downsample, chunk) for n in todo]
+        bar = tqdm(total=len(todo), desc="prepare", unit="scene", disable=not progress)
+        try:
+            for name, _record, error in _run(args, jobs):
+                if error is None:
+                    result.written.append(name)
+                else:
+                    result.failed[name] = error
+                    bar.write(f"scene {name} ({scenes[name]}): failed: {error}")
+                bar.update(1)
+        finally:
+            bar.close()
+            result.manifest = rebuild_manifest(store)
+            shutil.rmtree(store / INCOMPLETE_DIR, ignore_errors=True)
+    return result
+
+
+def _run(
+    args: list[tuple[str, str, str, tuple[str, ...], int, int]], jobs: int
+) -> Iterator[tuple[str, dict[str, Any] | None, str | None]]:
+    if jobs == 1 or len(args) <= 1:
+        for a in args:
+            yield _prepare_one(*a)
+        return
+    # forkserver/spawn: never fork a parent that holds threads (tqdm, zarr's event loop)
+    method = "forkserver" if sys.platform.startswith("linux") else "spawn"
+    ctx = multiprocessing.get_context(method)
+    with ProcessPoolExecutor(max_workers=min(jobs, len(args)), mp_context=ctx) as pool:
+        futures: list[Future[Any]] = [pool.submit(_prepare_one, *a) for a in args]
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+
+
+def rebuild_manifest(store: str | os.PathLike[str]) -> Manifest:
+    """Rebuild and write ``manifest.json`` from the complete scene groups of a store."""
+    import zarr
+
+    store = Path(store)
+    attrs = dict(zarr.open_group(store, mode="r").attrs)
+    manifest = Manifest(
+        downsample=int(attrs["downsample"]),
+        sar_variables=tuple(attrs["sar_variables"]),
+        coarse_variables=tuple(attrs["coarse_variables"]),
+        chunk=int(attrs["chunk"]),
+    )
+    for child in sorted(store.iterdir()):
+        if child.is_dir() and not child.name.startswith("."):
+            record = _read_complete_record(child)
+            if record is not None:
+                manifest.scenes[record.name] = record
+    manifest.write(store)
+    return manifest
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+class PreparedStore:
+    """A prepared store opened for reading.
+
+    Args:
+        path: The store folder.
+
+    Raises:
+        DataError: If the folder is not a prepared store.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self.manifest = Manifest.read(self.path)
+
+    @property
+    def names(self) -> list[str]:
+        """Scene names in the store, sorted."""
+        return sorted(self.manifest.scenes)
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """Channels the store can serve (stored variables plus derived channels)."""
+        from icecontext.data.variables import LATLON_FEATURES, MONTH_FEATURES
+
+        m = self.manifest
+        return (*m.sar_variables, *m.coarse_variables, *LATLON_FEATURES, *MONTH_FEATURES)
+
+    def check_features(self, features: Sequence[str], option: str = "data.features") -> None:
+        """Raise if a feature is not in the store.
+
+        Raises:
+            DataError: Naming the feature and the store.
+        """
+        missing = [f for f in features if f not in self.features]
+        if missing:
+            raise DataError(
+                f"{self.path}: feature '{missing[0]}' (from {option}) is not in this store, "
+                f"which holds {', '.join(self.features)}; re-run 'icecontext prepare' with it "
+                "in --features"
+            )
+
+    def source(self, name: str, upsampling: Upsampling = "nearest") -> ZarrSource:
+        """Open one scene.
+
+        Raises:
+            DataError: If the scene is not in the store (naming the scene and the store).
+        """
+        record = self.manifest.scenes.get(name)
+        if record is None:
+            raise DataError(f"scene '{name}' is not in the store {self.path}")
+        return ZarrSource(
+            self.path,
+            record,
+            self.manifest.sar_variables,
+            self.manifest.coarse_variables,
+            upsampling,
+        )
+
+    def sources(self, names: Sequence[str], upsampling: Upsampling = "nearest") -> list[ZarrSource]:
+        """Open several scenes (see :meth:`source`)."""
+        return [self.source(n, upsampling) for n in names]
