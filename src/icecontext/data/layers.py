@@ -41,6 +41,7 @@ from icecontext.data.format import (
     N_CLASSES,
     SAR_DIMS,
     SAR_VARIABLES,
+    scene_name_from_file,
 )
 from icecontext.data.geometry import block_any, block_chart, block_mean, block_sum
 from icecontext.data.variables import CATALOGUE, feature_grid
@@ -132,6 +133,16 @@ def compute_block_counts(charts: np.ndarray, block: int = COUNT_BLOCK) -> np.nda
     return np.stack(rows).astype(np.uint16)
 
 
+def _scene_name(ds: xr.Dataset) -> str:
+    """The dataset's scene name (``open_scene`` sets it; in-memory fixtures carry ``scene_id``)."""
+    if ds.attrs.get("scene_name"):
+        return str(ds.attrs["scene_name"])
+    try:
+        return scene_name_from_file(str(ds.attrs.get("scene_id", "")))
+    except ValueError:
+        return ""
+
+
 def scene_layers(
     ds: xr.Dataset,
     features: list[str] | tuple[str, ...] = INPUT_VARIABLES,
@@ -177,7 +188,7 @@ def scene_layers(
     charts = np.stack(charts_list).astype(np.uint8)
     tiepoints = np.stack([np.asarray(ds[v].values, dtype=np.float64) for v in LATLON_VARIABLES])
     return SceneLayers(
-        name=str(ds.attrs.get("scene_name", "")),
+        name=_scene_name(ds),
         full_shape=(int(ds.sizes[SAR_DIMS[0]]), int(ds.sizes[SAR_DIMS[1]])),
         downsample=k,
         sar_variables=sar_vars,
