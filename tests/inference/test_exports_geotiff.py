@@ -121,3 +121,16 @@ def test_bad_input_and_unwritable_folder(tmp_path: Path, scene: xr.Dataset, char
     ):
         write_chart_geotiffs(blocker / "sub", scene, charts)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_multi_chart_warp_equals_single_chart_warp(
+    tmp_path: Path, scene: xr.Dataset, charts: dict
+) -> None:
+    paths = write_chart_geotiffs(tmp_path, scene, charts, crs="EPSG:3413", resolution=160.0)
+    assert paths[0].name.endswith("_SIC_epsg3413.tif")
+    single = write_chart_geotiff(
+        tmp_path / "one.tif", scene, "FLOE", charts["FLOE"], crs="EPSG:3413", resolution=160.0
+    )
+    with rasterio.open(paths[2]) as a, rasterio.open(single) as b:
+        assert a.transform == b.transform and a.res == (160.0, 160.0)
+        np.testing.assert_array_equal(a.read(1), b.read(1))

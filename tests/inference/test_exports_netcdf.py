@@ -73,7 +73,7 @@ def test_decodes_with_xarray_and_keeps_masks(
     np.testing.assert_array_equal(pct[sic != 255], 10.0 * sic[sic != 255])
     assert ds["SIC_percent"].attrs["standard_name"] == "sea_ice_area_fraction"
     assert ds["SIC_percent"].attrs["units"] == "%"
-    assert ds.attrs["Conventions"] == "CF-1.8"
+    assert ds.attrs["Conventions"] == "CF-1.11"
     assert ds["latitude"].attrs["units"] == "degrees_north"
     assert ds["longitude"].attrs["standard_name"] == "longitude"
     assert set(ds["SOD"].coords) == {"latitude", "longitude"}
@@ -84,6 +84,7 @@ def test_decodes_with_xarray_and_keeps_masks(
         assert set(var.getncattr("coordinates").split()) == {"latitude", "longitude"}
         assert nc.data_model == "NETCDF4"
         assert nc["SOD_probability"].dtype == np.uint8
+        assert var.filters()["zlib"] and var.filters()["complevel"] == 1
     assert not leftovers(tmp_path)
 
 

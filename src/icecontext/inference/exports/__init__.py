@@ -4,7 +4,7 @@ Every writer takes predicted class arrays (``uint8``, 255 = masked, on the scene
 80 m grid) and the scene dataset (:func:`icecontext.data.scene.open_scene`), writes
 atomically, and raises :class:`ExportError` naming the folder when it cannot write.
 
-* :func:`write_chart_netcdf` -- CF-1.8 NetCDF per scene (classes, SIC %, optional
+* :func:`write_chart_netcdf` -- CF-1.11 NetCDF per scene (classes, SIC %, optional
   probabilities and confidence, lat/lon, provenance).
 * :func:`write_chart_geotiff` / :func:`write_chart_geotiffs` -- GeoTIFF per chart with
   tie-point GCPs, or reprojected to EPSG:3413.

@@ -1,4 +1,4 @@
-"""CF-1.8 NetCDF chart file per scene: classes, SIC percent, probabilities, lat/lon.
+"""CF-1.11 NetCDF chart file per scene: classes, SIC percent, probabilities, lat/lon.
 
 Layout of ``{scene}_charts.nc`` (dimensions ``sar_lines`` x ``sar_samples``, the
 scene's 80 m SAR grid):
@@ -20,7 +20,7 @@ variable             dtype      content
 
 Masked pixels (255 in the class arrays) are the ``_FillValue`` of every variable,
 so CF readers (xarray, Panoply) show them as missing. Global attributes carry the
-provenance: ``Conventions = "CF-1.8"``, the scene, checkpoint, config (YAML text),
+provenance: ``Conventions = "CF-1.11"``, the scene, checkpoint, config (YAML text),
 icecontext version and git commit, creation time.
 """
 
@@ -55,7 +55,10 @@ Confidence = Literal["max", "entropy", "none"]
 PROBABILITY_SCALE = 250
 """uint8 packing of probabilities: stored = round(p * 250); 251..254 unused, 255 fill."""
 
-CF_CONVENTIONS = "CF-1.8"
+CF_CONVENTIONS = "CF-1.11"
+"""Declared CF version. The charts are ``uint8`` (as in the AI4Arctic files) and CF
+admits unsigned integer types only from 1.9 on (CF-1.8 §2.2 lists none), and packed
+``uint8`` data from 1.11; the IOOS compliance checker passes these files as CF-1.11."""
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -275,6 +278,7 @@ def build_chart_dataset(
     checkpoint: str | os.PathLike[str] | None = None,
     config: Any = None,
     attrs: Mapping[str, Any] | None = None,
+    complevel: int = 1,
 ) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
     """Build the CF chart dataset and its NetCDF encoding (see the module docstring).
 
@@ -297,7 +301,9 @@ def build_chart_dataset(
     ds = xr.Dataset()
     encoding: dict[str, dict[str, Any]] = {}
     chunks_2d = (min(shape[0], 1024), min(shape[1], 1024))
-    base_enc = {"zlib": True, "complevel": 4, "shuffle": True}
+    if not 0 <= complevel <= 9:
+        raise DataError(f"complevel must be 0..9 (zlib), got {complevel}")
+    base_enc = {"zlib": complevel > 0, "complevel": complevel, "shuffle": True}
 
     for chart, values in classes.items():
         attrs_c = {
@@ -411,8 +417,9 @@ def write_chart_netcdf(
     checkpoint: str | os.PathLike[str] | None = None,
     config: Any = None,
     attrs: Mapping[str, Any] | None = None,
+    complevel: int = 1,
 ) -> Path:
-    """Write one scene's predicted charts as a CF-1.8 NetCDF-4 file (atomically).
+    """Write one scene's predicted charts as a CF-1.11 NetCDF-4 file (atomically).
 
     Args:
         path: Output file (``{scene}_charts.nc`` by convention).
@@ -430,6 +437,8 @@ def write_chart_netcdf(
         checkpoint: Model checkpoint path, recorded as a global attribute.
         config: Resolved config (YAML text, mapping or pydantic model), recorded as text.
         attrs: Extra global attributes.
+        complevel: zlib level of every variable (0 = none). 1 is several times faster
+            than 4 on noisy probabilities and within ~15 % of its size on class maps.
 
     Returns:
         The written path.
@@ -448,6 +457,7 @@ def write_chart_netcdf(
         checkpoint=checkpoint,
         config=config,
         attrs=attrs,
+        complevel=complevel,
     )
     with export_target(path, "NetCDF chart file") as tmp:
         ds.to_netcdf(tmp, format="NETCDF4", engine="netcdf4", encoding=encoding)
