@@ -1,0 +1,310 @@
+"""Torch and Lightning adapters over the numpy patch sampler (thin by design).
+
+Batches are ``dict[str, Tensor]``:
+
+* ``"x"``: float32 ``(B, C, P, P)`` inputs in the order of ``data.features``;
+* ``"SIC"``, ``"SOD"``, ``"FLOE"``: int64 ``(B, P, P)`` class indices, 255 = masked;
+* ``"scene"``: int64 ``(B,)`` index into the split's source list;
+* ``"window"``: int64 ``(B, 4)`` ``(row, col, height, width)`` before augmentation;
+* ``"augment"``: int64 ``(B, 3)`` ``(horizontal flip, vertical flip, 90-degree turns)``.
+
+Randomness: patch ``i`` of epoch ``e`` is drawn with
+``numpy.random.default_rng(SeedSequence([seed, stream, e, i]))``. Its content therefore
+depends on neither the number of DataLoader workers nor the number of DDP ranks:
+:class:`EpochPatchSampler` hands each rank a disjoint, strided share of the patch
+indices ``e * N + i`` (``N`` = patches per epoch), so ranks and workers draw different
+patches, and the union of an epoch's patches is the same on 1 or 8 GPUs.
+:class:`EpochPatchSampler` subclasses ``DistributedSampler``, so Lightning keeps it
+(rather than wrapping it) under DDP and calls its ``set_epoch`` every epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from icecontext.data.config import DataConfig
+from icecontext.data.format import CHARTS
+from icecontext.data.sampling import Patch, PatchSampler, SamplingSettings
+from icecontext.data.sources import NetCDFSource, SceneSource
+from icecontext.data.splits import Splits, resolve_splits
+from icecontext.data.store import PreparedStore, collect_scene_files
+from icecontext.errors import ConfigError
+
+Split = Literal["train", "val", "test"]
+
+TRAIN_STREAM = 0
+VAL_STREAM = 1
+
+
+def patch_rng(seed: int, stream: int, epoch: int, index: int) -> np.random.Generator:
+    """The random generator of one patch (independent of workers and ranks)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, stream, epoch, index]))
+
+
+def patch_to_tensors(patch: Patch) -> dict[str, torch.Tensor]:
+    """Convert a :class:`~icecontext.data.sampling.Patch` to tensors (charts stay uint8)."""
+    out = {"x": torch.from_numpy(patch.x)}
+    for i, c in enumerate(CHARTS):
+        out[c] = torch.from_numpy(patch.charts[i])
+    out["scene"] = torch.tensor(patch.scene, dtype=torch.int64)
+    out["window"] = torch.tensor(patch.window, dtype=torch.int64)
+    t = patch.transform
+    out["augment"] = torch.tensor([t.hflip, t.vflip, t.k], dtype=torch.int64)
+    return out
+
+
+def collate_patches(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack patches into a batch; charts become int64 (255 stays the mask value)."""
+    batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    for c in CHARTS:
+        batch[c] = batch[c].long()
+    return batch
+
+
+class PatchDataset(Dataset[dict[str, torch.Tensor]]):
+    """Map-style dataset of random patches; ``len`` = patches per epoch.
+
+    Index ``k`` is patch ``k mod N`` of epoch ``k // N`` (``N = length``), so a sampler
+    can move to the next epoch by offsetting indices (see :class:`EpochPatchSampler`);
+    plain indices ``0..N-1`` give epoch 0.
+
+    Args:
+        sampler: The numpy patch sampler.
+        length: Patches per epoch.
+        seed: Base seed.
+        stream: Separates independent streams with the same seed (train 0, val 1).
+    """
+
+    def __init__(self, sampler: PatchSampler, length: int, seed: int = 0, stream: int = 0):
+        if length < 1:
+            raise ConfigError("data.patches_per_epoch", f"must be positive, got {length}")
+        self.sampler = sampler
+        self.length = int(length)
+        self.seed = int(seed)
+        self.stream = int(stream)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
+        epoch, index = divmod(int(key), self.length)
+        return patch_to_tensors(self.sampler.draw(patch_rng(self.seed, self.stream, epoch, index)))
+
+
+class EpochPatchSampler(DistributedSampler):  # type: ignore[type-arg]
+    """Yields this rank's share of the patch indices of the current epoch.
+
+    Rank ``r`` of ``R`` gets indices ``e * N + i`` for ``i = r, r + R, ...`` (padded by
+    wrapping so every rank has ``ceil(N / R)``), in order. Call :meth:`set_epoch`
+    (Lightning does) to move to the next epoch's patches.
+
+    Args:
+        length: Patches per epoch ``N``.
+        num_replicas: Number of ranks.
+        rank: This rank.
+        fixed: Ignore the epoch (validation: the same patches every epoch).
+    """
+
+    def __init__(self, length: int, num_replicas: int = 1, rank: int = 0, fixed: bool = False):
+        super().__init__(
+            range(length), num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False
+        )
+        self.length = int(length)
+        self.fixed = fixed
+
+    def __iter__(self) -> Iterator[int]:
+        offset = 0 if self.fixed else self.epoch * self.length
+        for i in super().__iter__():
+            yield offset + int(i)
+
+
+# ----------------------------------------------------------------------------- scenes
+
+
+class SceneCatalog:
+    """Where scenes come from: a prepared store or a folder of NetCDF files.
+
+    Args:
+        cfg: The data section.
+        root: Folder of NetCDF scenes (used when ``store`` is ``None``).
+        store: Prepared store folder.
+    """
+
+    def __init__(self, cfg: DataConfig, root: Path | None = None, store: Path | None = None):
+        self.cfg = cfg
+        self.features = cfg.channels
+        self.store: PreparedStore | None = None
+        self.files: dict[str, Path] = {}
+        if store is not None:
+            self.store = PreparedStore(store)
+            if self.store.manifest.downsample != cfg.downsample:
+                raise ConfigError(
+                    "data.downsample",
+                    f"is {cfg.downsample} but the store {store} was prepared with "
+                    f"--downsample {self.store.manifest.downsample}",
+                )
+            self.store.check_features(self.features)
+            self.where = f"the store {store}"
+        elif root is not None:
+            self.files = collect_scene_files(root)
+            self.where = f"the folder {root}"
+        else:  # pragma: no cover - DataConfig requires one of them
+            raise ConfigError("data.store", "set data.store or data.root")
+
+    @property
+    def names(self) -> list[str]:
+        """Available scene names."""
+        return self.store.names if self.store is not None else sorted(self.files)
+
+    def open(self, names: Sequence[str]) -> list[SceneSource]:
+        """Open sources for the given scenes (names must be available)."""
+        up = self.cfg.upsampling
+        if self.store is not None:
+            return list(self.store.sources(names, up))
+        return [NetCDFSource(self.files[n], self.features, self.cfg.downsample, up) for n in names]
+
+
+class IceDataModule(pl.LightningDataModule):
+    """Lightning DataModule: random training patches, fixed validation patches, scene lists.
+
+    Full-scene validation and testing (tiled passes over whole scenes) use
+    :meth:`sources`: the training code tiles each :class:`SceneSource` with
+    ``read_inputs``/``read_charts``, the same geometry as the patches.
+
+    Args:
+        cfg: The data section.
+        seed: Base seed of patch sampling.
+    """
+
+    def __init__(self, cfg: DataConfig, seed: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        self.seed = int(seed)
+        self.features = cfg.channels
+        self.splits: Splits | None = None
+        self._sources: dict[str, list[SceneSource]] = {}
+        self.train_sampler: PatchSampler | None = None
+        self.val_sampler: PatchSampler | None = None
+
+    @property
+    def in_channels(self) -> int:
+        """Number of input channels."""
+        return len(self.features)
+
+    def settings(self) -> SamplingSettings:
+        """Sampling settings of training patches."""
+        c = self.cfg
+        return SamplingSettings(
+            patch_size=c.patch_size,
+            min_valid_fraction=c.min_valid_fraction,
+            class_balance=tuple(c.class_balance),
+            balance_power=c.balance_power,
+            scene_weighting=c.scene_weighting,
+            flip=c.augment.flip,
+            rotate=c.augment.rotate,
+            max_attempts=c.max_attempts,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Resolve the splits, open the sources and build the samplers (idempotent)."""
+        if self.splits is None:
+            c = self.cfg
+            catalog = SceneCatalog(c, root=c.root, store=c.store)
+            test_catalog = (
+                SceneCatalog(c.model_copy(update={"store": None}), root=c.test_root)
+                if c.test_root is not None
+                else catalog
+            )
+            self.splits = resolve_splits(
+                c.splits,
+                catalog.names,
+                catalog.where,
+                test_available=test_catalog.names,
+                test_where=test_catalog.where,
+            )
+            self._sources = {
+                "train": catalog.open(self.splits.train),
+                "val": catalog.open(self.splits.val),
+                "test": test_catalog.open(self.splits.test),
+            }
+        if stage in (None, "fit") and self.train_sampler is None:
+            self.train_sampler = PatchSampler(
+                self._sources["train"], self.features, self.settings()
+            )
+        want_val = stage in (None, "fit", "validate") and self.val_sampler is None
+        if want_val and self._sources["val"] and self.cfg.val_patches:
+            plain = SamplingSettings(
+                patch_size=self.cfg.patch_size,
+                min_valid_fraction=self.cfg.min_valid_fraction,
+                scene_weighting="uniform",
+                flip=False,
+                rotate=False,
+                max_attempts=self.cfg.max_attempts,
+            )
+            self.val_sampler = PatchSampler(self._sources["val"], self.features, plain)
+
+    def sources(self, split: Split) -> list[SceneSource]:
+        """Full-scene sources of a split (after :meth:`setup`)."""
+        if self.splits is None:
+            self.setup(None)
+        return self._sources[split]
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
+    def _loader(self, dataset: Dataset[Any], sampler: Any) -> DataLoader[Any]:
+        workers = self.cfg.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.cfg.batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=collate_patches,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        """Random, augmented patches; a new set every epoch."""
+        if self.train_sampler is None:
+            self.setup("fit")
+        assert self.train_sampler is not None
+        dataset = PatchDataset(
+            self.train_sampler, self.cfg.patches_per_epoch, self.seed, TRAIN_STREAM
+        )
+        rank, world = self._rank()
+        return self._loader(dataset, EpochPatchSampler(len(dataset), world, rank))
+
+    def val_dataloader(self) -> DataLoader[Any] | list[Any]:
+        """The same ``val_patches`` patches every epoch (no augmentation); ``[]`` if none."""
+        if self.val_sampler is None:
+            self.setup("validate")
+        if self.val_sampler is None:
+            return []
+        dataset = PatchDataset(self.val_sampler, self.cfg.val_patches, self.seed, VAL_STREAM)
+        rank, world = self._rank()
+        sampler = EpochPatchSampler(len(dataset), world, rank, fixed=True)
+        return self._loader(dataset, sampler)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Record the resolved splits in checkpoints."""
+        if self.splits is None:
+            return {}
+        return {k: list(getattr(self.splits, k)) for k in ("train", "val", "test")}
+
+
+def steps_per_epoch(cfg: DataConfig, world_size: int = 1) -> int:
+    """Optimizer steps per epoch on each rank."""
+    return math.ceil(math.ceil(cfg.patches_per_epoch / world_size) / cfg.batch_size)

@@ -1,0 +1,207 @@
+"""Torch/Lightning adapters: batch contract, worker/rank determinism, splits, backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+
+from icecontext.data.config import DataConfig, default_workers
+from icecontext.data.datamodule import (
+    EpochPatchSampler,
+    IceDataModule,
+    PatchDataset,
+    collate_patches,
+    steps_per_epoch,
+)
+from icecontext.data.sources import NetCDFSource, ZarrSource
+from icecontext.data.store import prepare_store
+from icecontext.errors import ConfigError, DataError
+
+FEATURES = ["sar", "incidence", "amsr2:18.7", "era5", "month"]
+
+
+@pytest.fixture(scope="module")
+def store(scene_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dm") / "store"
+    prepare_store(scene_dir, out, progress=False)
+    return out
+
+
+def make_dm(store: Path | None = None, root: Path | None = None, **kw) -> IceDataModule:
+    cfg = {
+        "store": store,
+        "root": root,
+        "features": FEATURES,
+        "patch_size": 64,
+        "batch_size": 4,
+        "workers": 0,
+        "patches_per_epoch": 12,
+        "val_patches": 4,
+        "splits": {"val_count": 1},
+    }
+    cfg.update(kw)
+    return IceDataModule(DataConfig(**cfg), seed=3)
+
+
+def batches(loader) -> list[dict[str, torch.Tensor]]:
+    return list(loader)
+
+
+def assert_same(a: list[dict[str, torch.Tensor]], b: list[dict[str, torch.Tensor]]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for k in x:
+            assert torch.equal(x[k], y[k]), k
+
+
+def test_batch_contract(store: Path) -> None:
+    dm = make_dm(store)
+    dm.setup("fit")
+    assert dm.in_channels == 2 + 1 + 2 + 6 + 2
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["x"].shape == (4, 13, 64, 64) and batch["x"].dtype == torch.float32
+    for chart, n in (("SIC", 11), ("SOD", 6), ("FLOE", 7)):
+        assert batch[chart].shape == (4, 64, 64) and batch[chart].dtype == torch.int64
+        values = set(batch[chart].unique().tolist())
+        assert values <= set(range(n)) | {255}
+    assert batch["scene"].dtype == torch.int64 and batch["scene"].shape == (4,)
+    assert batch["window"].shape == (4, 4) and (batch["window"][:, 2:] == 64).all()
+    assert batch["augment"].shape == (4, 3)
+    assert len(dm.train_dataloader()) == steps_per_epoch(dm.cfg) == 3
+
+
+def test_batches_do_not_depend_on_the_worker_count(store: Path) -> None:
+    serial = batches(make_dm(store).train_dataloader())
+    parallel = batches(make_dm(store, workers=2).train_dataloader())
+    assert_same(serial, parallel)
+
+
+def test_ranks_draw_disjoint_shares_of_the_same_epoch(store: Path) -> None:
+    dm = make_dm(store)
+    dm.setup("fit")
+    dataset = PatchDataset(dm.train_sampler, 12, seed=3)
+    single = EpochPatchSampler(12)
+    ranks = [EpochPatchSampler(12, num_replicas=2, rank=r) for r in (0, 1)]
+    for s in (single, *ranks):
+        s.set_epoch(2)
+    assert sorted(list(ranks[0]) + list(ranks[1])) == list(single) == list(range(24, 36))
+    assert not set(ranks[0]) & set(ranks[1])
+    # the patch behind an index is the same whichever rank draws it
+    one = {i: dataset[i] for i in single}
+    for i in ranks[1]:
+        assert torch.equal(dataset[i]["x"], one[i]["x"])
+
+
+def test_each_epoch_draws_new_patches_and_validation_stays_fixed(store: Path) -> None:
+    dm = make_dm(store)
+    train = dm.train_dataloader()
+    first = batches(train)
+    train.sampler.set_epoch(1)
+    second = batches(train)
+    assert not torch.equal(first[0]["window"], second[0]["window"])
+    val = dm.val_dataloader()
+    v0 = batches(val)
+    val.sampler.set_epoch(5)
+    assert_same(v0, batches(val))
+    assert (torch.stack([b["augment"] for b in v0]) == 0).all()  # no augmentation
+
+
+def test_netcdf_backend_gives_the_same_batches_as_the_store(scene_dir: Path, store: Path) -> None:
+    from_store = make_dm(store)
+    from_files = make_dm(root=scene_dir)
+    from_store.setup()
+    from_files.setup()
+    assert isinstance(from_store.sources("train")[0], ZarrSource)
+    assert isinstance(from_files.sources("train")[0], NetCDFSource)
+    assert from_store.splits == from_files.splits
+    assert_same(batches(from_store.train_dataloader()), batches(from_files.train_dataloader()))
+
+
+def test_full_scene_sources_for_validation_and_test(
+    scene_dir: Path, store: Path, test_set_dir: Path
+) -> None:
+    dm = make_dm(
+        store,
+        test_root=test_set_dir,
+        splits={"val_count": 1, "test": [p.name for p in test_set_dir.glob("*_prep.nc")]},
+    )
+    dm.setup()
+    val = dm.sources("val")
+    assert len(val) == 1 and val[0].shape == (200, 225)
+    test = dm.sources("test")
+    assert len(test) == 2 and all(isinstance(s, NetCDFSource) for s in test)
+    # test scenes are read with their _prep_reference.nc labels
+    assert (test[0].read_chart_stack((0, 0, *test[0].shape)) != 255).any()
+    assert dm.state_dict()["val"] == [s.name for s in val]
+
+
+def test_bad_configuration_is_reported(store: Path) -> None:
+    with pytest.raises(DataError, match=r"20180124T194759_dmi.*data.splits.test.*store"):
+        make_dm(store, splits={"test": "official"}).setup()
+    with pytest.raises(ConfigError, match="data.downsample"):
+        make_dm(store, downsample=2).setup()
+    with pytest.raises(DataError, match="patch_size|min_valid_fraction"):
+        make_dm(store, patch_size=200, min_valid_fraction=1.0).setup("fit")
+
+
+def test_feature_missing_from_store_is_an_error(scene_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sar_only"
+    prepare_store(scene_dir, out, features=["sar"], progress=False)
+    with pytest.raises(DataError, match=r"sar_only.*sar_incidenceangle.*data.features"):
+        make_dm(out).setup()
+
+
+def test_default_workers() -> None:
+    assert default_workers(2, cuda=False) == 1
+    assert default_workers(16, cuda=False) == 4
+    assert default_workers(1, cuda=False) == 0
+    assert default_workers(16, cuda=True) == 8
+    assert default_workers(2, cuda=True) == 1
+
+
+def test_loader_settings(store: Path) -> None:
+    loader = make_dm(store, workers=2).train_dataloader()
+    assert loader.num_workers == 2 and loader.persistent_workers
+    assert loader.pin_memory == torch.cuda.is_available()
+    assert loader.collate_fn is collate_patches
+
+
+class _Recorder(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Conv2d(13, 11, 1)
+        self.windows: dict[int, list[torch.Tensor]] = {}
+
+    def training_step(self, batch, batch_idx):
+        self.windows.setdefault(self.current_epoch, []).append(batch["window"].clone())
+        logits = self.layer(batch["x"])
+        return torch.nn.functional.cross_entropy(logits, batch["SIC"], ignore_index=255)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def test_lightning_keeps_the_sampler_and_advances_epochs(store: Path, tmp_path: Path) -> None:
+    dm = make_dm(store)
+    model = _Recorder()
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, datamodule=dm)
+    assert isinstance(trainer.train_dataloader.sampler, EpochPatchSampler)
+    assert len(model.windows[0]) == len(model.windows[1]) == 3
+    assert not torch.equal(torch.cat(model.windows[0]), torch.cat(model.windows[1]))
+    np.testing.assert_array_equal(torch.cat(model.windows[0])[:, 2:].numpy(), 64)
