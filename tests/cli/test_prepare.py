@@ -1,0 +1,67 @@
+"""``icecontext prepare``: exit codes, summary, run record, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from icecontext.cli.main import main
+from icecontext.data.manifest import Manifest
+from icecontext.data.scene import find_scenes
+
+
+def test_prepare_writes_a_store_and_is_idempotent(scene_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "store"
+    args = ["prepare", "--data", str(scene_dir), "--out", str(out), "--no-progress"]
+    assert main([*args, "--downsample", "2", "--features", "sar", "amsr2:36.5", "--jobs", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "3 scene(s) written, 0 already complete, 0 failed; 3 scene(s) in the store" in text
+    manifest = Manifest.read(out)
+    assert manifest.downsample == 2
+    assert manifest.coarse_variables == ("btemp_36_5h", "btemp_36_5v")
+    record = json.loads((out / "provenance.json").read_text())
+    assert record["prepare"]["written"] == sorted(manifest.scenes)
+    assert main([*args, "--downsample", "2", "--features", "sar", "amsr2:36.5"]) == 0
+    assert "0 scene(s) written, 3 already complete" in capsys.readouterr().out
+
+
+def test_prepare_reports_a_corrupt_scene_and_exits_1(
+    scene_dir: Path, tmp_path: Path, capsys
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(scene_dir, data)
+    victim = find_scenes(data)[0]
+    victim.write_bytes(b"not a netcdf file")
+    out = tmp_path / "store"
+    assert main(["prepare", "--data", str(data), "--out", str(out), "--no-progress"]) == 1
+    captured = capsys.readouterr()
+    assert f"FAILED  {victim.name[:19]}" in captured.err
+    assert "2 scene(s) written, 0 already complete, 1 failed" in captured.out
+    assert len(Manifest.read(out).scenes) == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--downsample", "0"], "option '--downsample'"),
+        (["--jobs", "0"], "option '--jobs'"),
+        (["--features", "sar", "lidar"], "unknown feature 'lidar'"),
+    ],
+)
+def test_prepare_bad_options_exit_2(
+    scene_dir: Path, tmp_path: Path, capsys, extra, message
+) -> None:
+    code = main(
+        ["prepare", "--data", str(scene_dir), "--out", str(tmp_path / "s"), "--no-progress", *extra]
+    )
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_prepare_missing_data_folder(tmp_path: Path, capsys) -> None:
+    code = main(["prepare", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "s")])
+    assert code == 2
+    assert f"{tmp_path / 'nope'}: no such scene file or folder" in capsys.readouterr().err
