@@ -14,7 +14,8 @@ from icecontext.data.geometry import block_chart, block_mean, read_coarse_window
 from icecontext.data.scene import find_scenes, open_scene
 from icecontext.data.sources import ArraySource, NetCDFSource
 from icecontext.data.store import PreparedStore, prepare_store
-from icecontext.data.variables import month_encoding
+from icecontext.data.tiepoints import r2t_latlon
+from icecontext.data.variables import LATLON_FEATURES, month_encoding
 from icecontext.errors import DataError
 
 FILE_FEATURES = list(INPUT_VARIABLES)
@@ -38,7 +39,7 @@ def test_store_and_netcdf_serve_the_same_window(scene_dir, stores, k, mode, wind
     nc = NetCDFSource(path, downsample=k, upsampling=mode)
     zs = PreparedStore(stores[k]).source(nc.name, upsampling=mode)
     assert (zs.shape, zs.full_shape, zs.downsample) == (nc.shape, nc.full_shape, k)
-    feats = [*FILE_FEATURES, "month_sin", "month_cos"]
+    feats = [*FILE_FEATURES, "month_sin", "month_cos", *LATLON_FEATURES]
     np.testing.assert_array_equal(zs.read_inputs(window, feats), nc.read_inputs(window, feats))
     for chart in CHARTS:
         np.testing.assert_array_equal(zs.read_charts(window)[chart], nc.read_charts(window)[chart])
@@ -164,3 +165,23 @@ def test_netcdf_source_reads_test_labels_and_release(test_set_dir) -> None:
     src.release()
     assert src._data is None
     assert src.read_chart_stack((0, 0, 2, 2)).shape == (3, 2, 2)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_latlon_features_follow_the_tie_point_grid(scene_dir, k) -> None:
+    path = find_scenes(scene_dir)[0]
+    ds = open_scene(path)
+    src = NetCDFSource(path, downsample=k)
+    lat, lon = r2t_latlon(
+        ds["sar_grid2d_latitude"].values,
+        ds["sar_grid2d_longitude"].values,
+        (200, 225),
+        downsample=k,
+    )
+    window = (7, 19, 31, 40)
+    r, c, h, w = window
+    x = src.read_inputs(window, list(LATLON_FEATURES))
+    np.testing.assert_allclose(x[0], np.sin(np.deg2rad(lat[r : r + h, c : c + w])), atol=1e-6)
+    np.testing.assert_allclose(x[3], np.cos(np.deg2rad(lon[r : r + h, c : c + w])), atol=1e-6)
+    # the fixture's latitude grows down the lines (axis 0 of the tie-point grid)
+    assert x[0][-1, 0] > x[0][0, 0]

@@ -24,7 +24,6 @@ Three back-ends share this class and hence one geometry:
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import threading
 import warnings
@@ -364,22 +363,13 @@ def latlon_window(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Latitude and longitude (degrees) at the pixel centres of a window.
 
-    Uses the ready-to-train tie-point evaluator of :mod:`icecontext.data.tiepoints`
-    (the 21 x 21 grid spans the whole image, axis 0 = lines).
-
-    Raises:
-        DataError: If that module is not available in this installation.
+    Evaluates the ready-to-train 21 x 21 tie-point grid with
+    :func:`icecontext.data.tiepoints.r2t_latlon` (the grid spans the whole image,
+    axis 0 = lines; interpolated through unit vectors, so the dateline is safe).
     """
-    try:
-        tp = importlib.import_module("icecontext.data.tiepoints")
-    except ModuleNotFoundError as exc:
-        raise DataError(
-            "the 'latlon' features need icecontext.data.tiepoints, which is not available"
-        ) from exc
-    fn = getattr(tp, "r2t_latlon_window", None)
-    if fn is None:
-        raise DataError("icecontext.data.tiepoints has no r2t_latlon_window(); cannot use latlon")
-    lat, lon = fn(tiepoints[0], tiepoints[1], full_shape, window, downsample)
+    from icecontext.data.tiepoints import r2t_latlon
+
+    lat, lon = r2t_latlon(tiepoints[0], tiepoints[1], full_shape, window, downsample)
     return np.asarray(lat), np.asarray(lon)
 
 
