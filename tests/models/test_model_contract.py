@@ -267,13 +267,22 @@ def test_layer_names_address_real_modules() -> None:
     assert all(n in dict(shared.named_modules()) for n in shared.layer_names())
 
 
-def test_sic_regression_rounds_then_clips() -> None:
+def test_sic_regression_uses_the_project_rounding_rule() -> None:
+    from icecontext.evaluation import sic_to_classes
+
     model = build_model(_cfg({}), 3, seed=0)
-    sic = torch.tensor([-3.2, -0.4, 0.49, 0.5, 1.5, 2.5, 9.6, 10.4, 14.0]).reshape(1, 1, 1, 9)
-    out = {"SIC": sic, "SOD": torch.zeros(1, 6, 1, 9), "FLOE": torch.zeros(1, 7, 1, 9)}
-    classes = model.to_classes(out)["SIC"].flatten().tolist()
-    # torch.round rounds halves to even, like numpy.round
-    assert classes == [0, 0, 0, 0, 2, 2, 10, 10, 10]
+    values = [-3.2, -0.5, -0.4, 0.49, 0.5, 1.5, 2.5, 0.49999997, 9.6, 10.4, 14.0, float("nan")]
+    sic = torch.tensor(values).reshape(1, 1, 1, -1)
+    n = sic.shape[-1]
+    out = {"SIC": sic, "SOD": torch.zeros(1, 6, 1, n), "FLOE": torch.zeros(1, 7, 1, n)}
+    classes = model.to_classes(out)["SIC"]
+    # half away from zero, clipped to 0..10, NaN -> 255
+    assert classes.flatten().tolist() == [0, 0, 0, 0, 1, 2, 3, 0, 10, 10, 10, 255]
+    assert torch.equal(classes, sic_to_classes(sic[:, 0], rule="round"))
+    g = torch.Generator().manual_seed(0)
+    many = (torch.rand(1, 1, 50, 50, generator=g) * 14 - 2).mul(2).round().div(2)  # many halves
+    got = model.to_classes({"SIC": many})["SIC"]
+    assert torch.equal(got, sic_to_classes(many[:, 0], rule="round"))
 
 
 @pytest.mark.parametrize("name", ["resnet101", "resnet152"])

@@ -120,13 +120,21 @@ class MultiTaskModel(nn.Module):
     def to_classes(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Turn outputs into class maps ``(B, H, W)`` (int64).
 
-        SIC regression: round to the nearest class (``torch.round``: halves to even, as
-        ``numpy.round``), then clip to 0..10. Class outputs: argmax over channels.
+        SIC regression: the project's one rule, :func:`icecontext.evaluation.sic_to_classes`
+        with ``rule="round"``: round half away from zero (2.5 -> 3), clip to 0..10, NaN ->
+        255. Written out here so the method stays TorchScript-able; a test keeps the
+        two equal. Class outputs: argmax over channels.
         """
         classes: dict[str, torch.Tensor] = {}
         for task, y in outputs.items():
             if task == "SIC" and self.sic_regression:
-                classes[task] = torch.round(y[:, 0]).clamp(0, 10).long()  # SIC classes 0..10
+                x = y[:, 0].float()
+                a = x.abs()
+                fl = a.floor()
+                # a - floor(a) is exact in floating point, so halves are detected exactly
+                r = torch.copysign(fl + (a - fl >= 0.5).to(x.dtype), x)
+                out = torch.nan_to_num(r, nan=0.0).clamp(0, 10).long()  # SIC classes 0..10
+                classes[task] = torch.where(torch.isnan(x), torch.full_like(out, 255), out)
             else:
                 classes[task] = y.argmax(dim=1)
         return classes

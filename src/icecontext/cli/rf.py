@@ -1,0 +1,192 @@
+"""``icecontext rf --config C``: receptive field per task and ASPP branch, in pixels and km.
+
+Prints, per task and ASPP branch, the theoretical receptive field, the measured extent
+of non-zero input gradients (positive surrogate of the model) and, per task, the
+effective receptive field (95 % of the gradient mass, Luo et al. 2016). Reads the
+``model:`` section of any config and only ``features``/``downsample`` of ``data:``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from icecontext.atomic import atomic_path
+from icecontext.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the command's arguments."""
+    parser.add_argument("--config", type=Path, required=True, help="YAML file with a model section")
+    parser.add_argument("--plot", type=Path, help="write gradient profiles to this PNG")
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        help="width in pixels of the measurement strip (default: widest field + 4 cells)",
+    )
+    parser.add_argument(
+        "--height", type=int, help="height of the measurement strip (default: output stride + 1)"
+    )
+    parser.add_argument("--samples", type=int, default=2, help="random inputs for the ERF")
+    parser.add_argument("--mass", type=float, default=0.95, help="gradient mass of the ERF")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
+    parser.add_argument("--device", default="cpu", help="torch device for the measurement")
+    parser.add_argument(
+        "--theory-only", action="store_true", help="skip the gradient measurements (instant)"
+    )
+    parser.add_argument("--no-erf", action="store_true", help="skip the effective receptive field")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="dotted overrides, e.g. model.aspp.rates=[1]",
+    )
+
+
+def _fmt_px(px: int | None, truncated: bool = False) -> str:
+    if px is None:
+        return "global"
+    return f">={px}" if truncated else str(px)
+
+
+def _fmt_km(km: float | None) -> str:
+    return "global" if km is None else f"{km:.2f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the model, compute and print the table; optionally plot."""
+    from icecontext.models.config import load_model_spec
+    from icecontext.models.multitask import build_model
+    from icecontext.models.receptive_field import (
+        default_width,
+        measure_receptive_fields,
+        pixels_to_km,
+        theoretical_receptive_fields,
+    )
+
+    if args.samples < 1:
+        raise ConfigError("--samples", f"must be >= 1, got {args.samples}")
+    if not 0 < args.mass <= 1:
+        raise ConfigError("--mass", f"must be in (0, 1], got {args.mass}")
+    spec = load_model_spec(args.config, args.overrides)
+    model = build_model(spec.model, spec.in_channels, seed=args.seed)
+    stride = model.encoder.output_stride
+    width = args.input_size or default_width(model)
+    if width < 2 * stride:
+        raise ConfigError("--input-size", f"must be at least {2 * stride} pixels, got {width}")
+    height = min(args.height or stride + 1, width)
+
+    def km(px: int | None) -> float | None:
+        return None if px is None else pixels_to_km(px, spec.downsample)
+
+    theory = theoretical_receptive_fields(model)
+    measured = None
+    if not args.theory_only:
+        measured = measure_receptive_fields(
+            model,
+            width,
+            height,
+            samples=args.samples,
+            mass=args.mass,
+            seed=args.seed,
+            erf=not args.no_erf,
+            device=args.device,
+        )
+
+    enc = spec.model.encoder
+    print(
+        f"{args.config}: {enc.name} ({enc.backend}) to {enc.depth}, output stride {stride}, "
+        f"{spec.in_channels} inputs; 1 px = {pixels_to_km(1, spec.downsample) * 1000:.0f} m "
+        f"(80 m x downsample {spec.downsample})"
+    )
+    if measured is not None:
+        print(
+            f"measured on a {height} x {width} strip along the row through its centre pixel; "
+            f"ERF = width holding {args.mass:.0%} of |input gradient| "
+            f"({args.samples} random inputs, seed {args.seed})"
+        )
+    header = (
+        f"{'task':<5} {'branch':<12} {'module':<28} {'theory px':>9} {'theory km':>9} "
+        f"{'nonzero px':>10} {'ERF px':>7} {'ERF km':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    worst = 0
+    for task, rf in theory.items():
+        m = measured[task] if measured is not None else None
+        for i, b in enumerate(rf.branches):
+            got = ""
+            if m is not None:
+                e = m.branch_extent[i]
+                got = _fmt_px(None if b.total_px is None and e.truncated else e.px, e.truncated)
+                if b.total_px is not None:
+                    worst = max(worst, abs(b.total_px - e.px))
+            print(
+                f"{task:<5} {b.name:<12} {b.module:<28} {_fmt_px(b.total_px):>9} "
+                f"{_fmt_km(km(b.total_px)):>9} {got:>10}"
+            )
+        got, erf_px, erf_km = "", "", ""
+        if m is not None:
+            e = m.total_extent
+            got = _fmt_px(None if rf.total_px is None and e.truncated else e.px, e.truncated)
+            if rf.total_px is not None:
+                worst = max(worst, abs(rf.total_px - e.px))
+            if not args.no_erf:
+                erf_px, erf_km = str(m.erf_px), _fmt_km(km(m.erf_px))
+        print(
+            f"{task:<5} {'network':<12} {'decoders.' + rf.decoder:<28} {_fmt_px(rf.total_px):>9} "
+            f"{_fmt_km(km(rf.total_px)):>9} {got:>10} {erf_px:>7} {erf_km:>7}"
+        )
+    if measured is not None:
+        verdict = "within" if worst <= stride else "NOT within"
+        print(
+            f"theory vs non-zero gradient extent: largest difference {worst} px, {verdict} one "
+            f"feature cell ({stride} px)"
+        )
+    if args.plot is not None:
+        if measured is None:
+            raise ConfigError("--plot", "needs the measurements; drop --theory-only")
+        _plot(args.plot, theory, measured, spec.downsample, args.mass)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def _plot(path: Path, theory: dict, measured: dict, downsample: int, mass: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from icecontext.models.receptive_field import pixels_to_km
+
+    tasks = list(theory)
+    fig, axes = plt.subplots(len(tasks), 1, figsize=(8, 2.4 * len(tasks)), sharex=True)
+    axes = np.atleast_1d(axes)
+    for ax, task in zip(axes, tasks, strict=True):
+        m = measured[task]
+        offsets = pixels_to_km(np.arange(m.erf_profile.size) - m.centre, downsample)
+        if m.erf_profile.sum() > 0:
+            ax.plot(offsets, m.erf_profile / m.erf_profile.max(), label="|input gradient| (ERF)")
+        nz = np.flatnonzero(m.extent_profile > 0)
+        if nz.size:
+            ax.axvspan(offsets[nz[0]], offsets[nz[-1]], color="0.85", label="non-zero extent")
+        total = theory[task].total_px
+        if total is not None:
+            half = pixels_to_km(total / 2, downsample)
+            ax.axvline(-half, color="k", ls="--", lw=1, label="theoretical field")
+            ax.axvline(half, color="k", ls="--", lw=1)
+        if m.erf_px:
+            half = pixels_to_km(m.erf_px / 2, downsample)
+            ax.axvline(-half, color="C1", ls=":", lw=1, label=f"ERF ({mass:.0%})")
+            ax.axvline(half, color="C1", ls=":", lw=1)
+        ax.set_ylabel(task)
+        ax.legend(loc="upper right", fontsize=7)
+    axes[-1].set_xlabel("offset from the output pixel (km)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)

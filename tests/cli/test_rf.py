@@ -1,0 +1,76 @@
+"""``icecontext rf``: the receptive-field table, the plot and option errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from icecontext.cli.main import main
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model"
+
+# ResNet-18 to layer2 at stride 8 keeps the measurement cheap on a CPU
+SMALL = ["model.encoder.depth=layer2", "model.encoder.output_stride=8", "model.aspp.channels=4"]
+
+
+def test_table_has_theory_measurement_and_erf_in_px_and_km(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plot = tmp_path / "rf.png"
+    args = ["rf", "--config", str(CONFIGS / "small_cpu.yaml"), "--plot", str(plot), *SMALL]
+    args += ["model.aspp.rates=[1,3]", "model.task_rates.SOD=[6]", "data.downsample=2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    # columns: task, branch (may hold a space), module, then the figures
+    rows = {
+        (line[:5].strip(), line[6:18].strip()): line[18:].split()[1:]
+        for line in out.splitlines()
+        if line[:5].strip() in ("SIC", "SOD", "FLOE")
+    }
+    # ResNet-18 to layer2: 99 px; rate 3 -> 99 + 8 * (6 + 2 + 1) = 171 px; 1 px = 160 m
+    assert rows[("SIC", "rate 1")][:2] == ["139", "22.24"]
+    assert rows[("SIC", "rate 3")][:2] == ["171", "27.36"]
+    sic = rows[("SIC", "network")]
+    assert sic[:2] == ["171", "27.36"]
+    assert int(sic[2]) in range(171 - 8, 172)  # measured non-zero extent, within one cell
+    assert 0 < int(sic[3]) <= 171 and float(sic[4]) == pytest.approx(int(sic[3]) * 0.16, abs=0.01)
+    assert rows[("SOD", "network")][0] == str(99 + 8 * 15)  # rate 6
+    assert "within one feature cell (8 px)" in out
+    assert "1 px = 160 m" in out
+    assert plot.stat().st_size > 10_000 and plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_theory_only_is_instant_and_global_pooling_is_reported(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["rf", "--config", str(CONFIGS / "autoice_reference.yaml"), "--theory-only"]
+    assert main([*args, "model.aspp.pooling=global"]) == 0
+    out = capsys.readouterr().out
+    assert "pool global" in out
+    network = [line.split() for line in out.splitlines() if line.startswith("SOD   network")]
+    assert network[0][3:5] == ["global", "global"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    row = next(line.split() for line in out.splitlines() if line.startswith("FLOE  network"))
+    assert row[3:5] == ["2491", "199.28"]
+
+
+def test_errors_name_the_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    small = str(CONFIGS / "small_cpu.yaml")
+    assert main(["rf", "--config", small, "model.aspp.rates=[6,-1]"]) == 2
+    assert "option 'model.aspp.rates.1'" in capsys.readouterr().err
+    assert main(["rf", "--config", small, "model.in_channels=3"]) == 2
+    err = capsys.readouterr().err
+    assert "option 'model.in_channels'" in err and "selects 7 channels" in err
+    assert main(["rf", "--config", small, "--samples", "0"]) == 2
+    assert "option '--samples'" in capsys.readouterr().err
+    assert main(["rf", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        yaml.safe_dump({"model": {"encoder": {"name": "vgg16"}}, "data": {"features": ["sar"]}})
+    )
+    assert main(["rf", "--config", str(bad), "--theory-only"]) == 2
+    assert "option 'model.encoder.name'" in capsys.readouterr().err
