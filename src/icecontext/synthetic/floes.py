@@ -17,10 +17,11 @@ For every chart polygon the parts listed in its codes are drawn, in this order:
    marked as rubble (a pressure ridge in the SAR), so floe outlines stay visible
    even at 10/10.
 3. **Sub-pixel floes** (cake, pancake, shuga, small floes, growlers, icebergs below
-   1.5 pixels) fill what is left: each pixel gets a fractional ice cover, modulated
-   by ``G`` and then by Poisson noise in the number of floes per pixel (mean area
-   ``pi d**2 / 4``), so sparse icebergs appear as isolated bright pixels and cake
-   ice as a nearly uniform grey.
+   1.5 pixels) fill what is left: each pixel gets a fractional ice cover ``f``,
+   modulated by ``G``, and then counting noise: the pixel holds
+   ``n = 1 / (pi d**2 / 4)`` floe-sized slots, each filled with probability ``f``
+   (binomial), so the mean cover is kept, sparse icebergs appear as isolated bright
+   pixels and cake ice as a nearly uniform grey.
 
 A pixel carries one ice part (its stage category) plus open water; the ice fraction
 is what the SAR and AMSR2 models mix. The loop runs over polygons and parts only
@@ -164,10 +165,17 @@ def render_floes(
     rubble_flat = rubble.reshape(-1)
     report: dict[int, list[dict[str, object]]] = {}
     objects = ndimage.find_objects(labels + 1)
+    base = int(rng.integers(0, 2**63))
     for i, sl in enumerate(objects):
         poly = polygons[i]
         if sl is None or not poly.render:
             continue
+        # one stream per polygon, drawn in a fixed order (angle, diameters, salts), so a
+        # polygon's floes do not depend on the other polygons or on the scales' effects
+        prng = np.random.default_rng([base, i])
+        angle = float(prng.uniform(0, np.pi))
+        diameters = [floe_diameter_px(part, floe_size_factor, prng) for part, _ in poly.render]
+        salts = prng.integers(0, 2**32, size=len(poly.render))
         mask = (labels[sl] == i) & ~land[sl]
         idx = np.flatnonzero(mask)
         n = idx.size
@@ -180,10 +188,8 @@ def render_floes(
         f_out = np.zeros(n, dtype=np.float32)
         s_out = np.zeros(n, dtype=np.uint8)
         r_out = np.zeros(n, dtype=np.uint8)
-        angle = float(rng.uniform(0, np.pi))
         specs = []
-        for k, (part, frac) in enumerate(poly.render):
-            d = floe_diameter_px(part, floe_size_factor, rng)
+        for k, ((part, frac), d) in enumerate(zip(poly.render, diameters, strict=True)):
             kind = "continuous" if d is None else ("floes" if d >= RESOLVABLE_PX else "subpixel")
             specs.append((k, part, frac, d, kind))
         report[poly.poly_id] = [
@@ -211,8 +217,7 @@ def render_floes(
                 cover = _soft_threshold(score, target, 1e6)  # hard-edged sheet
             else:
                 assert d is not None
-                salt = (poly.poly_id * 7919 + k * 104729 + int(rng.integers(0, 2**31))) & 0xFFFFFFFF
-                score, edge = _floe_score(sl, idx[cand], d, salt, angle, cluster)
+                score, edge = _floe_score(sl, idx[cand], d, int(salts[k]), angle, cluster)
                 cover = _soft_threshold(score, target, d / 2.0)
                 r_out[cand[(cover >= 0.5) & (edge < RUBBLE_PX)]] = 1
             took = cover > 0
@@ -221,7 +226,7 @@ def render_floes(
             free[cand[took]] = False
         sub = [s for s in specs if s[4] == "subpixel"]
         if sub:
-            _render_subpixel(sub, n, free, g, split.reshape(-1)[gidx], f_out, s_out, rng)
+            _render_subpixel(sub, n, free, g, split.reshape(-1)[gidx], f_out, s_out, prng)
         ice_flat[gidx] = f_out
         stage_flat[gidx] = s_out
         rubble_flat[gidx] = r_out
@@ -261,9 +266,10 @@ def _render_subpixel(
         shift = _mean_preserving_shift(base, mean)
         f = np.clip(base + np.float32(shift), 0.0, 1.0)
         assert d is not None
-        floe_area = np.float32(np.pi / 4 * d * d)
-        counts = rng.poisson(f / floe_area)
-        f = np.minimum(counts.astype(np.float32) * floe_area, np.float32(1.0))
+        # n floe-sized slots per pixel, each filled with probability f: the cover keeps
+        # its mean f and gets the variance f (1 - f) / n of counting n floes
+        slots = max(1, min(10_000, round(1.0 / (np.pi / 4 * d * d))))
+        f = rng.binomial(slots, f).astype(np.float32) * np.float32(1.0 / slots)
         took = f > 0
         f_out[grp[took]] = f[took]
         s_out[grp[took]] = part.category

@@ -213,22 +213,20 @@ def partition(
 
 
 def chart_region(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """Area the ice service charted: everything, or (35 % of scenes) a half-plane.
+    """Area the ice service charted: everything, or (half the scenes) a half-plane.
 
-    The cut removes 5-35 % of the scene along a random straight line (the chart's
+    The cut removes 10-50 % of the scene along a random straight line (the chart's
     region boundary); outside it ``polygon_icechart`` is NaN.
     """
     h, w = shape
     region = np.ones(shape, dtype=bool)
-    if rng.random() >= 0.35:
+    if rng.random() >= 0.5:
         return region
     angle = rng.uniform(0, 2 * np.pi)
     yy = np.arange(h, dtype=np.float32)[:, None] / max(h, w)
     xx = np.arange(w, dtype=np.float32)[None, :] / max(h, w)
     proj = np.cos(angle) * xx + np.sin(angle) * yy
-    cut = float(
-        np.quantile(proj[:: max(1, h // 200), :: max(1, w // 200)], rng.uniform(0.05, 0.35))
-    )
+    cut = float(np.quantile(proj[:: max(1, h // 200), :: max(1, w // 200)], rng.uniform(0.1, 0.5)))
     return proj >= cut
 
 

@@ -18,7 +18,7 @@ thin FYI      -14.0 / -30.0     -12.0 / -23.4     NE Svalbard classifier (level 
               slope -0.25/-0.28 -0.24/-0.16       slopes Maekynen & Karvonen 2017
 thick FYI     -15.6 / -30.7     -10.1 / -20.4     Belgica Bank level / deformed;
               slope -0.33/-0.28 -0.17/-0.06       slopes Belgica Bank
-old ice       -10.0 / -20.0                       planning value (unverified, -8..-12 /
+old ice       -11.0 / -21.0                       planning value (unverified, -8..-12 /
               slope -0.16/-0.10                   -18..-22); HH slope Mahmud et al. 2018
 bergs         -2 / -10                            planning value (bright point targets)
 land          -9 / -17                            planning value
@@ -26,13 +26,16 @@ land          -9 / -17                            planning value
 
 **How the stage needs context (``sod_texture_px`` = L):** first-year ice blends its
 level and deformed signatures through a ridge network (the zero set of a Gaussian
-field of correlation length L; ridges cover about 8 % of thin and 35 % of thick
-first-year ice); old ice carries hummocks (a field of length 1.5 L, +-1.5 dB);
+field of correlation length L, blended by ``exp(-(g / w)**2)`` with ``w`` 0.1 for thin
+and 0.6 for thick first-year ice, a mean deformed share of 7 % and 39 %); old ice
+carries hummocks (a field of length 1.5 L, +-2 dB HH, +-1.5 dB HV);
 young ice is uniform with fine rafting texture (L / 3, +-0.8 dB); new ice is dark
 with frost-flower patches (length 1.5 L). Single pixels overlap: a first-year ridge
 pixel looks like old ice, a level thick-FYI pixel like thin FYI, the mean of thick FYI
-(-12.8 dB HH) is near young ice (-11.9 dB). Only the pattern over about L pixels
-tells them apart.
+(-13.6 dB HH) lies between young ice (-11.9 dB) and old ice (-11 dB). A single pixel
+tells thick first-year from old ice right about 75 % of the time (best HH or HV
+threshold); the local statistics over a window of about L pixels do so 95-100 % of
+the time (``tests/synthetic/test_generator_scales.py``).
 
 Open water (CMOD5.N + polarisation-ratio values of §6.2, as a fitted law):
 ``HH(U, theta) = A(theta) + B(theta) * 10 log10(U / 8 m/s) + 0.8 cos(2 phi)`` with
@@ -82,9 +85,9 @@ def _lut(values: dict[int, float], default: float = 0.0) -> np.ndarray:
 
 
 # level (or only) signature at 30 deg and its slope
-HH_LEVEL = _lut({NEW: -24.8, YOUNG: -11.9, THIN_FYI: -14.0, THICK_FYI: -15.6, OLD: -10.0,
+HH_LEVEL = _lut({NEW: -24.8, YOUNG: -11.9, THIN_FYI: -14.0, THICK_FYI: -15.6, OLD: -11.0,
                  GLACIER: -2.0, LAND: -9.0})  # fmt: skip
-HV_LEVEL = _lut({NEW: -32.9, YOUNG: -27.1, THIN_FYI: -30.0, THICK_FYI: -30.7, OLD: -20.0,
+HV_LEVEL = _lut({NEW: -32.9, YOUNG: -27.1, THIN_FYI: -30.0, THICK_FYI: -30.7, OLD: -21.0,
                  GLACIER: -10.0, LAND: -17.0})  # fmt: skip
 HH_SLOPE = _lut({NEW: -0.29, YOUNG: -0.13, THIN_FYI: -0.25, THICK_FYI: -0.33, OLD: -0.16,
                  GLACIER: -0.10, LAND: -0.20})  # fmt: skip
@@ -97,10 +100,10 @@ HH_DEF_SLOPE = _lut({THIN_FYI: -0.24, THICK_FYI: -0.17})
 HV_DEF_SLOPE = _lut({THIN_FYI: -0.16, THICK_FYI: -0.06})
 HAS_RIDGES = _lut({THIN_FYI: 1.0, THICK_FYI: 1.0})
 # ridge band half-width on the unit-variance field (area ~ 0.8 * width)
-RIDGE_WIDTH = _lut({THIN_FYI: 0.10, THICK_FYI: 0.45}, default=1.0)
+RIDGE_WIDTH = _lut({THIN_FYI: 0.10, THICK_FYI: 0.6}, default=1.0)
 # texture amplitudes (dB) per texture field
-HUMMOCK_HH = _lut({OLD: 1.5})
-HUMMOCK_HV = _lut({OLD: 1.2})
+HUMMOCK_HH = _lut({OLD: 2.0})
+HUMMOCK_HV = _lut({OLD: 1.5})
 RAFT_HH = _lut({YOUNG: 0.8})
 RAFT_HV = _lut({YOUNG: 0.6})
 FROST_HH = _lut({NEW: 6.0})
