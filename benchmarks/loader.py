@@ -1,0 +1,204 @@
+"""Patch loading speed: per-patch NetCDF reads (as the published loaders do) vs the store.
+
+Writes synthetic scenes, prepares a store from them, then measures patches per second
+for each patch size and worker count with
+
+(a) ``netcdf``: for every patch, open the scene's NetCDF file, read the full arrays of
+    the 24 inputs and 3 charts, crop the patch, crop the 2 km window with the starter
+    kit's integer offsets and resize it (what the AutoICE starter kit and the
+    published paper code do);
+(b) ``store``: :class:`~icecontext.data.datamodule.PatchDataset` over the prepared store
+    (valid-pixel check, exact 2 km geometry, augmentation included).
+
+Both go through a torch DataLoader with the same batch size. Example::
+
+    .venv/bin/python benchmarks/loader.py --scenes 4 --height 2000 --width 2100
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+from torch.utils.data import DataLoader, Dataset
+
+from icecontext.data.datamodule import PatchDataset, collate_patches
+from icecontext.data.format import CHARTS, INPUT_VARIABLES
+from icecontext.data.sampling import PatchSampler, SamplingSettings
+from icecontext.data.store import PreparedStore, prepare_store
+from icecontext.data.variables import feature_grid
+from icecontext.testing import write_scene_files
+
+
+class PerPatchNetCDF(Dataset[dict[str, torch.Tensor]]):
+    """The published loaders' pattern: open the file and read full arrays for every patch."""
+
+    def __init__(self, files: list[Path], patch: int, length: int, seed: int = 0):
+        self.files, self.patch, self.length, self.seed = files, patch, length, seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, i])
+        path = self.files[int(rng.integers(len(self.files)))]
+        p = self.patch
+        with xr.open_dataset(path, engine="netcdf4", mask_and_scale=False) as ds:
+            full = {v: ds[v].values for v in (*INPUT_VARIABLES, *CHARTS)}
+        h, w = full[CHARTS[0]].shape
+        r, c = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
+        sar = [full[v][r : r + p, c : c + p] for v in INPUT_VARIABLES if feature_grid(v) == "sar"]
+        # starter-kit 2 km crop: integer cell offset, ceil(P/25) cells, resized to P x P
+        r2, c2, n2 = int(r / 25), int(c / 25), math.ceil(p / 25)
+        amsr = np.stack(
+            [
+                full[v][r2 : r2 + n2, c2 : c2 + n2]
+                for v in INPUT_VARIABLES
+                if feature_grid(v) != "sar"
+            ]
+        )
+        amsr_up = torch.nn.functional.interpolate(
+            torch.from_numpy(amsr)[None], size=(p, p), mode="nearest"
+        )[0]
+        x = torch.cat([torch.from_numpy(np.stack(sar)), amsr_up])
+        out = {"x": x}
+        for chart in CHARTS:
+            out[chart] = torch.from_numpy(full[chart][r : r + p, c : c + p].copy())
+        return out
+
+
+def _collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+def measure(dataset: Dataset, workers: int, batch: int, n_batches: int, collate) -> float:
+    """Patches per second over ``n_batches`` batches, after one warm-up batch."""
+    loader = DataLoader(
+        dataset,
+        batch_size=batch,
+        num_workers=workers,
+        collate_fn=collate,
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+    )
+    it = iter(loader)
+    next(it)  # worker start-up and first-touch costs are not counted
+    t0 = time.perf_counter()
+    done = 0
+    for _ in range(n_batches):
+        b = next(it)
+        done += b["x"].shape[0]
+    dt = time.perf_counter() - t0
+    del it
+    return done / dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--scenes", type=int, default=4)
+    ap.add_argument("--height", type=int, default=2000)
+    ap.add_argument("--width", type=int, default=2100)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 768])
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=8.0, help="target time per measurement")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep files here (default: tmp)")
+    ap.add_argument(
+        "--chunk-sweep",
+        type=int,
+        nargs="*",
+        default=None,
+        metavar="CHUNK",
+        help="also time store patches (0 workers) for stores with these chunk sides",
+    )
+    args = ap.parse_args()
+
+    tmp = tempfile.TemporaryDirectory() if args.workdir is None else None
+    work = Path(tmp.name) if tmp else args.workdir
+    scenes_dir, store_dir = work / "scenes", work / "store"
+    t0 = time.perf_counter()
+    files = sorted(scenes_dir.glob("*_prep.nc")) if scenes_dir.is_dir() else []
+    if len(files) != args.scenes:
+        files = write_scene_files(
+            scenes_dir, args.scenes, height=args.height, width=args.width, seed=0
+        )
+    t_write = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    prepare_store(scenes_dir, store_dir, features=["challenge"], jobs=1, progress=False)
+    t_prep = time.perf_counter() - t0
+    nc_mb = sum(f.stat().st_size for f in files) / 2**20
+    store_mb = sum(p.stat().st_size for p in store_dir.rglob("*") if p.is_file()) / 2**20
+    print(
+        f"{args.scenes} scenes of {args.height} x {args.width}, 24 inputs; "
+        f"write {t_write:.1f} s, prepare {t_prep:.1f} s; NetCDF {nc_mb:.0f} MiB, "
+        f"store {store_mb:.0f} MiB"
+    )
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch threads {torch.get_num_threads()}"
+    )
+
+    store = PreparedStore(store_dir)
+    sources = store.sources(store.names)
+    features = list(INPUT_VARIABLES)
+    rows = []
+    for p in args.sizes:
+        batch = max(1, args.batch if p <= 256 else args.batch // 4)
+        sampler = PatchSampler(sources, features, SamplingSettings(patch_size=p))
+        for workers in args.workers:
+            rates = {}
+            for kind in ("netcdf", "store"):
+                if kind == "netcdf":
+                    ds = PerPatchNetCDF(files, p, 10**6)
+                    collate = _collate
+                else:
+                    ds = PatchDataset(sampler, 10**6, seed=0)
+                    collate = collate_patches
+                # a short probe sizes the run to about --seconds
+                probe = measure(ds, workers, batch, 2, collate)
+                n = max(3, int(args.seconds * probe / batch))
+                rates[kind] = measure(ds, workers, batch, n, collate)
+            rows.append((p, workers, rates["netcdf"], rates["store"]))
+            print(
+                f"  P={p:4d} workers={workers}: netcdf {rates['netcdf']:8.1f} /s   "
+                f"store {rates['store']:8.1f} /s   ratio {rates['store'] / rates['netcdf']:6.1f}x",
+                flush=True,
+            )
+    if args.chunk_sweep:
+        print("\nchunk side sweep (store, 0 workers):")
+        for chunk in args.chunk_sweep:
+            path = work / f"store_chunk{chunk}"
+            prepare_store(scenes_dir, path, chunk=chunk, progress=False)
+            size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+            files_n = sum(1 for p in path.rglob("*") if p.is_file())
+            swept = PreparedStore(path)
+            cells = []
+            for p in args.sizes:
+                batch = max(1, args.batch if p <= 256 else args.batch // 4)
+                sampler = PatchSampler(
+                    swept.sources(swept.names), features, SamplingSettings(patch_size=p)
+                )
+                ds = PatchDataset(sampler, 10**6, seed=0)
+                probe = measure(ds, 0, batch, 2, collate_patches)
+                n = max(3, int(args.seconds * probe / batch))
+                cells.append(f"P={p}: {measure(ds, 0, batch, n, collate_patches):7.1f} /s")
+            print(f"  chunk {chunk:4d}: {size:6.0f} MiB, {files_n:5d} files;  " + "  ".join(cells))
+    print()
+    print("| patch | workers | per-patch NetCDF (patches/s) | store (patches/s) | store / NetCDF |")
+    print("|---:|---:|---:|---:|---:|")
+    for p, w, a, b in rows:
+        print(f"| {p} x {p} x 24 | {w} | {a:.1f} | {b:.1f} | {b / a:.1f}x |")
+    if tmp:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
