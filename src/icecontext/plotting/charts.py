@@ -83,9 +83,9 @@ def chart_cmap(chart: Chart) -> tuple[ListedColormap, BoundaryNorm]:
     Masked values (pass a masked array, or use :func:`chart_rgba`) show in grey.
     """
     colours = CLASS_COLOURS[chart]
-    cmap = ListedColormap(list(colours), name=f"icecontext_{chart}")
-    cmap.set_bad(MASK_COLOUR)
-    cmap.set_over(MASK_COLOUR)
+    cmap = ListedColormap(list(colours), name=f"icecontext_{chart}").with_extremes(
+        bad=MASK_COLOUR, over=MASK_COLOUR
+    )
     norm = BoundaryNorm(np.arange(-0.5, len(colours) + 0.5), len(colours))
     return cmap, norm
 

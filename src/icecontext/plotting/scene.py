@@ -161,9 +161,7 @@ def _colourbar(fig: Figure, ax: Axes, image: AxesImage, label: str) -> None:
 
 
 def _grey_with_mask() -> Colormap:
-    cmap = colormaps["gray"].copy()
-    cmap.set_bad(IMAGE_MASK_COLOUR)
-    return cmap
+    return colormaps["gray"].with_extremes(bad=IMAGE_MASK_COLOUR)
 
 
 def save_scene_figure(
