@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from icecontext.data.geometry import (
+    Transform,
     block_any,
     block_chart,
     block_mean,
@@ -16,6 +17,7 @@ from icecontext.data.geometry import (
     coarse_sampling,
     downsampled_shape,
     read_coarse_window,
+    transform_coarse,
     upsample_coarse,
 )
 
@@ -229,3 +231,23 @@ def test_block_chart_k1_is_identity_and_any_mask_spreads() -> None:
     np.testing.assert_array_equal(block_chart(chart, 1, 6), chart)
     down = block_chart(chart, 5, 6)
     np.testing.assert_array_equal(down == 255, block_any(chart == 255, 5))
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+@pytest.mark.parametrize(
+    ("hflip", "vflip", "k"),
+    [(h, v, k) for h in (False, True) for v in (False, True) for k in range(4)],
+)
+def test_transformed_upsampling_equals_transforming_the_upsampled_window(
+    mode, hflip, vflip, k
+) -> None:
+    rng = np.random.default_rng(5)
+    coarse = rng.normal(size=(2, 12, 13)).astype(np.float32)
+    s = coarse_sampling((17, 40, 90, 70), coarse.shape[1:], downsample=2, mode=mode)
+    block = coarse[(slice(None), *s.block)]
+    t = Transform(hflip, vflip, k)
+    direct = upsample_coarse(*transform_coarse(block, s, t))
+    np.testing.assert_allclose(
+        direct, t.apply(upsample_coarse(block, s)), rtol=1e-6, atol=1e-6
+    )  # float32 rounding
+    assert direct.shape == (2, *t.shape(90, 70))

@@ -185,3 +185,17 @@ def test_latlon_features_follow_the_tie_point_grid(scene_dir, k) -> None:
     np.testing.assert_allclose(x[3], np.cos(np.deg2rad(lon[r : r + h, c : c + w])), atol=1e-6)
     # the fixture's latitude grows down the lines (axis 0 of the tie-point grid)
     assert x[0][-1, 0] > x[0][0, 0]
+
+
+@pytest.mark.parametrize("window", [(20, 30, 64, 64), (-10, 190, 64, 64), (5, 7, 40, 64)])
+def test_transformed_read_equals_transforming_the_window(stores, window) -> None:
+    from icecontext.data.geometry import Transform
+
+    prepared = PreparedStore(stores[1])
+    src = prepared.source(prepared.names[0], upsampling="bilinear")
+    feats = [*FILE_FEATURES, "month_sin", *LATLON_FEATURES]
+    x0, c0 = src.read_window(window, feats)
+    for t in (Transform(True, False, 1), Transform(False, True, 2), Transform(True, True, 3)):
+        x, c = src.read_window(window, feats, transform=t)
+        np.testing.assert_allclose(x, t.apply(x0), rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(c, t.apply(c0))

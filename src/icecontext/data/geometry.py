@@ -271,6 +271,86 @@ def upsample_coarse(block: np.ndarray, sampling: CoarseSampling) -> np.ndarray:
     return _interp_axis(tmp, sampling.rows, block.ndim - 2)
 
 
+@dataclass(frozen=True)
+class Transform:
+    """An element of the square's symmetry group: flips, then ``k`` 90-degree turns.
+
+    Attributes:
+        hflip: Mirror left-right (reverse columns).
+        vflip: Mirror up-down (reverse rows).
+        k: Counter-clockwise quarter turns applied after the flips (``numpy.rot90``).
+    """
+
+    hflip: bool = False
+    vflip: bool = False
+    k: int = 0
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, flip: bool, rotate: bool) -> Transform:
+        """Draw a random transform (uniform over what ``flip``/``rotate`` allow)."""
+        hflip = bool(rng.integers(2)) if flip else False
+        vflip = bool(rng.integers(2)) if flip else False
+        return cls(hflip, vflip, int(rng.integers(4)) if rotate else 0)
+
+    def apply(self, a: np.ndarray) -> np.ndarray:
+        """Return the transformed ``(..., P, P)`` array as a contiguous copy."""
+        if self.hflip:
+            a = a[..., :, ::-1]
+        if self.vflip:
+            a = a[..., ::-1, :]
+        if self.k:
+            a = np.rot90(a, self.k, axes=(-2, -1))
+        return np.ascontiguousarray(a)
+
+    def shape(self, height: int, width: int) -> tuple[int, int]:
+        """Shape of a transformed ``height`` x ``width`` array (odd ``k`` swaps them)."""
+        return (width, height) if self.k % 2 else (height, width)
+
+    def inverse_view(self, result: np.ndarray) -> np.ndarray:
+        """Return a view ``V`` of ``result``: writing ``x`` into it gives ``apply(x)``.
+
+        Reading a patch straight into this view fuses the augmentation into the read.
+        """
+        v = np.rot90(result, -self.k, axes=(-2, -1)) if self.k else result
+        if self.vflip:
+            v = v[..., ::-1, :]
+        if self.hflip:
+            v = v[..., :, ::-1]
+        return v
+
+
+def _reverse(axis: CoarseAxis) -> CoarseAxis:
+    return CoarseAxis(
+        axis.block,
+        axis.coord[::-1],
+        axis.lower[::-1],
+        None if axis.weight is None else axis.weight[::-1],
+    )
+
+
+def transform_coarse(
+    block: np.ndarray, sampling: CoarseSampling, transform: Transform
+) -> tuple[np.ndarray, CoarseSampling]:
+    """Rewrite a 2 km block and its sampling plan to upsample straight to a transform.
+
+    ``upsample_coarse(*transform_coarse(b, s, t)) == t.apply(upsample_coarse(b, s))``.
+    Flips reverse the per-pixel index arrays; a quarter turn transposes the (small)
+    block and swaps the axes. The expensive strided copy of a rotated full-size patch
+    is thereby replaced by a contiguous write.
+    """
+    rows, cols = sampling.rows, sampling.cols
+    if transform.hflip:
+        cols = _reverse(cols)
+    if transform.vflip:
+        rows = _reverse(rows)
+    for _ in range(transform.k % 4):
+        # rot90(A)[i, j] = A[j, n - 1 - i]: new rows = reversed old columns, new columns
+        # = old rows, block transposed
+        rows, cols = _reverse(cols), rows
+        block = np.swapaxes(block, -1, -2)
+    return block, CoarseSampling(rows, cols, sampling.mode)
+
+
 def read_coarse_window(
     read_block: Callable[[slice, slice], np.ndarray],
     coarse_shape: tuple[int, int],

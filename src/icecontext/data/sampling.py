@@ -35,7 +35,7 @@ from typing import Literal
 import numpy as np
 
 from icecontext.data.format import CHART_FILL, CHARTS, N_CLASSES, Chart
-from icecontext.data.geometry import Window
+from icecontext.data.geometry import Transform, Window
 from icecontext.data.layers import COUNT_BLOCK, COUNT_OFFSETS
 from icecontext.data.sources import SceneSource
 from icecontext.errors import ConfigError, DataError
@@ -124,50 +124,6 @@ def class_weights(histograms: Sequence[np.ndarray], chart: Chart, power: float) 
     present = freq > 0
     weights[present] = freq[present] ** -power
     return weights / float((freq * weights).sum())
-
-
-@dataclass(frozen=True)
-class Transform:
-    """An element of the square's symmetry group: flips, then ``k`` 90-degree turns.
-
-    Attributes:
-        hflip: Mirror left-right (reverse columns).
-        vflip: Mirror up-down (reverse rows).
-        k: Counter-clockwise quarter turns applied after the flips (``numpy.rot90``).
-    """
-
-    hflip: bool = False
-    vflip: bool = False
-    k: int = 0
-
-    @classmethod
-    def draw(cls, rng: np.random.Generator, flip: bool, rotate: bool) -> Transform:
-        """Draw a random transform (uniform over what ``flip``/``rotate`` allow)."""
-        hflip = bool(rng.integers(2)) if flip else False
-        vflip = bool(rng.integers(2)) if flip else False
-        return cls(hflip, vflip, int(rng.integers(4)) if rotate else 0)
-
-    def apply(self, a: np.ndarray) -> np.ndarray:
-        """Return the transformed ``(..., P, P)`` array as a contiguous copy."""
-        if self.hflip:
-            a = a[..., :, ::-1]
-        if self.vflip:
-            a = a[..., ::-1, :]
-        if self.k:
-            a = np.rot90(a, self.k, axes=(-2, -1))
-        return np.ascontiguousarray(a)
-
-    def inverse_view(self, result: np.ndarray) -> np.ndarray:
-        """Return a view ``V`` of ``result``: writing ``x`` into it gives ``apply(x)``.
-
-        Reading a patch straight into this view fuses the augmentation into the read.
-        """
-        v = np.rot90(result, -self.k, axes=(-2, -1)) if self.k else result
-        if self.vflip:
-            v = v[..., ::-1, :]
-        if self.hflip:
-            v = v[..., :, ::-1]
-        return v
 
 
 def augment(
@@ -341,9 +297,8 @@ class PatchSampler:
         self.candidates: list[SceneCandidates] = []
         scene_w = np.zeros(len(self.sources))
         for i, (src, hist) in enumerate(zip(self.sources, histograms, strict=True)):
-            cand = scene_candidates(
-                src.block_counts(), src.shape, settings, self.class_weights or None
-            )
+            counts = src.block_counts()
+            cand = scene_candidates(counts, src.shape, settings, self.class_weights or None)
             self.candidates.append(cand)
             if cand.empty:
                 continue
@@ -354,8 +309,7 @@ class PatchSampler:
             elif settings.scene_weighting == "uniform":
                 scene_w[i] = 1.0
             else:
-                labelled = src.block_counts()[0]
-                scene_w[i] = float(labelled.sum(dtype=np.int64))
+                scene_w[i] = float(counts[0].sum(dtype=np.int64))
         self.skipped = [
             s.name for s, c in zip(self.sources, self.candidates, strict=True) if c.empty
         ]
@@ -394,23 +348,23 @@ class PatchSampler:
         scene, window = self.choose_window(rng)
         transform = Transform.draw(rng, s.flip, s.rotate)
         src = self.sources[scene]
-        x = np.empty((len(self.features), p, p), dtype=np.float32)
-        # first attempt: read inputs (into a view that applies the augmentation) and
-        # charts together; the block counts make it pass in the vast majority of draws
-        _, charts = src.read_window(window, self.features, out=transform.inverse_view(x))
-        assert charts is not None
+        # first attempt: inputs and charts in one batch of reads, augmentation fused in;
+        # the block counts make it pass in the vast majority of draws (the labelled
+        # share does not change under the transform)
+        x, charts = src.read_window(window, self.features, transform=transform)
+        assert x is not None and charts is not None
         frac = labelled_fraction(charts)
         if not (frac > 0 and frac >= s.min_valid_fraction) and s.max_attempts > 1:
-            best = (frac, window, charts)
+            best = (frac, window)
             for _ in range(s.max_attempts - 1):
                 row, col = self.candidates[scene].draw(rng)
                 window = (row, col, p, p)
-                charts = src.read_chart_stack(window)
-                frac = labelled_fraction(charts)
+                frac = labelled_fraction(src.read_chart_stack(window))
                 if frac > best[0]:
-                    best = (frac, window, charts)
+                    best = (frac, window)
                 if frac > 0 and frac >= s.min_valid_fraction:
                     break
-            frac, window, charts = best
-            src.read_window(window, self.features, charts=False, out=transform.inverse_view(x))
-        return Patch(x, transform.apply(charts), scene, window, frac, transform)
+            frac, window = best
+            x, charts = src.read_window(window, self.features, transform=transform)
+            assert x is not None and charts is not None
+        return Patch(x, charts, scene, window, frac, transform)

@@ -35,12 +35,14 @@ import numpy as np
 
 from icecontext.data.format import CHART_FILL, CHARTS, INPUT_VARIABLES, scene_time
 from icecontext.data.geometry import (
+    Transform,
     Upsampling,
     Window,
     check_window,
     clip_window,
     coarse_sampling,
     downsampled_shape,
+    transform_coarse,
     upsample_coarse,
 )
 from icecontext.data.layers import SceneLayers, file_inputs, scene_layers
@@ -192,7 +194,7 @@ class SceneSource:
         *,
         inputs: bool = True,
         charts: bool = True,
-        out: np.ndarray | None = None,
+        transform: Transform | None = None,
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Read inputs and/or the chart stack of a window in one batch of array reads.
 
@@ -201,33 +203,28 @@ class SceneSource:
             features: Channel names (``None`` = all of :attr:`features`).
             inputs: Read the inputs.
             charts: Read the chart stack.
-            out: float32 ``(C, height, width)`` array to write the inputs into; it may be
-                a strided view (e.g. a rotated view of the augmented patch), so the
-                augmentation costs no extra pass.
+            transform: Return the window flipped/rotated by this transform (training
+                augmentation). It is fused into the read: SAR-grid channels are written
+                through a rotated view and 2 km channels are upsampled in the rotated
+                frame, so no extra pass over the patch is made.
 
         Returns:
-            ``(inputs (C, h, w) float32 or None, charts (3, h, w) uint8 or None)``.
+            ``(inputs (C, h, w) float32 or None, charts (3, h, w) uint8 or None)``
+            (``h`` and ``w`` swapped by a quarter turn).
         """
+        t = transform or Transform()
         feats: list[str] = []
         if inputs:
             feats = list(self.features) if features is None else self.check_features(features)
         _, _, height, width = check_window(window)
         clip = clip_window(window, self.shape)
-        x = None
+        x = c = None
         if inputs:
-            shape = (len(feats), height, width)
-            if out is None:
-                x = (np.empty if clip.full else np.zeros)(shape, dtype=np.float32)
-            else:
-                if out.shape != shape or out.dtype != np.float32:
-                    raise ValueError(f"out must be float32 {shape}, got {out.dtype} {out.shape}")
-                x = out
-                if not clip.full:
-                    x[...] = 0.0
-        c = None
-        if charts and not clip.full:
-            c = np.full((len(CHARTS), height, width), CHART_FILL, dtype=np.uint8)
+            shape = (len(feats), *t.shape(height, width))
+            x = (np.empty if clip.full else np.zeros)(shape, dtype=np.float32)
         if clip.empty:
+            if charts:
+                c = np.full((len(CHARTS), *t.shape(height, width)), CHART_FILL, dtype=np.uint8)
             return x, c
         layers = self._layers()
         rows, cols = clip.rows, clip.cols
@@ -252,30 +249,36 @@ class SceneSource:
         blocks = read_blocks(requests)
         if charts:
             block = blocks.pop()
-            if c is None:
-                c = np.asarray(block, dtype=np.uint8)
+            if clip.full:
+                c = t.apply(np.asarray(block, dtype=np.uint8))
             else:
+                c = np.full((len(CHARTS), height, width), CHART_FILL, dtype=np.uint8)
                 c[:, clip.out_rows, clip.out_cols] = block
+                c = t.apply(c)
         if x is None:
             return x, c
+        view = t.inverse_view(x)  # writing the window into it yields the transformed patch
         dst_r, dst_c = clip.out_rows, clip.out_cols
         if sar:
-            _copy_channels(x, dst_r, dst_c, blocks.pop(0), [(k, i - lo_s) for k, i in sar])
+            _copy_channels(view, dst_r, dst_c, blocks.pop(0), [(k, i - lo_s) for k, i in sar])
         if coarse:
-            # upsample into a contiguous temporary, then one slice copy per run: numpy.take
-            # into a strided (augmented) view is buffered and slower than this
-            up = upsample_coarse(blocks.pop(0), sampling)
-            _copy_channels(x, dst_r, dst_c, up, [(k, i - lo_c) for k, i in coarse])
+            pairs = [(k, i - lo_c) for k, i in coarse]
+            if clip.full:  # upsample in the transformed frame: contiguous writes
+                up = upsample_coarse(*transform_coarse(blocks.pop(0), sampling, t))
+                _copy_channels(x, slice(None), slice(None), up, pairs)
+            else:
+                up = upsample_coarse(blocks.pop(0), sampling)
+                _copy_channels(view, dst_r, dst_c, up, pairs)
         for k, f in enumerate(feats):
             if f in MONTH_FEATURES:
                 assert self.month is not None  # checked by check_features
                 sin_m, cos_m = month_encoding(self.month)
-                x[k, dst_r, dst_c] = sin_m if f == "month_sin" else cos_m
+                view[k, dst_r, dst_c] = sin_m if f == "month_sin" else cos_m
         geo = [(k, f) for k, f in enumerate(feats) if f in LATLON_FEATURES]
         if geo:
             enc = self._latlon(sub)
             for k, f in geo:
-                x[k, dst_r, dst_c] = enc[f]
+                view[k, dst_r, dst_c] = enc[f]
         return x, c
 
     def read_charts(self, window: Window) -> dict[str, np.ndarray]:
