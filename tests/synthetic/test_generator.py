@@ -25,7 +25,7 @@ from icecontext.synthetic.generator import generate_scene, n_polygons, truth_sum
 from icecontext.synthetic.icechart import CODES_HEADER, FORM_SIZE_M
 from icecontext.synthetic.land import ZONE_EDGES_KM, distance_to_zone
 from icecontext.synthetic.params import SCALE_PRESETS, SynthParams, resolve_scales
-from icecontext.synthetic.writers import physical_to_r2t
+from icecontext.synthetic.writers import physical_to_r2t, physical_to_raw, raw_file_name, write_raw
 
 H, W = 300, 325
 
@@ -183,6 +183,15 @@ def test_same_seed_writes_byte_identical_files(tmp_path: Path) -> None:
     for k in range(2):
         s = generate_scene(p, 9)
         paths.append(write_scene(physical_to_r2t(s), tmp_path / str(k) / "x_prep.nc"))
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
+def test_same_seed_writes_byte_identical_raw_files(tmp_path: Path) -> None:
+    p = SynthParams(height=60, width=70)
+    paths = []
+    for k in range(2):
+        s = generate_scene(p, 9)
+        paths.append(write_raw(physical_to_raw(s, 9), tmp_path / str(k) / raw_file_name(s)))
     assert paths[0].read_bytes() == paths[1].read_bytes()
 
 

@@ -70,7 +70,8 @@ def make_era5(
     tcwv = TCWV_MONTH[month - 1] * np.exp(rng.normal(0.0, 0.3)) * (1.0 + 0.15 * field(35.0))
     tcwv = np.clip(tcwv, 0.2, 40.0)
     g = field(15.0)
-    tclw = TCLW_MONTH[month - 1] * np.exp(rng.normal(0.0, 0.3)) * np.exp(g - 0.5)
+    # log-normal with mean 1 (sigma 0.7), clear sky (0) where the field is lowest
+    tclw = TCLW_MONTH[month - 1] * np.exp(rng.normal(0.0, 0.3)) * np.exp(0.7 * g - 0.245)
     tclw = np.where(g < -1.0, 0.0, np.minimum(tclw, 1.2))
     return {
         "u10m_rotated": u,
