@@ -1,0 +1,266 @@
+"""Grad-CAM for one task head of a dict-output multi-task model, on a batch of inputs.
+
+Grad-CAM (Selvaraju et al. 2017) explains a scalar target ``y`` through a layer with
+activations ``A_k`` (channel ``k``): the channel weights are the spatial means of the
+gradients, ``alpha_k = mean_p dy/dA_k(p)``, and the map is
+``CAM(p) = ReLU(sum_k alpha_k A_k(p))`` at the layer's resolution, upsampled to the
+input size (bilinear, as the model upsamples its outputs).
+
+This module wraps pytorch-grad-cam's :class:`~pytorch_grad_cam.GradCAM`:
+
+* :class:`TaskOutput` turns the model's ``{"SIC", "SOD", "FLOE"}`` output into the one
+  tensor pytorch-grad-cam expects (the chosen head);
+* the targets are :class:`~icecontext.explain.targets.RegionTarget` callables, one per
+  sample, so every sample of a batch is explained with its own mask (the library sums
+  ``target_b(output_b)`` over the batch, and the samples do not interact);
+* the map is returned *raw* (ReLU'd, not min-max normalised per sample as the library
+  does), so maps of tiles, samples and models keep comparable units and the distance
+  summary measures mass, not contrast.
+
+Layers are addressed by their ``named_modules()`` name (see
+:meth:`icecontext.models.multitask.MultiTaskModel.layer_names`). The default is the
+3x3 convolution block after the ASPP of the task's decoder, ``decoders.<D>.project``:
+the last layer with spatial extent before the head, where every ASPP branch has been
+fused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pytorch_grad_cam import GradCAM
+from torch import Tensor, nn
+
+from icecontext.errors import ConfigError
+
+
+class TaskOutput(nn.Module):
+    """The output tensor of one task of a dict-output model (for pytorch-grad-cam).
+
+    Args:
+        model: ``model(x) -> {task: (B, K, H, W)}``.
+        task: The head to return.
+    """
+
+    def __init__(self, model: nn.Module, task: str) -> None:
+        super().__init__()
+        self.model = model
+        self.task = task
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Run the model and return ``task``'s output ``(B, K, H, W)``."""
+        out = self.model(x)
+        if self.task not in out:
+            raise ConfigError("--task", f"the model has no '{self.task}' output ({', '.join(out)})")
+        return out[self.task]  # type: ignore[no-any-return]
+
+
+def suggested_layers(model: nn.Module, task: str) -> dict[str, str]:
+    """Layers worth explaining for ``task``, name -> description (encoder first).
+
+    Uses the model's own ``layer_names(task)`` when it has one (the multi-task network
+    does); otherwise every convolution of the model.
+    """
+    names = getattr(model, "layer_names", None)
+    if callable(names):
+        try:
+            return dict(names(task))
+        except (KeyError, AttributeError):
+            return dict(names())
+    return {n: type(m).__name__ for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+def default_layer(model: nn.Module, task: str) -> str:
+    """The default layer of ``task``: the 3x3 convolution block after its ASPP.
+
+    Falls back to the last suggested layer before the head for models without decoders.
+    """
+    decoder_name = getattr(model, "decoder_name", None)
+    if callable(decoder_name):
+        name = f"decoders.{decoder_name(task)}.project"
+        if name in dict(model.named_modules()):
+            return name
+    candidates = [n for n in suggested_layers(model, task) if not n.startswith("heads.")]
+    if not candidates:
+        raise ConfigError("--layer", "the model has no convolution to explain; name a layer")
+    return candidates[-1]
+
+
+def find_layer(model: nn.Module, name: str | None, task: str) -> tuple[str, nn.Module]:
+    """Look a layer up by its ``named_modules()`` name.
+
+    Args:
+        model: The multi-task network.
+        name: Dotted name (``decoders.SOD.aspp.branches.2``); ``None`` = :func:`default_layer`.
+        task: The task explained (for the default and the list of suggestions).
+
+    Returns:
+        ``(name, module)``.
+
+    Raises:
+        ConfigError: ``--layer`` naming the unknown layer and listing the valid names.
+    """
+    if name is None:
+        name = default_layer(model, task)
+    modules = dict(model.named_modules())
+    if not name or name not in modules:
+        listed = "\n  ".join(f"{n}: {d}" for n, d in suggested_layers(model, task).items())
+        raise ConfigError(
+            "--layer",
+            f"unknown layer '{name}'; layers of the {task} path:\n  {listed}\n"
+            "(any other module name of the model works too, e.g. encoder.layer3.1.conv2)",
+        )
+    return name, modules[name]
+
+
+class RawGradCAM(GradCAM):
+    """pytorch-grad-cam's GradCAM returning the un-normalised map at the layer's grid.
+
+    The library's ``forward`` runs the model, sums the per-sample targets, backpropagates
+    and computes ``sum_k alpha_k A_k`` through :meth:`get_cam_image`; only the last step
+    (per-sample min-max scaling and resizing) is replaced, so maps keep their units.
+
+    Attributes:
+        last_weights: ``(B, C)`` channel weights ``alpha`` of the last call.
+    """
+
+    last_weights: np.ndarray | None = None
+
+    def get_cam_weights(  # noqa: D102 - same contract as the library's method
+        self,
+        input_tensor: Tensor,
+        target_layer: nn.Module,
+        target_category: Any,
+        activations: np.ndarray,
+        grads: np.ndarray,
+    ) -> np.ndarray:
+        weights = super().get_cam_weights(
+            input_tensor, target_layer, target_category, activations, grads
+        )
+        self.last_weights = np.asarray(weights)
+        return weights  # type: ignore[no-any-return]
+
+    def compute_cam_per_layer(  # noqa: D102 - library hook; returns raw ReLU'd maps
+        self, input_tensor: Tensor, targets: list[Any], eigen_smooth: bool
+    ) -> list[np.ndarray]:
+        acts = [a.cpu().numpy() for a in self.activations_and_grads.activations]
+        grads = [g.cpu().numpy() for g in self.activations_and_grads.gradients]
+        if len(grads) < len(self.target_layers):
+            raise _NoGradient
+        cams = []
+        for layer, a, g in zip(self.target_layers, acts, grads, strict=False):
+            if a.ndim != 4:
+                raise ConfigError(
+                    "--layer", f"Grad-CAM needs a (B, C, h, w) layer output, got {a.shape}"
+                )
+            cam = self.get_cam_image(input_tensor, layer, targets, a, g, eigen_smooth)
+            cams.append(np.maximum(cam, 0)[:, None])
+        return cams
+
+    def aggregate_multi_layers(self, cam_per_target_layer: list[np.ndarray]) -> np.ndarray:  # noqa: D102
+        return np.concatenate(cam_per_target_layer, axis=1).mean(axis=1)
+
+
+class _NoGradient(Exception):
+    """The layer received no gradient: it does not feed the explained head."""
+
+
+def upsample_cam(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear upsampling (``align_corners=False``) of ``(..., h, w)`` maps to ``size``.
+
+    The same interpolation as the model's output upsampling, so a feature cell's value
+    lands on the pixels whose outputs that cell drives.
+    """
+    t = torch.from_numpy(np.ascontiguousarray(cam, dtype=np.float32))
+    lead = t.shape[:-2]
+    t = t.reshape(-1, 1, *t.shape[-2:])
+    up = F.interpolate(t, size=list(size), mode="bilinear", align_corners=False)
+    return up.reshape(*lead, *size).numpy()
+
+
+@dataclass
+class CamBatch:
+    """Grad-CAM maps of a batch.
+
+    Attributes:
+        cam: float32 ``(B, H, W)`` at the input size, >= 0, raw units.
+        features: float32 ``(B, h, w)`` at the layer's grid.
+        weights: float32 ``(B, C)`` channel weights ``alpha``.
+        masks: bool ``(B, H, W)``: the pixels each sample's target summed.
+        layer: The layer name.
+        task: The task explained.
+    """
+
+    cam: np.ndarray
+    features: np.ndarray
+    weights: np.ndarray
+    masks: np.ndarray
+    layer: str
+    task: str
+
+
+def gradcam_batch(
+    model: nn.Module,
+    x: Tensor,
+    task: str,
+    targets: Sequence[Any],
+    layer: str | None = None,
+) -> CamBatch:
+    """Grad-CAM of one task head for a batch, each sample with its own target.
+
+    Args:
+        model: Dict-output multi-task network (put in eval mode for the call and
+            restored afterwards).
+        x: Inputs ``(B, C, H, W)`` (moved to the model's device).
+        task: ``"SIC"``, ``"SOD"`` or ``"FLOE"``.
+        targets: ``B`` callables ``target(output_b (K, H, W)) -> scalar``, usually
+            :class:`~icecontext.explain.targets.RegionTarget`.
+        layer: Layer name; ``None`` = :func:`default_layer`.
+
+    Returns:
+        The maps (see :class:`CamBatch`).
+
+    Raises:
+        ConfigError: ``--layer`` if the layer is unknown or does not feed ``task``'s head.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"expected inputs (B, C, H, W), got {tuple(x.shape)}")
+    if len(targets) != x.shape[0]:
+        raise ValueError(f"{len(targets)} targets for a batch of {x.shape[0]}")
+    name, module = find_layer(model, layer, task)
+    was_training = model.training
+    try:
+        with RawGradCAM(TaskOutput(model, task), [module]) as cam:
+            try:
+                feats = cam(x, list(targets))
+            except _NoGradient:
+                raise ConfigError(
+                    "--layer",
+                    f"layer '{name}' does not feed the {task} head (no gradient reaches it); "
+                    f"choose one of: {', '.join(suggested_layers(model, task))}",
+                ) from None
+            weights = cam.last_weights
+            cam.outputs = None  # drop the graph the library keeps for its users
+    finally:
+        model.train(was_training)
+    feats = np.asarray(feats, dtype=np.float32)
+    masks = np.stack(
+        [
+            np.zeros(x.shape[-2:], bool) if getattr(t, "mask", None) is None else t.mask
+            for t in targets
+        ]
+    )
+    assert weights is not None
+    return CamBatch(
+        cam=upsample_cam(feats, (int(x.shape[-2]), int(x.shape[-1]))),
+        features=feats,
+        weights=np.asarray(weights, dtype=np.float32),
+        masks=masks,
+        layer=name,
+        task=task,
+    )
