@@ -1,0 +1,164 @@
+"""``icecontext explain`` end to end on tiny checkpoints saved the way training saves them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+
+from icecontext import __version__
+from icecontext.cli.main import main
+from icecontext.models.multitask import build_model
+from icecontext.testing import write_scene_files
+from icecontext.training.checkpoint import CHECKPOINT_KEY
+from icecontext.training.config import RunConfig
+
+FEATURES = ["sar", "incidence"]
+
+
+def save_checkpoint(run_dir: Path, rates: list[int], data_root: Path, seed: int = 0) -> Path:
+    """A run folder with checkpoints/best.ckpt holding a tiny model and its resolved config."""
+    cfg = RunConfig.model_validate(
+        {
+            "seed": seed,
+            "data": {"root": str(data_root), "features": FEATURES},
+            "model": {
+                "encoder": {"name": "resnet18", "depth": "layer2", "output_stride": 8},
+                "aspp": {"rates": rates, "channels": 8, "pooling": "none", "dropout": 0.0},
+            },
+            "train": {"validation": {"tile": 128}},
+            "output": {"root": str(run_dir.parent), "name": run_dir.name},
+        }
+    )
+    features = cfg.data.channels
+    model = build_model(cfg.model, len(features), seed=seed)
+    ckpt = {
+        "epoch": 1,
+        "global_step": 10,
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        CHECKPOINT_KEY: {
+            "config": cfg.model_dump(mode="json"),
+            "features": features,
+            "in_channels": len(features),
+            "version": __version__,
+            "scores": {},
+        },
+    }
+    path = run_dir / "checkpoints" / "best.ckpt"
+    path.parent.mkdir(parents=True)
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("explain")
+    (scene,) = write_scene_files(root / "data", 1, height=160, width=180, seed=3)
+    runs = root / "runs"
+    a = save_checkpoint(runs / "rates-1-2", [1, 2], root / "data", seed=0)
+    save_checkpoint(runs / "rates-4-8", [4, 8], root / "data", seed=1)
+    return root, scene, a, runs / "rates-4-8"
+
+
+def test_explain_compare_end_to_end(setup, capsys):
+    root, scene, ckpt, other_run = setup
+    out = root / "out"
+    status = main(
+        [
+            "explain", "--checkpoint", str(ckpt), "--scene", str(scene), "--task", "SOD",
+            "--mask", "reference", "--out", str(out), "--compare", str(other_run),
+            "--tile", "128", "--device", "cpu",
+        ]
+    )  # fmt: skip
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "rates-1-2" in printed and "rates-4-8" in printed and "d50 km" in printed
+    for name in (
+        "explain.png", "compare.png", "distance.png", "distance.csv", "distance_summary.csv",
+        "cam-rates-1-2.nc", "cam-rates-4-8.nc", "summary.json", "provenance.json", "config.yaml",
+    ):  # fmt: skip
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "SOD" and summary["mask"] == "reference"
+    assert summary["window"] == [0, 0, 160, 180]
+    models = {m["model"]: m for m in summary["models"]}
+    # receptive field grows with the rates; each is a number of km
+    assert models["rates-4-8"]["receptive_field_km"] > models["rates-1-2"]["receptive_field_km"]
+    assert all(m["layer"].endswith(".project") for m in models.values())
+    table = pd.read_csv(out / "distance_summary.csv")
+    assert list(table["model"]) == ["rates-1-2", "rates-4-8"]
+    with (
+        xr.open_dataset(out / "cam-rates-1-2.nc") as a,
+        xr.open_dataset(out / "cam-rates-4-8.nc") as b,
+    ):
+        assert a["cam"].shape == (160, 180)
+        # the same target pixels for both models (the reference chart)
+        np.testing.assert_array_equal(a["target_mask"].values, b["target_mask"].values)
+        ref = a["reference"].values
+        np.testing.assert_array_equal(a["target_mask"].values.astype(bool), ref != 255)
+        assert a.attrs["receptive_field_km"] < b.attrs["receptive_field_km"]
+        assert a.attrs["checkpoint"].endswith("best.ckpt")
+
+
+def test_explain_window_sic_regression_with_prediction_mask(setup):
+    root, scene, ckpt, _ = setup
+    out = root / "out-window"
+    args = ["explain", "-k", str(ckpt.parent.parent), "-s", str(scene), "-t", "SIC"]
+    args += ["--window", "20", "30", "64", "96", "--out", str(out), "--device", "cpu"]
+    assert main(args) == 0
+    with xr.open_dataset(out / "cam-rates-1-2.nc") as ds:
+        assert ds["cam"].shape == (64, 96)
+        assert list(ds["row"].values[[0, -1]]) == [20, 83]
+        assert ds.attrs["mask_source"] == "prediction"
+        # every pixel with SAR data is a target pixel when no class is asked for
+        np.testing.assert_array_equal(ds["target_mask"].values, ds["valid"].values)
+    assert not (out / "compare.png").exists()
+
+
+def test_list_layers(setup, capsys):
+    _, scene, ckpt, _ = setup
+    args = ["explain", "-k", str(ckpt), "-s", str(scene), "-t", "FLOE", "--list-layers"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "decoders.FLOE.aspp.branches.2" in out and "decoders.SOD" not in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--layer", "decoders.SOD.nope"], "option '--layer': unknown layer 'decoders.SOD.nope'"),
+        (["--window", "150", "0", "50", "50"], "option '--window'"),
+        (["--class", "9"], "option '--class': SOD classes are 0..5"),
+        (["--compare", "nowhere"], "option '--compare': 'nowhere'"),
+    ],
+)
+def test_bad_options_exit_2_naming_the_option(setup, capsys, extra, needle):
+    root, scene, ckpt, _ = setup
+    args = ["explain", "-k", str(ckpt), "-s", str(scene), "-t", "SOD", "--out"]
+    status = main([*args, str(root / "bad"), "--device", "cpu", *extra])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert needle in err
+    if "--layer" in extra:
+        assert "decoders.SOD.project" in err  # the valid names are listed
+
+
+def test_missing_scene_and_checkpoint(setup, capsys):
+    root, scene, ckpt, _ = setup
+    assert main(["explain", "-k", str(root / "x.ckpt"), "-s", str(scene), "-t", "SOD"]) == 2
+    assert "option '--checkpoint'" in capsys.readouterr().err
+    assert main(["explain", "-k", str(ckpt), "-s", str(root / "none.nc"), "-t", "SOD"]) == 2
+    assert "option '--scene'" in capsys.readouterr().err
