@@ -174,6 +174,19 @@ def default_to_classes(outputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+def auto_overlap(model: nn.Module, tile: int) -> int:
+    """Context margin for a model: half its theoretical receptive field, at most ``tile / 4``.
+
+    Half the receptive field makes tiled prediction exact (for models without global
+    pooling); the cap keeps at least half of every tile as core, trading exactness far
+    from the tile centre for speed when the receptive field is huge (the reference
+    ResNet-152 + rates 12/24/36 sees 2491 px).
+    """
+    rf = model.receptive_field() if hasattr(model, "receptive_field") else None
+    cap = max(0, tile // 4)
+    return cap if rf is None else min(cap, -(-int(rf) // 2))
+
+
 def _batches(tiles: Sequence[Tile], size: int) -> Iterator[list[Tile]]:
     for i in range(0, len(tiles), size):
         yield list(tiles[i : i + size])

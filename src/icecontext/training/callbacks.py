@@ -3,6 +3,8 @@
 * :class:`FinalCheckpoint` writes ``last.ckpt`` when training stops between
   validations (``max_steps`` or ``max_minutes`` reached mid-epoch), so the resume point
   is always the final state;
+* :class:`FlushLogs` writes the logs to disk before each checkpoint, so a killed run
+  keeps its log up to its resume point;
 * :class:`RankRecord` writes, per process, fingerprints of the samples it trained on
   and a digest of its final weights (the multi-process tests compare them);
 * :class:`StepTimer` measures step time and the part of it spent waiting for data
@@ -44,6 +46,20 @@ class FinalCheckpoint(pl.Callback):
         """Write ``last.ckpt`` when the final steps are not in a checkpoint yet."""
         if trainer.global_step > 0 and trainer.global_step != self._saved_step:
             trainer.save_checkpoint(self.path)  # every rank calls; rank 0 writes
+
+
+class FlushLogs(pl.Callback):
+    """Write buffered log rows to disk after every validation.
+
+    Lightning's CSV logger keeps rows in memory until it has 100 or the run ends; a
+    killed run would lose everything since the last flush. Flushing right before the
+    checkpoint is written keeps the log and the resume point consistent.
+    """
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Flush every logger (they write on rank 0 only)."""
+        for logger in trainer.loggers:
+            logger.save()
 
 
 class RankRecord(pl.Callback):

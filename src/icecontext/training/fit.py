@@ -34,7 +34,7 @@ from icecontext.atomic import write_text_atomic
 from icecontext.data.format import CHARTS, N_CLASSES
 from icecontext.errors import ConfigError, DataError
 from icecontext.provenance import seed_everything, write_run_record
-from icecontext.training.callbacks import FinalCheckpoint, RankRecord
+from icecontext.training.callbacks import FinalCheckpoint, FlushLogs, RankRecord
 from icecontext.training.checkpoint import AtomicCheckpointIO
 from icecontext.training.config import RunConfig
 from icecontext.training.losses import class_weights_from_histogram
@@ -280,6 +280,7 @@ def build_trainer(
         enable_version_counter=False,
     )
     cbs: list[pl.Callback] = [
+        FlushLogs(),
         checkpoint,
         LearningRateMonitor(logging_interval="step"),
         FinalCheckpoint(run.last),
@@ -392,7 +393,9 @@ def train(
     trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
 
     ckpt_cb = trainer.checkpoint_callback
-    best_path = Path(ckpt_cb.best_model_path) if ckpt_cb and ckpt_cb.best_model_path else None
+    best_path = (
+        Path(ckpt_cb.best_model_path).resolve() if ckpt_cb and ckpt_cb.best_model_path else None
+    )
     best_score = None
     if ckpt_cb is not None and ckpt_cb.best_model_score is not None:
         best_score = float(ckpt_cb.best_model_score)
@@ -400,14 +403,19 @@ def train(
         shutil.copyfile(run.last, run.best)  # no validation: the final weights are the "best"
         best_path = run.best
     best_epoch = None
-    if best_path is not None and best_path.exists() and rank0:
-        from icecontext.training.checkpoint import read_checkpoint
+    if best_path is not None and best_path.exists():
+        from icecontext.training.checkpoint import CHECKPOINT_KEY, read_checkpoint
 
-        best_epoch = int(read_checkpoint(best_path).get("epoch", -1))
+        best = read_checkpoint(best_path)
+        best_epoch = int(best.get("epoch", -1))
+        # the exact score (the callback keeps a float32 copy)
+        stored = best.get(CHECKPOINT_KEY, {}).get("scores", {}).get("combined")
+        if stored is not None:
+            best_score = float(stored)
     result = RunResult(
-        run_dir=run.path,
+        run_dir=run.path.resolve(),
         best_checkpoint=best_path,
-        last_checkpoint=run.last,
+        last_checkpoint=run.last.resolve(),
         best_score=best_score,
         best_epoch=best_epoch,
         last_scores=dict(module.last_scores),

@@ -11,10 +11,10 @@ Validation is sharded over processes: rank ``r`` of ``w`` predicts scenes ``r, r
 confusion matrices are gathered and merged, so every rank logs the same pooled scores
 that one process would have computed.
 
-Reproducibility: the global torch generator (dropout) is reseeded at the start of every
-epoch from ``(seed, epoch, rank)``, and the patch sampler draws from ``(seed, epoch,
-rank, worker)``; hence a run resumed from an epoch-end checkpoint continues exactly as
-the uninterrupted run would have.
+Reproducibility: the global torch generator (dropout) is reseeded before every training
+batch from ``(seed, epoch, batch, rank)``, and the patch sampler draws patch ``i`` of
+epoch ``e`` from ``(seed, e, i)`` whatever the rank or worker; hence a run resumed from
+an epoch-end checkpoint continues exactly as the uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from torch.utils.data import IterableDataset
 from icecontext import __version__
 from icecontext.data.format import CHARTS
 from icecontext.evaluation import ChartScorer, scene_groups
-from icecontext.inference.predictor import predict_scene
+from icecontext.inference.predictor import auto_overlap, predict_scene
 from icecontext.training.checkpoint import CHECKPOINT_KEY
 from icecontext.training.config import RunConfig
 from icecontext.training.losses import MultiTaskLoss
@@ -69,13 +69,10 @@ class SceneIndexDataset(IterableDataset):
     def __iter__(self):
         return iter(self._mine())
 
-    def __len__(self) -> int:
-        return len(self._mine())
 
-
-def epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    """A 63-bit seed derived from ``(seed, epoch, rank)`` (stable across runs and resumes)."""
-    ss = np.random.SeedSequence([seed, epoch, rank, 0x1CE])
+def batch_seed(seed: int, epoch: int, batch: int, rank: int) -> int:
+    """A 63-bit seed derived from ``(seed, epoch, batch, rank)`` (stable across resumes)."""
+    ss = np.random.SeedSequence([seed, epoch, batch, rank, 0x1CE])
     return int(ss.generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
@@ -134,12 +131,17 @@ class IceChartModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ training
 
-    def on_train_epoch_start(self) -> None:
-        """Reseed dropout from ``(seed, epoch, rank)`` so resumed runs match."""
-        torch.manual_seed(epoch_seed(self.cfg.seed, self.current_epoch, self.global_rank))
-
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Apply the warm-up of the plateau schedule (the others include it)."""
+        """Reseed dropout; apply the warm-up of the plateau schedule (the others include it).
+
+        The global torch generator is reseeded from ``(seed, epoch, batch, rank)`` before
+        every batch: Lightning and the DataLoader draw from it at moments that differ
+        between an uninterrupted and a resumed run (iterator creation), so a per-epoch
+        seed is not enough for resumed runs to match.
+        """
+        torch.manual_seed(
+            batch_seed(self.cfg.seed, self.current_epoch, batch_idx, self.global_rank)
+        )
         sched = self.cfg.train.scheduler
         if sched.name == "plateau" and self.global_step <= sched.warmup_steps:
             factor = warmup_factor(self.global_step, sched)
@@ -180,9 +182,7 @@ class IceChartModule(pl.LightningModule):
         val = self.cfg.train.validation
         if val.overlap != "auto":
             return int(val.overlap)
-        rf = self.model.receptive_field() if hasattr(self.model, "receptive_field") else None
-        cap = val.tile // 4
-        return cap if rf is None else min(cap, -(-int(rf) // 2))
+        return auto_overlap(self.model, val.tile)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         """Predict one whole scene with the tiled predictor and add it to the scorer."""

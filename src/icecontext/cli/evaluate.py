@@ -1,0 +1,65 @@
+"""``icecontext evaluate --checkpoint K --data D [--out DIR]``: the challenge metric.
+
+Predicts every scene of ``D`` (a folder of ``_prep.nc`` files, test files paired with
+their ``_prep_reference.nc``, or a prepared store) with the tiled predictor and writes
+``metrics.json``, ``metrics.csv``, ``per_class.csv``, breakdowns per scene / service /
+month, and confusion-matrix plots into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the command's arguments."""
+    parser.add_argument("--checkpoint", "-k", type=Path, required=True, help="best.ckpt of a run")
+    parser.add_argument(
+        "--data", "-d", type=Path, required=True, help="folder of _prep.nc scenes, or a store"
+    )
+    parser.add_argument(
+        "--out", "-o", type=Path, default=None, help="output folder (default <run>/eval/<data>)"
+    )
+    parser.add_argument("--scenes", nargs="+", default=None, help="only these scene names")
+    parser.add_argument("--tile", type=int, default=None, help="tile side in pixels")
+    parser.add_argument("--overlap", default=None, help="context margin in pixels, or auto")
+    parser.add_argument("--batch", type=int, default=None, help="tiles per forward pass")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    parser.add_argument(
+        "--precision", choices=("32", "bf16", "16"), default="32", help="inference precision"
+    )
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print the score table."""
+    from icecontext.errors import ConfigError
+    from icecontext.training.evaluate import evaluate_checkpoint
+
+    overlap = args.overlap
+    if overlap is not None and overlap != "auto":
+        try:
+            overlap = int(overlap)
+        except ValueError:
+            raise ConfigError("--overlap", f"expected pixels or 'auto', got {overlap!r}") from None
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        args.data,
+        args.out,
+        scenes=args.scenes,
+        tile=args.tile,
+        overlap=overlap,
+        batch=args.batch,
+        device=args.device,
+        precision=args.precision,
+        plots=not args.no_plots,
+    )
+    s = result.scores
+    print(f"scored {len(result.scenes)} scene(s) at {result.resolution_m} m")
+    print(f"{'chart':<10}{'score':>10}{'pixels':>14}")
+    for chart in ("SIC", "SOD", "FLOE"):
+        print(f"{chart:<10}{s[chart]:>10.3f}{s['n_pixels'][chart]:>14,}")
+    print(f"{'combined':<10}{s['combined']:>10.3f}")
+    print(f"results: {result.out_dir}")
+    return 0

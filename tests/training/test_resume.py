@@ -1,0 +1,101 @@
+"""Kill a training run with SIGKILL after its first checkpoint, resume it, and compare.
+
+The resumed run must end with exactly the weights, optimiser step and validation scores
+of an uninterrupted run with the same seed (CPU, deterministic algorithms, one thread).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from icecontext.training.checkpoint import model_state_dict, read_checkpoint
+
+
+def _cmd(config):
+    return [sys.executable, "-m", "icecontext.cli.main", "train", "--config", str(config)]
+
+
+def _env():
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0")
+    return env
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(
+    tiny_store, tiny_config, write_config, tmp_path
+):
+    epochs = {"max_epochs": 4}
+    full_cfg = write_config(
+        tmp_path / "full.yaml", tiny_config(tiny_store, tmp_path, "full", train=epochs)
+    )
+    kill_cfg = write_config(
+        tmp_path / "kill.yaml", tiny_config(tiny_store, tmp_path, "kill", train=epochs)
+    )
+    # both runs start together (two cores): the reference run and the one to kill
+    full = subprocess.Popen(
+        _cmd(full_cfg), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    victim = subprocess.Popen(
+        _cmd(kill_cfg), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    last = tmp_path / "kill" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists():
+        assert victim.poll() is None, "the run ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(timeout=60) == -signal.SIGKILL
+    killed_at = read_checkpoint(last)
+    assert killed_at["epoch"] < epochs["max_epochs"] - 1  # really interrupted
+
+    resumed = subprocess.run(
+        _cmd(kill_cfg), env=_env(), capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resumed from:" in resumed.stdout
+    out, _ = full.communicate(timeout=600)
+    assert full.returncode == 0, out[-3000:]
+
+    a = read_checkpoint(tmp_path / "full" / "checkpoints" / "last.ckpt")
+    b = read_checkpoint(tmp_path / "kill" / "checkpoints" / "last.ckpt")
+    assert a["global_step"] == b["global_step"] == 16
+    wa, wb = model_state_dict(a), model_state_dict(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa), "weights differ after resume"
+    assert a["icecontext"]["scores"] == b["icecontext"]["scores"]
+    sa = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    sb = json.loads((tmp_path / "kill" / "metrics.json").read_text())
+    assert sa["best_score"] == sb["best_score"] and sa["best_epoch"] == sb["best_epoch"]
+    assert sb["resumed_from"] and not sa["resumed_from"]
+    # the resumed run kept the log of its first segment and drew complete curves
+    assert list((tmp_path / "kill" / "logs" / "csv_previous").glob("part-*.csv"))
+    assert (tmp_path / "kill" / "curves.png").is_file()
+
+
+@pytest.mark.parametrize("tmp", [None])
+def test_read_metrics_joins_segments(tmp, tmp_path):
+    import pandas as pd
+
+    from icecontext.training.plots import read_metrics
+    from icecontext.training.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    (tmp_path / "logs" / "csv_previous").mkdir(parents=True)
+    (tmp_path / "logs" / "csv").mkdir(parents=True)
+    pd.DataFrame({"step": [0, 1, 2, 3], "x": [0, 1, 2, 3]}).to_csv(
+        tmp_path / "logs" / "csv_previous" / "part-000.csv", index=False
+    )
+    pd.DataFrame({"step": [2, 3, 4], "x": [20, 30, 40]}).to_csv(
+        tmp_path / "logs" / "csv" / "metrics.csv", index=False
+    )
+    df = read_metrics(run)
+    assert df["step"].tolist() == [0, 1, 2, 3, 4]
+    assert df["x"].tolist() == [0, 1, 20, 30, 40]
