@@ -296,3 +296,18 @@ def test_deep_encoders_build(name: str) -> None:
         y = enc(torch.empty(1, 7, 96, 80))
     assert enc.out_channels == 2048 and y.shape == (1, 2048, 12, 10)
     assert enc.conv1.weight.shape == (64, 7, 7, 7)
+
+
+def test_torch_export_with_dynamic_height_and_width() -> None:
+    """torch.export (the successor of TorchScript) traces the model once for any B, H, W."""
+    model = build_model(_cfg({"aspp": {"rates": [2, 4, 6]}}), 3, seed=0).eval()
+    b = torch.export.Dim("B", min=1, max=64)
+    h, w = torch.export.Dim("H", min=32, max=4096), torch.export.Dim("W", min=32, max=4096)
+    program = torch.export.export(
+        model, (torch.randn(2, 3, 96, 112),), dynamic_shapes={"x": {0: b, 2: h, 3: w}}
+    )
+    x = torch.randn(3, 3, 97, 123)
+    with torch.no_grad():
+        exported, eager = program.module()(x), model(x)
+    for task in eager:
+        torch.testing.assert_close(exported[task], eager[task], rtol=1e-5, atol=1e-5)

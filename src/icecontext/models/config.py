@@ -29,7 +29,7 @@ from typing import Any, Final, Literal
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from icecontext.config import Section, apply_overrides, load_yaml, validate
-from icecontext.data.format import CHARTS
+from icecontext.data.format import CHARTS, N_CLASSES
 from icecontext.errors import ConfigError
 
 EncoderName = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
@@ -209,8 +209,6 @@ class ModelConfig(Section):
     @property
     def out_channels(self) -> dict[str, int]:
         """Output channels per task (SIC 1 or 11, SOD 6, FLOE 7)."""
-        from icecontext.data.format import N_CLASSES
-
         return {
             t: (1 if t == "SIC" and self.sic_mode == "regression" else N_CLASSES[t]) for t in CHARTS
         }
