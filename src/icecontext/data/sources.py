@@ -129,11 +129,14 @@ class SceneSource:
             if f not in available:
                 if f not in CATALOGUE:
                     raise DataError(f"{self.where}: unknown feature '{f}'")
+                hint = (
+                    "re-run 'icecontext prepare' with it in --features"
+                    if isinstance(self, ZarrSource)
+                    else "open the source with it in its features"
+                )
                 raise DataError(
-                    f"{self.where}: feature '{f}' is not available in this "
-                    f"{'store' if isinstance(self, ZarrSource) else 'source'} "
-                    f"(available: {', '.join(self.features)}); re-run 'icecontext prepare' "
-                    "with it in --features"
+                    f"{self.where}: feature '{f}' is not available here "
+                    f"(available: {', '.join(self.features)}); {hint}"
                 )
         return list(features)
 
