@@ -113,13 +113,17 @@ def test_explain_compare_end_to_end(setup, capsys):
         assert a.attrs["checkpoint"].endswith("best.ckpt")
 
 
-def test_explain_window_sic_regression_with_prediction_mask(setup):
-    root, scene, ckpt, _ = setup
-    out = root / "out-window"
+def test_explain_window_sic_regression_hirescam_default_folder(setup):
+    _, scene, ckpt, _ = setup
     args = ["explain", "-k", str(ckpt.parent.parent), "-s", str(scene), "-t", "SIC"]
-    args += ["--window", "20", "30", "64", "96", "--out", str(out), "--device", "cpu"]
+    args += ["--window", "20", "30", "64", "96", "--device", "cpu"]
+    args += ["--method", "hirescam", "--layer", "encoder.layer2"]
     assert main(args) == 0
+    name = scene.name.removesuffix("_prep.nc")
+    out = ckpt.parent.parent / "explain" / f"{name}-SIC-all-prediction-hirescam-encoder.layer2"
+    assert json.loads((out / "summary.json").read_text())["method"] == "hirescam"
     with xr.open_dataset(out / "cam-rates-1-2.nc") as ds:
+        assert ds.attrs["method"] == "hirescam" and ds.attrs["layer"] == "encoder.layer2"
         assert ds["cam"].shape == (64, 96)
         assert list(ds["row"].values[[0, -1]]) == [20, 83]
         assert ds.attrs["mask_source"] == "prediction"

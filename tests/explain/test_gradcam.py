@@ -172,3 +172,63 @@ def test_the_model_mode_is_restored(scene):
     x = torch.from_numpy(scene.inputs[None, :, :32, :32])
     gradcam_batch(net, x, "FLOE", [RegionTarget(np.ones((32, 32), bool))])
     assert net.training
+
+
+class PixelSODNet(RegionSODNet):
+    """The same layers, but SOD logits pixel by pixel (no averaging over the image)."""
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        sod = self.sod(self.features(x))
+        return {"SOD": F.interpolate(sod, size=list(x.shape[-2:]), mode="bilinear")}
+
+
+def _two_patches(size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Channel-0 signal in two far-apart patches; noise in channels 1 and 2."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, (3, size, size)).astype(np.float32)
+    near = np.zeros((size, size), bool)
+    near[6:18, 6:18] = True
+    far = np.zeros((size, size), bool)
+    far[44:58, 44:58] = True
+    x[0] = np.where(near | far, 1.0 + np.abs(x[0]), 0.0)
+    return x, near, far
+
+
+def test_hirescam_stays_where_the_target_draws_gradcam_lights_similar_features_anywhere():
+    """A pixel-wise SOD head: each output depends on its own position only.
+
+    The target covers one patch. Grad-CAM weights channels by their mean gradient and so
+    also lights the other patch (same features, no influence on the target): half of its
+    mass lies far away. HiResCAM multiplies by the gradient at each position: all mass on
+    the target patch. This is why the distance summary recommends HiResCAM.
+    """
+    model = PixelSODNet().eval()
+    x, near, far = _two_patches()
+    target = RegionTarget(near, class_index=2, classes=np.full(near.shape, 2, np.uint8))
+    grad = gradcam_batch(model, torch.from_numpy(x[None]), "SOD", [target], "features")
+    hires = gradcam_batch(
+        model, torch.from_numpy(x[None]), "SOD", [target], "features", method="hirescam"
+    )
+    g, h = grad.cam[0], hires.cam[0]
+    assert g[far].sum() / g.sum() > 0.3
+    assert h[far].sum() == 0
+    assert h[near].sum() / h.sum() > 0.9
+
+
+@pytest.mark.parametrize("method", ["gradcam", "hirescam"])
+def test_acceptance_holds_for_both_methods(method):
+    x, region = _region_inputs()
+    where = np.zeros_like(region)
+    where[40:, 40:] = True
+    target = RegionTarget(where, class_index=2, classes=np.full(region.shape, 2, np.uint8))
+    result = gradcam_batch(
+        RegionSODNet().eval(), torch.from_numpy(x[None]), "SOD", [target], "features", method
+    )
+    assert result.method == method
+    assert result.cam[0][region].sum() / result.cam[0].sum() > 0.9
+
+
+def test_unknown_method(model, scene):
+    x = torch.from_numpy(scene.inputs[None, :, :32, :32])
+    with pytest.raises(ConfigError, match="--method"):
+        gradcam_batch(model, x, "SOD", [RegionTarget(np.ones((32, 32), bool))], method="cam")

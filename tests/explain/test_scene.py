@@ -142,3 +142,20 @@ def test_cam_netcdf_round_trip(model, scene, tmp_path):
         assert ds.attrs["checkpoint"] == "x.ckpt"
         assert list(ds["row"].values[[0, -1]]) == [0, 95]
     assert not list(tmp_path.glob(".*"))  # no temporary file left
+
+
+@pytest.mark.parametrize("layer", ["encoder.layer2", None])
+def test_tiled_hirescam_equals_a_single_pass(model, scene, layer):
+    spec = TargetSpec("SOD", None, "reference")
+    tiled = explain_scene(
+        model, scene, scene.features, spec, layer=layer, tile=128, method="hirescam"
+    )
+    assert tiled.tiles == 9 and tiled.exact and tiled.method == "hirescam"
+    region = scene.valid[None]
+    targets = make_targets(spec, region, references=scene.charts["SOD"][None])
+    single = gradcam_batch(
+        model, torch.from_numpy(scene.inputs[None]), "SOD", targets, layer, method="hirescam"
+    )
+    cam = single.cam[0]
+    assert cam.max() > 0
+    np.testing.assert_allclose(tiled.cam, cam, rtol=0, atol=1e-4 * cam.max())

@@ -2,11 +2,13 @@ r"""``icecontext explain``: Grad-CAM maps of one task head over a scene, and how
 
 ::
 
-    icecontext explain --checkpoint runs/a/checkpoints/best.ckpt --scene data/X_prep.nc \\
-        --task SOD [--class 4] [--mask reference|prediction] [--layer NAME] \\
-        [--window R C H W] [--out DIR] [--compare runs/b runs/c ...]
+    icecontext explain --checkpoint runs/a/checkpoints/best.ckpt --scene data/X_prep.nc \
+        --task SOD [--class 4] [--mask reference|prediction] [--layer NAME] \
+        [--window R C H W] [--method gradcam|hirescam] [--out DIR] \
+        [--compare runs/b runs/c ...]
 
-Writes into ``--out`` (default ``<run>/explain/<scene>-<task>-<class>-<mask>``):
+Writes into ``--out`` (default ``<run>/explain/<scene>-<task>-<class>-<mask>``, plus
+``-hirescam`` and ``-<layer>`` when those are chosen):
 
 * ``explain.png``: the CAM over the scene's HH with the target outlined, the reference
   chart and the prediction of the task;
@@ -71,6 +73,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--list-layers", action="store_true", help="print the layers of the task and exit"
+    )
+    parser.add_argument(
+        "--method",
+        choices=("gradcam", "hirescam"),
+        default="gradcam",
+        help="gradcam (default) or hirescam: gradient x activation at each position, which "
+        "stays where the target draws evidence (better for the distance summary)",
     )
     parser.add_argument(
         "--window",
@@ -302,6 +311,10 @@ def run(args: argparse.Namespace) -> int:
     src0 = source_for(first)
     domain = _window(args.window, downsample)
     slug = spec.slug()
+    if args.method != "gradcam":
+        slug += f"-{args.method}"
+    if args.layer:
+        slug += f"-{args.layer}"
     out = args.out or _run_dir(first.path) / "explain" / f"{src0.name}-{slug}"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -323,6 +336,7 @@ def run(args: argparse.Namespace) -> int:
             batch=args.batch,
             device=device,
             classes=fixed,
+            method=args.method,
         )
         if fixed is None and len(models) > 1:
             # every compared model explains the pixels (and classes) the first one did
@@ -394,6 +408,7 @@ def run(args: argparse.Namespace) -> int:
         "task": spec.task,
         "class_index": spec.class_index,
         "mask": spec.mask,
+        "method": args.method,
         "window": list(first_result.window),
         "downsample": downsample,
         "pixel_km": first_result.pixel_km,

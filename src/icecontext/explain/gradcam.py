@@ -6,7 +6,14 @@ gradients, ``alpha_k = mean_p dy/dA_k(p)``, and the map is
 ``CAM(p) = ReLU(sum_k alpha_k A_k(p))`` at the layer's resolution, upsampled to the
 input size (bilinear, as the model upsamples its outputs).
 
-This module wraps pytorch-grad-cam's :class:`~pytorch_grad_cam.GradCAM`:
+HiResCAM (Draelos and Carin 2020), ``--method hirescam``, keeps the gradient at each
+position instead of averaging it: ``CAM(p) = ReLU(sum_k dy/dA_k(p) A_k(p))``. It is zero
+wherever the target's gradient does not reach, so it shows *where the target draws on*,
+while Grad-CAM shows *where the features that the target uses are present*, anywhere
+in the input (see docs/explain.md).
+
+This module wraps pytorch-grad-cam's :class:`~pytorch_grad_cam.GradCAM` and
+:class:`~pytorch_grad_cam.HiResCAM`:
 
 * :class:`TaskOutput` turns the model's ``{"SIC", "SOD", "FLOE"}`` output into the one
   tensor pytorch-grad-cam expects (the chosen head);
@@ -28,15 +35,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam import GradCAM, HiResCAM
+from pytorch_grad_cam.base_cam import BaseCAM
 from torch import Tensor, nn
 
 from icecontext.errors import ConfigError
+
+CamMethod = Literal["gradcam", "hirescam"]
 
 
 class TaskOutput(nn.Module):
@@ -118,34 +128,25 @@ def find_layer(model: nn.Module, name: str | None, task: str) -> tuple[str, nn.M
     return name, modules[name]
 
 
-class RawGradCAM(GradCAM):
-    """pytorch-grad-cam's GradCAM returning the un-normalised map at the layer's grid.
+class _RawMaps:
+    """Mixin for pytorch-grad-cam CAM classes: raw maps at the layer's grid.
 
     The library's ``forward`` runs the model, sums the per-sample targets, backpropagates
-    and computes ``sum_k alpha_k A_k`` through :meth:`get_cam_image`; only the last step
-    (per-sample min-max scaling and resizing) is replaced, so maps keep their units.
+    and combines activations and gradients through the class's ``get_cam_image``; only
+    the last step (per-sample min-max scaling and resizing) is replaced, so maps keep
+    their units and can be stitched, compared and summed.
 
     Attributes:
-        last_weights: ``(B, C)`` channel weights ``alpha`` of the last call.
+        last_mean_gradients: ``(B, C)`` spatial means of the gradients of the last call
+            (Grad-CAM's channel weights ``alpha``).
     """
 
-    last_weights: np.ndarray | None = None
+    last_mean_gradients: np.ndarray | None = None
+    activations_and_grads: Any
+    target_layers: list[nn.Module]
+    get_cam_image: Any
 
-    def get_cam_weights(  # noqa: D102 - same contract as the library's method
-        self,
-        input_tensor: Tensor,
-        target_layer: nn.Module,
-        target_category: Any,
-        activations: np.ndarray,
-        grads: np.ndarray,
-    ) -> np.ndarray:
-        weights = super().get_cam_weights(
-            input_tensor, target_layer, target_category, activations, grads
-        )
-        self.last_weights = np.asarray(weights)
-        return weights  # type: ignore[no-any-return]
-
-    def compute_cam_per_layer(  # noqa: D102 - library hook; returns raw ReLU'd maps
+    def compute_cam_per_layer(
         self, input_tensor: Tensor, targets: list[Any], eigen_smooth: bool
     ) -> list[np.ndarray]:
         acts = [a.cpu().numpy() for a in self.activations_and_grads.activations]
@@ -158,12 +159,30 @@ class RawGradCAM(GradCAM):
                 raise ConfigError(
                     "--layer", f"Grad-CAM needs a (B, C, h, w) layer output, got {a.shape}"
                 )
+            self.last_mean_gradients = g.mean(axis=(2, 3))
             cam = self.get_cam_image(input_tensor, layer, targets, a, g, eigen_smooth)
             cams.append(np.maximum(cam, 0)[:, None])
         return cams
 
-    def aggregate_multi_layers(self, cam_per_target_layer: list[np.ndarray]) -> np.ndarray:  # noqa: D102
+    def aggregate_multi_layers(self, cam_per_target_layer: list[np.ndarray]) -> np.ndarray:
         return np.concatenate(cam_per_target_layer, axis=1).mean(axis=1)
+
+
+class RawGradCAM(_RawMaps, GradCAM):
+    """Grad-CAM: ``ReLU(sum_k alpha_k A_k(p))``, ``alpha_k`` the mean gradient of channel k."""
+
+
+class RawHiResCAM(_RawMaps, HiResCAM):
+    """HiResCAM: ``ReLU(sum_k dy/dA_k(p) A_k(p))``, the gradient taken at each position.
+
+    Unlike Grad-CAM it is zero where the target's gradient does not reach, so its mass
+    stays within the reach of the target through the layers after the explained one
+    (Draelos and Carin 2020).
+    """
+
+
+CAM_CLASSES: dict[str, type[BaseCAM]] = {"gradcam": RawGradCAM, "hirescam": RawHiResCAM}
+"""pytorch-grad-cam classes behind each ``--method``."""
 
 
 class _NoGradient(Exception):
@@ -190,10 +209,12 @@ class CamBatch:
     Attributes:
         cam: float32 ``(B, H, W)`` at the input size, >= 0, raw units.
         features: float32 ``(B, h, w)`` at the layer's grid.
-        weights: float32 ``(B, C)`` channel weights ``alpha``.
+        weights: float32 ``(B, C)`` mean gradient per channel (Grad-CAM's ``alpha``,
+            reported for both methods).
         masks: bool ``(B, H, W)``: the pixels each sample's target summed.
         layer: The layer name.
         task: The task explained.
+        method: ``"gradcam"`` or ``"hirescam"``.
     """
 
     cam: np.ndarray
@@ -202,6 +223,7 @@ class CamBatch:
     masks: np.ndarray
     layer: str
     task: str
+    method: str = "gradcam"
 
 
 def gradcam_batch(
@@ -210,8 +232,9 @@ def gradcam_batch(
     task: str,
     targets: Sequence[Any],
     layer: str | None = None,
+    method: CamMethod = "gradcam",
 ) -> CamBatch:
-    """Grad-CAM of one task head for a batch, each sample with its own target.
+    """Grad-CAM (or HiResCAM) of one task head for a batch, each sample with its own target.
 
     Args:
         model: Dict-output multi-task network (put in eval mode for the call and
@@ -221,21 +244,26 @@ def gradcam_batch(
         targets: ``B`` callables ``target(output_b (K, H, W)) -> scalar``, usually
             :class:`~icecontext.explain.targets.RegionTarget`.
         layer: Layer name; ``None`` = :func:`default_layer`.
+        method: ``"gradcam"`` (channel weights averaged over the input) or
+            ``"hirescam"`` (gradient times activation at each position).
 
     Returns:
         The maps (see :class:`CamBatch`).
 
     Raises:
-        ConfigError: ``--layer`` if the layer is unknown or does not feed ``task``'s head.
+        ConfigError: ``--layer`` if the layer is unknown or does not feed ``task``'s head;
+            ``--method`` if the method is unknown.
     """
     if x.ndim != 4:
         raise ValueError(f"expected inputs (B, C, H, W), got {tuple(x.shape)}")
     if len(targets) != x.shape[0]:
         raise ValueError(f"{len(targets)} targets for a batch of {x.shape[0]}")
+    if method not in CAM_CLASSES:
+        raise ConfigError("--method", f"expected one of {', '.join(CAM_CLASSES)}, got {method!r}")
     name, module = find_layer(model, layer, task)
     was_training = model.training
     try:
-        with RawGradCAM(TaskOutput(model, task), [module]) as cam:
+        with CAM_CLASSES[method](TaskOutput(model, task), [module]) as cam:
             try:
                 feats = cam(x, list(targets))
             except _NoGradient:
@@ -244,7 +272,7 @@ def gradcam_batch(
                     f"layer '{name}' does not feed the {task} head (no gradient reaches it); "
                     f"choose one of: {', '.join(suggested_layers(model, task))}",
                 ) from None
-            weights = cam.last_weights
+            weights = cam.last_mean_gradients  # type: ignore[attr-defined]
             cam.outputs = None  # drop the graph the library keeps for its users
     finally:
         model.train(was_training)
@@ -263,4 +291,5 @@ def gradcam_batch(
         masks=masks,
         layer=name,
         task=task,
+        method=method,
     )

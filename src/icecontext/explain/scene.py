@@ -17,6 +17,11 @@ When the activations of the whole scene would exceed ``cache_mb`` they are not k
 a forward-only pass 2 recomputes them tile by tile. Memory is then bounded by one
 batch of tiles plus the layer-grid map and the pixel-grid outputs.
 
+HiResCAM (``method="hirescam"``) needs the gradient at every position rather than its
+mean: each tile adds ``sum_k dy_t/dA_k(p) A_k(p)`` over its whole window, halo
+included (a halo position influences the tile's core targets), into one scene map; no
+second pass is needed.
+
 Exactness: as for the tiled predictor (:mod:`icecontext.inference.tiling`), a tile's
 core outputs, and the gradients of its core target with respect to the activations
 anywhere in the tile, equal those of a whole-scene pass when the tile margin is at
@@ -48,7 +53,14 @@ from torch import Tensor, nn
 from icecontext.atomic import atomic_path
 from icecontext.data.format import CHART_FILL, PIXEL_SPACING_M
 from icecontext.errors import ConfigError, DataError
-from icecontext.explain.gradcam import TaskOutput, find_layer, suggested_layers, upsample_cam
+from icecontext.explain.gradcam import (
+    CAM_CLASSES,
+    CamMethod,
+    TaskOutput,
+    find_layer,
+    suggested_layers,
+    upsample_cam,
+)
 from icecontext.explain.targets import TargetSpec, classes_fn_for, make_targets
 from icecontext.inference.tiling import DEFAULT_ALIGN, Tile, plan_tiles, round_up
 
@@ -94,7 +106,8 @@ class SceneCam:
         cam: float32 ``(h, w)``: ``ReLU(sum_k alpha_k A_k)`` upsampled to pixels; raw
             units (target units per activation unit), >= 0.
         features: float32 map at the layer's grid over the padded domain.
-        weights: float32 ``(C,)`` channel weights ``alpha``.
+        weights: float32 ``(C,)`` channel weights ``alpha`` (mean gradients; reported
+            for both methods).
         target_mask: bool ``(h, w)``: the pixels the target summed.
         prediction: uint8 ``(h, w)``: the model's classes for the task (255 = no data).
         reference: uint8 ``(h, w)`` reference chart of the task, or ``None``.
@@ -107,6 +120,7 @@ class SceneCam:
             global).
         exact: Whether the tiling reproduces a whole-domain pass (single tile, or margin
             >= receptive-field radius).
+        method: ``"gradcam"`` or ``"hirescam"``.
         seconds: Wall time.
         extra: Free-form provenance (checkpoint, run name...).
     """
@@ -129,6 +143,7 @@ class SceneCam:
     tiles: int
     receptive_field_px: int | None
     exact: bool
+    method: str = "gradcam"
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -249,6 +264,7 @@ def explain_scene(
     device: str | torch.device = "cpu",
     classes: np.ndarray | None = None,
     cache_mb: float = 512.0,
+    method: CamMethod = "gradcam",
     progress: Callable[[int, int], None] | None = None,
 ) -> SceneCam:
     """Grad-CAM of one task target over a scene or a window, tile by tile.
@@ -270,7 +286,11 @@ def explain_scene(
         classes: Fixed class map ``(h, w)`` of the domain that decides the target pixels
             (overrides ``spec.mask``; ``--compare`` passes the first model's mask).
         cache_mb: Keep the layer activations of the whole domain in memory up to this
-            size; beyond it they are recomputed in a forward-only second pass.
+            size; beyond it they are recomputed in a forward-only second pass
+            (Grad-CAM only).
+        method: ``"gradcam"`` or ``"hirescam"`` (gradient x activation per position;
+            each tile adds its products over its whole window, halo included, since
+            a position's gradient gathers the targets of every tile it influences).
         progress: ``callback(done, total)`` over tile passes.
 
     Returns:
@@ -281,6 +301,8 @@ def explain_scene(
         DataError: When no pixel matches the target (e.g. the class is absent).
     """
     t0 = time.perf_counter()
+    if method not in CAM_CLASSES:
+        raise ConfigError("--method", f"expected one of {', '.join(CAM_CLASSES)}, got {method!r}")
     if batch < 1:
         raise ConfigError("--batch", f"must be >= 1 tile, got {batch}")
     name, module = find_layer(model, layer, spec.task)
@@ -341,6 +363,7 @@ def explain_scene(
     hook = _LayerHook(module)
     grad_sum: Tensor | None = None
     acts: np.ndarray | None = None
+    hires: np.ndarray | None = None
     stride = 0
     cache = True
     total_passes = len(batches)
@@ -374,14 +397,19 @@ def explain_scene(
                 stride = _layer_stride(name, x.shape[-2:], act.shape[-2:], layout.align)
                 fh, fw = ph // stride, pw // stride
                 need_mb = act.shape[1] * fh * fw * 4 / 2**20
-                cache = need_mb <= cache_mb
+                cache = method == "gradcam" and need_mb <= cache_mb
                 if cache:
                     acts = np.zeros((act.shape[1], fh, fw), dtype=np.float32)
+                if method == "hirescam":
+                    hires = np.zeros((fh, fw), dtype=np.float64)
                 grad_sum = torch.zeros(act.shape[1], dtype=torch.float64, device=dev)
             assert grad_sum is not None
             grad_sum += grad.double().sum(dim=(0, 2, 3))
             cls = _tile_classes(out.detach())
             act_np = act.detach().float().cpu().numpy() if cache else None
+            prod = None
+            if hires is not None:
+                prod = (grad.double() * act.detach().double()).sum(dim=1).cpu().numpy()
             for b, t in enumerate(group):
                 rows, cols = slice(t.rows.start, t.rows.stop), slice(t.cols.start, t.cols.stop)
                 cr, cc = _core_slices(t)
@@ -392,10 +420,13 @@ def explain_scene(
                 if acts is not None and act_np is not None:
                     (fr, lr), (fc, lc) = _cell_slices(t, stride)
                     acts[:, fr, fc] = act_np[b][:, lr, lc]
+                if hires is not None and prod is not None:
+                    r, c = t.rows.start // stride, t.cols.start // stride
+                    hires[r : r + prod.shape[1], c : c + prod.shape[2]] += prod[b]
             del out, act, loss, grad
             done += 1
             if progress is not None:
-                progress(done, total_passes + (0 if cache else total_passes))
+                progress(done, total_passes * (1 if cache or hires is not None else 2))
         if not target_mask.any():
             where = "the scene" if window is None else f"window {domain}"
             raise DataError(
@@ -405,8 +436,10 @@ def explain_scene(
         assert grad_sum is not None
         fh, fw = ph // stride, pw // stride
         alpha = (grad_sum / float(fh * fw)).float()
-        # ---- the map on the layer grid: cached activations, or pass 2
-        if acts is not None:
+        # ---- the map on the layer grid: HiResCAM sums, cached activations, or pass 2
+        if hires is not None:
+            cam_f = hires.astype(np.float32)
+        elif acts is not None:
             cam_f = np.tensordot(alpha.cpu().numpy(), acts, axes=(0, 0)).astype(np.float32)
         else:
             cam_f = np.zeros((fh, fw), dtype=np.float32)
@@ -450,6 +483,7 @@ def explain_scene(
         tiles=len(tiles),
         receptive_field_px=None if rf is None else int(rf),
         exact=bool(exact),
+        method=method,
         seconds=time.perf_counter() - t0,
     )
 
@@ -523,6 +557,7 @@ def cam_dataset(result: SceneCam, attrs: dict[str, Any] | None = None) -> Any:
         "mask_source": spec.mask,
         "target": spec.describe(),
         "layer": result.layer,
+        "method": result.method,
         "layer_stride_px": result.layer_stride,
         "window": list(result.window),
         "downsample": result.downsample,
