@@ -68,6 +68,14 @@ def test_scene_time_parameter_sets_the_name() -> None:
     s = generate_scene(SynthParams(height=60, width=60, service="cis", scene_time=t), 1)
     assert s.scene_name == "20200304T050607_cis"
     assert s.truth["month"] == 3
+    # moving the time within the month changes the names only (how synth resolves clashes)
+    later = generate_scene(
+        SynthParams(height=60, width=60, service="cis", scene_time=t.replace(second=8)), 1
+    )
+    assert later.scene_name == "20200304T050608_cis"
+    np.testing.assert_array_equal(later.hh_db, s.hh_db)
+    assert later.polygon_codes == s.polygon_codes
+    np.testing.assert_array_equal(later.tiepoints.latitude, s.tiepoints.latitude)
 
 
 def test_tiepoints_are_line_major_40m_units_and_incidence_rises(scene) -> None:

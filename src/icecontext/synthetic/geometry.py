@@ -116,11 +116,12 @@ def make_identity(
         service: ``dmi``/``cis``, or ``None`` to draw (DMI 315 : CIS 197 as in the list).
         time: Acquisition start, or ``None`` to draw one.
     """
-    if service is None:
-        service = "dmi" if rng.random() < 315 / 512 else "cis"
-    t = draw_time(rng) if time is None else time.replace(microsecond=0)
-    # The region and orbit numbers are drawn even when time is given, so the random
-    # stream is the same either way.
+    # The service and time are drawn even when given, so the rest of the stream (region,
+    # orbit numbers) does not depend on whether they were given.
+    drawn_service = "dmi" if rng.random() < 315 / 512 else "cis"
+    drawn_time = draw_time(rng)
+    service = service or drawn_service
+    t = drawn_time if time is None else time.replace(microsecond=0)
     regions = DMI_REGIONS if service == "dmi" else CIS_REGIONS
     names = list(regions)
     pr = np.array([regions[n][0] for n in names], dtype=float)
