@@ -114,3 +114,39 @@ def test_csv_outputs(tmp_path):
     summary = pd.read_csv(write_summary_csv(rows, tmp_path / "summary.csv"))
     assert summary["d50_km"].iloc[1] > summary["d50_km"].iloc[0]
     assert summary["rf"].isna().all()
+
+
+def test_hirescam_reach_grows_with_the_atrous_rate_and_stays_in_the_receptive_field():
+    """The distance summary tracks the receptive field with HiResCAM at the encoder output.
+
+    Random tiny models (stride 4) with ASPP rates 1 and 6 explain the same small target;
+    the distance holding 90 % of the HiResCAM mass stays within the receptive-field
+    radius and grows with the rate. Grad-CAM's does not: its channel weights are global,
+    so its mass spreads over the whole input, beyond the receptive field.
+    """
+    from icecontext.explain.scene import explain_scene
+    from icecontext.explain.targets import TargetSpec
+
+    from .conftest import MemorySource, tiny_model
+
+    x = np.random.default_rng(0).normal(0, 1, (3, 160, 160)).astype(np.float32)
+    src = MemorySource(x)
+    fixed = np.full((160, 160), 255, np.uint8)
+    fixed[76:84, 76:84] = 2
+    d90 = {}
+    for rates in [(1,), (6,)]:
+        model = tiny_model(rates=rates, seed=0)
+        radius = model.receptive_field() / 2
+        maps = {
+            method: explain_scene(
+                model, src, src.features, TargetSpec("SOD", 2), layer="encoder.layer2",
+                tile=256, classes=fixed, method=method,
+            )
+            for method in ("hirescam", "gradcam")
+        }  # fmt: skip
+        hires = distance_profile(maps["hirescam"].cam, maps["hirescam"].target_mask, 1.0)
+        grad = distance_profile(maps["gradcam"].cam, maps["gradcam"].target_mask, 1.0)
+        assert hires.d90_km <= radius
+        assert grad.d50_km > radius  # half of Grad-CAM's mass lies beyond the field
+        d90[rates] = hires.d90_km
+    assert d90[(6,)] > 2.5 * d90[(1,)]
