@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from icecontext.data.chunks import DirectChunkReader
 from icecontext.data.format import CHART_FILL, CHARTS, INPUT_VARIABLES, scene_time
 from icecontext.data.geometry import (
     Transform,
@@ -328,8 +329,10 @@ def read_blocks(requests: Sequence[tuple[Any, tuple[slice, ...]]]) -> list[np.nd
     """
     import zarr
 
-    if not any(isinstance(a, zarr.Array) for a, _ in requests):
-        return [np.asarray(a[sel]) for a, sel in requests]
+    readers = [_direct_reader(a) if isinstance(a, zarr.Array) else a for a, _ in requests]
+    if all(r is not None for r in readers):
+        # a prepared store on local disk: read its chunk files directly (see data/chunks.py)
+        return [np.asarray(r[sel]) for r, (_, sel) in zip(readers, requests, strict=True)]
     from zarr.core.sync import sync
 
     async def gather() -> list[Any]:
@@ -345,6 +348,19 @@ def read_blocks(requests: Sequence[tuple[Any, tuple[slice, ...]]]) -> list[np.nd
         )
 
     return [np.asarray(b) for b in sync(gather())]
+
+
+_DIRECT: dict[tuple[int, str], DirectChunkReader | None] = {}
+
+
+def _direct_reader(array: Any) -> DirectChunkReader | None:
+    """The direct chunk reader of a zarr array, or ``None`` if zarr must read it (cached)."""
+    key = (id(array.store_path.store), array.store_path.path)
+    if key not in _DIRECT:
+        if len(_DIRECT) > 4096:  # bounded: one entry per opened array
+            _DIRECT.clear()
+        _DIRECT[key] = DirectChunkReader.for_array(array)
+    return _DIRECT[key]
 
 
 async def _ready(value: np.ndarray) -> np.ndarray:
