@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
 import pytest
+import torch
 
 from icecontext.testing import write_scene_files
 
 matplotlib.use("Agg")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Run torch on one thread in every test process.
+
+    CI runs two pytest workers on two cores; torch's default of one thread per core
+    oversubscribes them, and OpenMP spin-waits then slow the small convolutions of the
+    tests down several-fold (up to 100x on a loaded machine). Subprocesses the tests start
+    (DDP, kill-and-resume, sweeps) inherit the limit through OMP_NUM_THREADS.
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -55,14 +55,6 @@ def save_checkpoint(run_dir: Path, rates: list[int], data_root: Path, seed: int 
     return path
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("explain")

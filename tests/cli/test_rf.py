@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from icecontext.cli.main import main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Two pytest workers share two cores: oversubscribed threads slow convolutions down."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 # ResNet-18 to layer2 at stride 8 keeps the measurement cheap on a CPU

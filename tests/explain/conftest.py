@@ -133,12 +133,3 @@ def scene() -> MemorySource:
     for c in charts.values():
         c[~valid] = 255
     return MemorySource(x, charts, valid)
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waits on a shared, loaded CPU (100x here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
