@@ -66,7 +66,7 @@ def test_batch_contract(store: Path) -> None:
     batch = next(iter(dm.train_dataloader()))
     assert batch["x"].shape == (4, 13, 64, 64) and batch["x"].dtype == torch.float32
     for chart, n in (("SIC", 11), ("SOD", 6), ("FLOE", 7)):
-        assert batch[chart].shape == (4, 64, 64) and batch[chart].dtype == torch.int64
+        assert batch[chart].shape == (4, 64, 64) and batch[chart].dtype == torch.uint8
         values = set(batch[chart].unique().tolist())
         assert values <= set(range(n)) | {255}
     assert batch["scene"].dtype == torch.int64 and batch["scene"].shape == (4,)
@@ -180,7 +180,7 @@ class _Recorder(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         self.windows.setdefault(self.current_epoch, []).append(batch["window"].clone())
         logits = self.layer(batch["x"])
-        return torch.nn.functional.cross_entropy(logits, batch["SIC"], ignore_index=255)
+        return torch.nn.functional.cross_entropy(logits, batch["SIC"].long(), ignore_index=255)
 
     def validation_step(self, batch, batch_idx):
         return None
