@@ -1,0 +1,433 @@
+"""The quickstart: synthetic data -> store -> a few minutes of training -> report.
+
+``icecontext quickstart`` (what ``make quickstart`` runs) does, in ``--out``
+(default ``runs/quickstart``):
+
+1. **data**: writes physically based synthetic scenes (:mod:`icecontext.synthetic`)
+   in the AI4Arctic ready-to-train format: training + validation scenes into
+   ``data/train``, held-out test scenes in the test layout (``_prep.nc`` without
+   labels + ``_prep_reference.nc``) into ``data/test``;
+2. **store**: prepares ``data/store.zarr`` from the training folder;
+3. **budget**: times a few real training steps and one full-scene validation, and
+   turns the time budget (``--minutes``) into a whole number of epochs (so the cosine
+   schedule knows its horizon and the run ends on a validated epoch); a wall-clock limit
+   of 1.5x the budget guards against a slower machine;
+4. **training**: the small CPU preset (``configs/quickstart.yaml``), in ``run/``;
+5. **evaluation**: the best checkpoint on the test scenes, scored at 80 m, in ``eval/``;
+6. **baselines**: majority class and a per-pixel AMSR2 logistic regression
+   (:mod:`icecontext.training.baselines`), scored on the same test pixels;
+7. **report**: ``report.md`` with the score table, prediction-vs-reference maps of a
+   test scene, the training curves and confusion matrices.
+
+Rerunning reuses the synthetic scenes and the store; the training run starts afresh
+(``run/`` is replaced) so the report always describes one complete run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
+
+from icecontext.config import Section, load_yaml, validate
+from icecontext.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "quickstart.yaml"
+"""``configs/quickstart.yaml`` of a source checkout (editable install)."""
+
+
+class SynthSection(Section):
+    """Synthetic data of the quickstart.
+
+    Attributes:
+        train_scenes: Scenes the network trains on.
+        val_scenes: Scenes for full-scene validation (model selection).
+        test_scenes: Held-out scenes of the report (test layout, never seen in training).
+        height: Lines of every scene at 80 m.
+        width: Samples of every scene at 80 m.
+        scale: Spatial-context scales of the generator (``fine``/``medium``/``coarse``
+            or a multiplier).
+        polygon_size_km: Typical ice-chart polygon size.
+        seed: Scene ``i`` uses seed ``seed + i``.
+    """
+
+    train_scenes: PositiveInt = 8
+    val_scenes: PositiveInt = 2
+    test_scenes: PositiveInt = 3
+    height: int = Field(1000, ge=100, le=5000)
+    width: int = Field(1040, ge=100, le=5200)
+    scale: str = "medium"
+    polygon_size_km: float = Field(25.0, gt=1.0)
+    seed: NonNegativeInt = 1000
+
+
+class QuickstartSection(Section):
+    """Quickstart settings (the ``quickstart:`` section of ``configs/quickstart.yaml``).
+
+    Attributes:
+        synth: Synthetic data.
+        minutes: Training budget in minutes (data, calibration and report come on top).
+        calibration_steps: Training steps timed to size the run.
+        baseline_pixels_per_scene: Pixels per training scene for the AMSR2 baseline.
+        margin: Combined-score points by which the network must beat each baseline
+            for the report to call it "clearly better".
+    """
+
+    synth: SynthSection = Field(default_factory=SynthSection)
+    minutes: PositiveFloat = 5.0
+    calibration_steps: PositiveInt = 4
+    baseline_pixels_per_scene: PositiveInt = 4000
+    margin: float = 5.0
+
+
+@dataclass
+class QuickstartResult:
+    """Where the quickstart put things and what it measured."""
+
+    out: Path
+    report: Path
+    scores: dict[str, dict[str, float]]
+    beats_baselines: bool
+    timings: dict[str, float] = field(default_factory=dict)
+    plan: dict[str, Any] = field(default_factory=dict)
+
+
+def load_quickstart_config(
+    path: str | os.PathLike[str] | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[QuickstartSection, dict[str, Any], Path]:
+    """Read ``configs/quickstart.yaml``: the quickstart section and the run config mapping.
+
+    Overrides starting with ``quickstart.`` go to the quickstart section, the others to
+    the run configuration.
+
+    Returns:
+        ``(quickstart settings, run config mapping, config path)``.
+
+    Raises:
+        ConfigError: If the file is missing (outside a source checkout pass --config)
+            or a value is invalid (naming the key).
+    """
+    from icecontext.config import apply_overrides
+    from icecontext.training.config import _absolute_overrides, resolve_section_files
+
+    cfg_path = Path(path) if path is not None else DEFAULT_CONFIG
+    if not cfg_path.is_file():
+        raise ConfigError(
+            "--config",
+            f"quickstart config '{cfg_path}' not found; pass --config configs/quickstart.yaml",
+        )
+    raw = load_yaml(cfg_path)
+    qs_over = [o for o in overrides if o.startswith("quickstart.")]
+    run_over = [o for o in overrides if not o.startswith("quickstart.")]
+    raw = apply_overrides(raw, qs_over)
+    qs = validate(QuickstartSection, raw.pop("quickstart", {}) or {}, prefix="quickstart")
+    # Section files first (``model: model/small_cpu.yaml``), so that ``model.aspp.rates=...``
+    # overrides a key of the loaded section rather than the path string.
+    raw = resolve_section_files(raw, cfg_path.resolve().parent)
+    raw = apply_overrides(raw, _absolute_overrides(run_over))
+    return qs, raw, cfg_path
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def synthesise(qs: QuickstartSection, data_dir: Path, progress: bool = True) -> dict[str, Path]:
+    """Write the synthetic scenes (skipped when the folders are already complete).
+
+    Returns:
+        ``{"train": folder, "test": folder}``.
+    """
+    from tqdm.auto import tqdm
+
+    from icecontext.cli.synth import write_synthetic_scene
+    from icecontext.synthetic.generator import generate_scene
+    from icecontext.synthetic.params import SynthParams, resolve_scales
+
+    s = qs.synth
+    n_fit = s.train_scenes + s.val_scenes
+    folders = {"train": data_dir / "train", "test": data_dir / "test"}
+    plan = [("train", i) for i in range(n_fit)]
+    plan += [("test", n_fit + i) for i in range(s.test_scenes)]
+    done_marker = data_dir / ".synth-complete"
+    signature = s.model_dump_json()
+    if done_marker.is_file() and done_marker.read_text() == signature:
+        return folders
+    for f in folders.values():
+        shutil.rmtree(f, ignore_errors=True)
+        f.mkdir(parents=True)
+    scales = resolve_scales(s.scale, option="quickstart.synth.scale")
+    taken: set[str] = set()
+    for split, i in tqdm(plan, desc="synthesise", unit="scene", disable=not progress):
+        params = SynthParams(
+            height=s.height,
+            width=s.width,
+            service="dmi" if i % 2 == 0 else "cis",
+            scales=scales,
+            polygon_size_km=s.polygon_size_km,
+            keep_truth_arrays=False,
+        )
+        scene = generate_scene(params, s.seed + i)
+        if scene.scene_name in taken:  # practically never: names carry the seed's date
+            raise ConfigError("quickstart.synth.seed", f"scene name clash {scene.scene_name}")
+        taken.add(scene.scene_name)
+        write_synthetic_scene(scene, folders[split], seed=s.seed + i, test_set=split == "test")
+    done_marker.write_text(signature)
+    return folders
+
+
+def prepare(train_dir: Path, store: Path, features: list[str], downsample: int) -> Path:
+    """Prepare (or complete) the training store.
+
+    The store holds the run's features plus all 14 AMSR2 channels (the per-pixel
+    baseline's inputs). The quickstart owns its store: one made with other settings (an
+    earlier quickstart configuration) is rebuilt.
+    """
+    from icecontext.data.store import prepare_store
+
+    wanted = list(dict.fromkeys([*features, "amsr2"]))
+    try:
+        result = prepare_store(
+            train_dir, store, features=wanted, downsample=downsample, progress=False
+        )
+    except ConfigError:
+        shutil.rmtree(store, ignore_errors=True)
+        result = prepare_store(
+            train_dir, store, features=wanted, downsample=downsample, progress=False
+        )
+    if result.failed:
+        raise ConfigError("quickstart", f"could not prepare scenes: {result.failed}")
+    return store
+
+
+# ----------------------------------------------------------------------------- budget
+
+
+def calibrate(cfg: Any, steps: int) -> dict[str, float]:
+    """Time real training steps (data included) and one full-scene validation.
+
+    Returns:
+        ``{"step_s", "val_scene_s", "steps_per_epoch", "val_scenes"}``.
+    """
+    import numpy as np
+    import torch
+
+    from icecontext.data.datamodule import IceDataModule, steps_per_epoch
+    from icecontext.inference.predictor import auto_overlap, predict_scene
+    from icecontext.models.multitask import build_model
+    from icecontext.training.losses import MultiTaskLoss
+    from icecontext.training.optim import build_optimizer, parameter_groups
+
+    dm = IceDataModule(cfg.data.model_copy(update={"workers": 0}), seed=cfg.seed)
+    dm.setup("fit")
+    model = build_model(cfg.model, len(dm.features), seed=cfg.seed)
+    crit = MultiTaskLoss(cfg.sic_loss, cfg.train.loss.task_weights.model_dump())
+    opt = build_optimizer(parameter_groups(model, 0.0), cfg.train.optimizer)
+    loader = iter(dm.train_dataloader())
+    times = []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        batch = next(loader)
+        loss, _ = crit(model(batch["x"]), {t: batch[t] for t in ("SIC", "SOD", "FLOE")})
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        times.append(time.perf_counter() - t0)
+    val = dm.sources("val")
+    val_s = 0.0
+    if val:
+        t0 = time.perf_counter()
+        predict_scene(
+            model,
+            val[0],
+            dm.features,
+            tile=cfg.train.validation.tile,
+            overlap=auto_overlap(model, cfg.train.validation.tile),
+            batch=cfg.train.validation.batch,
+        )
+        val_s = time.perf_counter() - t0
+    del model, opt, loader
+    torch.set_grad_enabled(True)
+    return {
+        "step_s": float(np.median(times[1:])),
+        "val_scene_s": val_s,
+        "steps_per_epoch": float(steps_per_epoch(cfg.data)),
+        "val_scenes": float(len(val)),
+    }
+
+
+def plan_epochs(minutes: float, timing: dict[str, float]) -> int:
+    """Whole epochs that fit in ``minutes`` (at least 1), validation included."""
+    epoch_s = (
+        timing["steps_per_epoch"] * timing["step_s"] + timing["val_scenes"] * timing["val_scene_s"]
+    )
+    return max(1, int(minutes * 60.0 // max(epoch_s, 1e-6)))
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def run_quickstart(
+    out: str | os.PathLike[str] = "runs/quickstart",
+    *,
+    minutes: float | None = None,
+    config: str | os.PathLike[str] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    progress: bool = True,
+) -> QuickstartResult:
+    """Run the whole quickstart and write ``<out>/report.md``.
+
+    Args:
+        out: Output folder.
+        minutes: Training budget (default: the config's ``quickstart.minutes``).
+        config: Quickstart config (default ``configs/quickstart.yaml``).
+        overrides: Dotted overrides (``quickstart.synth.train_scenes=4``, ``train.*``...).
+        progress: Progress bars.
+
+    Returns:
+        Paths, scores, whether the network clearly beat both baselines, timings.
+    """
+    from icecontext.training.baselines import (
+        MajorityBaseline,
+        PixelBaseline,
+        score_baseline,
+    )
+    from icecontext.training.config import RunConfig
+    from icecontext.training.evaluate import open_eval_scenes, score_scenes, write_evaluation
+    from icecontext.training.fit import train
+    from icecontext.training.report import MapCollector, write_report
+
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    qs, raw, _ = load_quickstart_config(config, overrides)
+    if minutes is not None:
+        if minutes <= 0:
+            raise ConfigError("--minutes", f"must be positive, got {minutes}")
+        qs = qs.model_copy(update={"minutes": float(minutes)})
+    out = Path(out).resolve()
+    data_dir = out / "data"
+    store = data_dir / "store.zarr"
+    raw.setdefault("data", {})
+    raw["data"]["store"] = str(store)
+    raw["data"].pop("root", None)
+    raw["output"] = {"root": str(out), "name": "run"}
+    if not progress:
+        raw.setdefault("train", {})["progress_bar"] = False
+    cfg = validate(RunConfig, raw)
+
+    t = time.perf_counter()
+    folders = synthesise(qs, data_dir, progress=progress)
+    timings["synthesise_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    prepare(folders["train"], store, cfg.data.features, cfg.data.downsample)
+    timings["prepare_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    if cfg.trainer.threads:
+        import torch
+
+        torch.set_num_threads(cfg.trainer.threads)
+    timing = calibrate(cfg, qs.calibration_steps)
+    epochs = plan_epochs(qs.minutes, timing)
+    timings["calibrate_s"] = time.perf_counter() - t
+    plan = {**timing, "epochs": epochs, "minutes": qs.minutes}
+    train_cfg = cfg.train.model_copy(update={"max_epochs": epochs, "max_minutes": qs.minutes * 1.5})
+    cfg = cfg.model_copy(update={"train": train_cfg})
+    cfg = RunConfig.model_validate(cfg.model_dump(mode="json"))
+    run_dir = out / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+    t = time.perf_counter()
+    result = train(cfg)
+    timings["train_s"] = time.perf_counter() - t
+    if result.best_checkpoint is None:
+        raise ConfigError("quickstart", "training produced no checkpoint")
+
+    from icecontext.training.checkpoint import load_checkpoint
+
+    t = time.perf_counter()
+    loaded = load_checkpoint(result.best_checkpoint)
+    test_scenes = open_eval_scenes(
+        folders["test"], loaded.features, cfg.data.downsample, cfg.data.upsampling
+    )
+    maps = MapCollector(first_only=True)
+    scorer, scored, _ = score_scenes(
+        loaded.model,
+        loaded.features,
+        test_scenes,
+        tile=cfg.train.validation.tile,
+        overlap=cfg.train.validation.overlap,
+        batch=cfg.train.validation.batch,
+        device="cpu",
+        on_prediction=maps,
+    )
+    eval_dir = out / "eval"
+    write_evaluation(scorer, eval_dir, extra={"checkpoint": str(result.best_checkpoint)})
+    timings["evaluate_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    from icecontext.data.store import PreparedStore
+    from icecontext.training.checkpoint import read_checkpoint
+
+    prepared = PreparedStore(store)
+    train_names = list(read_checkpoint(result.best_checkpoint)["FullSceneDataModule"]["train"])
+    train_sources = prepared.sources(train_names)
+    hist = {c: sum(s.histograms()[c] for s in train_sources) for c in ("SIC", "SOD", "FLOE")}
+    majority = MajorityBaseline.fit(hist)
+    pixel = PixelBaseline.fit(
+        train_sources, pixels_per_scene=qs.baseline_pixels_per_scene, seed=cfg.seed
+    )
+    baseline_scenes = open_eval_scenes(
+        folders["test"],
+        list(pixel.features),
+        cfg.data.downsample,
+        cfg.data.upsampling,
+    )
+    maj_scorer = score_baseline(majority.predict, baseline_scenes)
+    pix_scorer = score_baseline(
+        lambda src: maps.capture_baseline(src, pixel.predict(src)), baseline_scenes
+    )
+    timings["baselines_s"] = time.perf_counter() - t
+
+    scores = {
+        "network": scorer.compute(),
+        "majority": maj_scorer.compute(),
+        "amsr2_pixel": pix_scorer.compute(),
+    }
+    beats = all(
+        scores["network"]["combined"] - scores[b]["combined"] >= qs.margin
+        for b in ("majority", "amsr2_pixel")
+    )
+    timings["total_s"] = time.perf_counter() - t_start
+    report = write_report(
+        out,
+        cfg=cfg,
+        qs=qs,
+        result=result,
+        scorer=scorer,
+        scores=scores,
+        majority=majority,
+        pixel=pixel,
+        maps=maps,
+        plan=plan,
+        timings=timings,
+        beats=beats,
+        scored=scored,
+    )
+    return QuickstartResult(
+        out=out,
+        report=report,
+        scores={
+            k: {c: v[c] for c in ("SIC", "SOD", "FLOE", "combined")} for k, v in scores.items()
+        },
+        beats_baselines=beats,
+        timings=timings,
+        plan=plan,
+    )

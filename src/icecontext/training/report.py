@@ -1,0 +1,324 @@
+"""The quickstart report: score table, maps, curves, confusion matrices, in Markdown.
+
+:class:`MapCollector` keeps what the map figure needs from the evaluation pass (one
+test scene's reference, network prediction and baseline prediction, all at 80 m);
+:func:`write_report` writes ``report.md`` and ``maps.png`` next to it. Images are
+referenced by relative paths, so the folder can be moved or zipped.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from icecontext import __version__
+from icecontext.atomic import write_text_atomic
+from icecontext.data.format import CHART_LONG_NAMES, CHARTS, PIXEL_SPACING_M
+from icecontext.inference.predictor import upsample_nearest
+
+MODEL_LABELS = {
+    "network": "network (best.ckpt)",
+    "amsr2_pixel": "per-pixel AMSR2 logistic regression",
+    "majority": "majority class per chart",
+}
+
+
+@dataclass
+class MapCollector:
+    """Collects one scene's charts for the map figure during evaluation.
+
+    Use as ``on_prediction`` of :func:`~icecontext.training.evaluate.score_scenes`,
+    then pass baseline predictions through :meth:`capture_baseline`.
+
+    Attributes:
+        first_only: Keep only the first scene seen.
+        name: Scene kept.
+        path: Its file (for the input images).
+        reference: Reference charts at 80 m.
+        network: Network class maps at 80 m.
+        baseline: Baseline class maps at 80 m.
+    """
+
+    first_only: bool = True
+    name: str | None = None
+    path: Path | None = None
+    reference: dict[str, np.ndarray] = field(default_factory=dict)
+    network: dict[str, np.ndarray] = field(default_factory=dict)
+    baseline: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __call__(self, scene: Any, prediction: Any, reference: dict[str, np.ndarray]) -> None:
+        """Keep the scene (the first one, by default)."""
+        if self.first_only and self.name is not None:
+            return
+        self.name = scene.source.name
+        self.path = getattr(scene.source, "path", None)
+        self.reference = {k: np.asarray(v) for k, v in reference.items()}
+        self.network = {k: np.asarray(v) for k, v in prediction.classes.items()}
+
+    def capture_baseline(self, source: Any, pred: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Keep the baseline prediction of the collected scene; return ``pred`` unchanged."""
+        if source.name == self.name:
+            k, shape = source.downsample, source.full_shape
+            self.baseline = {t: upsample_nearest(v, k, shape) for t, v in pred.items()}
+        return pred
+
+
+def _display(values: np.ndarray, k: int) -> np.ndarray:
+    from icecontext.plotting.scene import block_centre
+
+    return block_centre(values, k)
+
+
+def plot_maps(maps: MapCollector, path: Path, max_size: int = 400) -> Path | None:
+    """Inputs and charts of one scene: reference vs network vs AMSR2 baseline.
+
+    Returns:
+        The PNG path, or ``None`` when no scene was collected.
+    """
+    if maps.name is None:
+        return None
+    from matplotlib.figure import Figure
+
+    from icecontext.data.scene import open_scene
+    from icecontext.evaluation.plots import save_figure
+    from icecontext.plotting.charts import draw_chart
+    from icecontext.plotting.scene import block_nanmean, display_factor, sar_db
+
+    shape = next(iter(maps.reference.values())).shape
+    k = display_factor(shape, max_size)
+    fig = Figure(figsize=(17, 12), layout="constrained")
+    axes = fig.subplots(3, 4)
+    inputs: list[tuple[str, np.ndarray | None, str]] = [
+        ("HH (dB)", None, "nersc_sar_primary"),
+        ("HV (dB)", None, "nersc_sar_secondary"),
+        ("AMSR2 36.5 GHz H (K)", None, "btemp_36_5h"),
+    ]
+    if maps.path is not None:
+        ds = open_scene(maps.path, validate=False)
+        try:
+            from icecontext.data.variables import denormalise
+
+            for i, (title, _, var) in enumerate(inputs):
+                if var.startswith("nersc"):
+                    img = block_nanmean(sar_db(ds, var), k)
+                else:
+                    tb = denormalise(var, np.asarray(ds[var].values))
+                    img = upsample_nearest(tb, 25, shape)[::k, ::k]
+                inputs[i] = (title, img, var)
+        finally:
+            ds.close()
+    for row, task in enumerate(CHARTS):
+        title, img, _ = inputs[row]
+        ax = axes[row, 0]
+        if img is not None:
+            im = ax.imshow(img, cmap="gray" if "dB" in title else "viridis")
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+        ax.set_title(title, fontsize=10)
+        for col, (label, charts) in enumerate(
+            (
+                ("reference", maps.reference),
+                ("network", maps.network),
+                ("AMSR2 per-pixel baseline", maps.baseline),
+            ),
+            start=1,
+        ):
+            ax = axes[row, col]
+            if task in charts:
+                draw_chart(
+                    ax,
+                    task,  # type: ignore[arg-type]
+                    _display(charts[task], k),
+                    title=f"{task} {label}",
+                    legend=col == 3,
+                )
+            else:
+                ax.set_title(f"{task} {label}: n/a", fontsize=10)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    km = (shape[0] * PIXEL_SPACING_M / 1000, shape[1] * PIXEL_SPACING_M / 1000)
+    fig.suptitle(
+        f"{maps.name}: held-out test scene, {shape[0]} x {shape[1]} px ({km[0]:.0f} x "
+        f"{km[1]:.0f} km); grey = masked",
+        fontsize=12,
+    )
+    return save_figure(fig, path, dpi=80)
+
+
+def _fmt(value: Any) -> str:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return "n/a" if not np.isfinite(v) else f"{v:.1f}"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def write_report(
+    out: Path,
+    *,
+    cfg: Any,
+    qs: Any,
+    result: Any,
+    scorer: Any,
+    scores: dict[str, dict[str, Any]],
+    majority: Any,
+    pixel: Any,
+    maps: MapCollector,
+    plan: dict[str, Any],
+    timings: dict[str, float],
+    beats: bool,
+    scored: list[str],
+) -> Path:
+    """Write ``report.md`` (and ``maps.png``) into ``out`` and return the report path."""
+    import os
+
+    import torch
+
+    from icecontext.provenance import git_commit
+
+    out = Path(out)
+    maps_png = plot_maps(maps, out / "maps.png")
+    s = qs.synth
+    k = cfg.data.downsample
+    px_km = PIXEL_SPACING_M * k / 1000
+    rates = cfg.model.aspp.rates
+    lines: list[str] = []
+    add = lines.append
+    add("# icecontext quickstart report")
+    add("")
+    add(
+        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by icecontext {__version__} "
+        f"(commit {git_commit() or 'unknown'}) on {_cpu_name()}, "
+        f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPU cores; "
+        f"total {timings.get('total_s', 0) / 60:.1f} min."
+    )
+    add("")
+    add("## Scores on the held-out test scenes")
+    add("")
+    add(
+        f"AutoICE challenge metric on {len(scored)} synthetic test scenes never seen in "
+        "training, all pixels pooled, scored at 80 m against the reference charts (SIC: R² "
+        "of the class index; SOD, FLOE: weighted F1; x100; combined = (2 SIC + 2 SOD + "
+        "FLOE) / 5)."
+    )
+    add("")
+    add("| model | SIC | SOD | FLOE | combined |")
+    add("|---|---:|---:|---:|---:|")
+    for key in ("network", "amsr2_pixel", "majority"):
+        sc = scores[key]
+        row = [_fmt(sc[c]) for c in (*CHARTS, "combined")]
+        name = f"**{MODEL_LABELS[key]}**" if key == "network" else MODEL_LABELS[key]
+        add(f"| {name} | " + " | ".join(row) + " |")
+    add("")
+    net = scores["network"]["combined"]
+    gaps = {b: net - scores[b]["combined"] for b in ("amsr2_pixel", "majority")}
+    verdict = "clearly beats" if beats else "does NOT clearly beat"
+    add(
+        f"The network {verdict} both baselines (required margin {qs.margin:g} points): "
+        f"+{gaps['amsr2_pixel']:.1f} over the per-pixel AMSR2 model, "
+        f"+{gaps['majority']:.1f} over the majority class."
+    )
+    add("")
+    add(
+        f"- majority classes (from the training pixels): SIC {majority.classes['SIC']}, "
+        f"SOD {majority.classes['SOD']}, FLOE {majority.classes['FLOE']};"
+    )
+    add(
+        f"- AMSR2 baseline: logistic regression per chart on the {len(pixel.features)} "
+        f"AMSR2 brightness temperatures of single pixels, fitted on "
+        f"{pixel.n_train['SIC']:,} training pixels per chart drawn from the network's "
+        "training scenes; it has neither SAR nor spatial context."
+    )
+    add("")
+    table = scorer.breakdown("scene").reset_index()
+    add("Per test scene (network):")
+    add("")
+    add("| scene | SIC | SOD | FLOE | combined | labelled SIC px |")
+    add("|---|---:|---:|---:|---:|---:|")
+    for _, r in table.iterrows():
+        add(
+            f"| {r['scene']} | {_fmt(r['SIC'])} | {_fmt(r['SOD'])} | {_fmt(r['FLOE'])} | "
+            f"{_fmt(r['combined'])} | {int(r['n_SIC']):,} |"
+        )
+    add("")
+    if maps_png is not None:
+        add(f"## Maps: {maps.name}")
+        add("")
+        add(
+            "Inputs (left) and, per chart, the reference, the network's prediction and the "
+            "per-pixel AMSR2 baseline's."
+        )
+        add("")
+        add("![maps](maps.png)")
+        add("")
+    add("## Training")
+    add("")
+    add("![training curves](run/curves.png)")
+    add("")
+    best = result.best_score
+    last_seed = s.seed + s.train_scenes + s.val_scenes + s.test_scenes - 1
+    add(
+        f"- data: {s.train_scenes} training + {s.val_scenes} validation + {s.test_scenes} "
+        f"test scenes of {s.height} x {s.width} px at 80 m "
+        f"({s.height * 0.08:.0f} x {s.width * 0.08:.0f} km), generator scales "
+        f"'{s.scale}', seeds {s.seed}..{last_seed};"
+    )
+    add(
+        f"- inputs: {len(cfg.data.channels)} channels ({', '.join(cfg.data.features)}), "
+        f"downsampled x{k} ({px_km * 1000:.0f} m pixels), patches of {cfg.data.patch_size} px "
+        f"({cfg.data.patch_size * px_km:.1f} km), batch {cfg.data.batch_size};"
+    )
+    add(
+        f"- model: {cfg.model.encoder.name} to {cfg.model.encoder.depth} (output stride "
+        f"{cfg.model.encoder.output_stride}), one ASPP decoder per chart with rates "
+        f"{rates}, SIC {cfg.model.sic_mode};"
+    )
+    add(
+        f"- budget: {qs.minutes:g} min; calibration measured {plan['step_s']:.2f} s per "
+        f"training step and {plan['val_scene_s']:.1f} s per validation scene, so the run "
+        f"was sized to {plan['epochs']} epochs of {int(plan['steps_per_epoch'])} steps "
+        f"({result.steps} steps done in {timings.get('train_s', 0) / 60:.1f} min);"
+    )
+    add(
+        f"- model selection: best validation combined score {_fmt(best)} at epoch "
+        f"{result.best_epoch} (`run/checkpoints/best.ckpt`)."
+    )
+    add("")
+    add("## Confusion matrices (network, test scenes)")
+    add("")
+    for c in CHARTS:
+        add(f"![{CHART_LONG_NAMES[c]}](eval/confusion_{c}.png)")
+    add("")
+    add("Per-class F1: `eval/per_class_f1.png`; all numbers: `eval/metrics.json`, `eval/*.csv`.")
+    add("")
+    add("## Timings")
+    add("")
+    add("| step | seconds |")
+    add("|---|---:|")
+    for key, value in timings.items():
+        add(f"| {key.removesuffix('_s')} | {value:.0f} |")
+    add("")
+    add("## Next")
+    add("")
+    add("```bash")
+    add(f"icecontext evaluate --checkpoint {out}/run/checkpoints/best.ckpt --data {out}/data/test")
+    add(f"tensorboard --logdir {out}/run/logs")
+    add("icecontext train --config configs/train/small_cpu.yaml data.store=YOUR_STORE")
+    add("```")
+    add("")
+    return write_text_atomic(out / "report.md", "\n".join(lines))
