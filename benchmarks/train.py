@@ -1,0 +1,164 @@
+"""Training speed: steps/s and the share of step time spent waiting for data.
+
+CPU part (always): the quickstart configuration (configs/quickstart.yaml: small preset,
+its patch size, batch, workers and downsampling) on synthetic scenes prepared into a
+store, trained for ``--steps`` steps with :class:`~icecontext.training.callbacks.StepTimer`
+(the wait is measured between the end of one step and the start of the next; the first
+steps are skipped). No validation runs during the measurement.
+
+CUDA part (when a GPU is visible, or ``--device cuda``): the AutoICE reference preset at
+768 x 768 on random inputs in bf16 autocast: images/s and achieved TFLOP/s, with FLOPs
+counted by ``torch.utils.flop_counter`` (forward + backward); model FLOP utilisation is
+printed when the device's peak is known or given (``--peak-tflops``).
+
+    .venv/bin/python benchmarks/train.py --steps 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
+
+
+def cpu_benchmark(steps: int, workdir: Path) -> dict[str, float]:
+    """Train the quickstart config for ``steps`` steps; return StepTimer's summary."""
+    from icecontext.config import validate
+    from icecontext.training.callbacks import StepTimer
+    from icecontext.training.config import RunConfig, resolve_section_files
+    from icecontext.training.fit import train
+    from icecontext.training.quickstart import load_quickstart_config, prepare, synthesise
+
+    qs, raw, cfg_path = load_quickstart_config(ROOT / "configs" / "quickstart.yaml")
+    folders = synthesise(qs, workdir / "data", progress=False)
+    store = workdir / "data" / "store.zarr"
+    raw["data"]["store"] = str(store)
+    raw["output"] = {"root": str(workdir), "name": f"bench-{time.time_ns()}"}
+    raw["train"].update(max_epochs=None, max_steps=steps, progress_bar=False, resume="never")
+    raw["train"]["validation"]["every_n_epochs"] = 10**6
+    cfg = validate(RunConfig, resolve_section_files(raw, cfg_path.parent))
+    prepare(folders["train"], store, cfg.data.features, cfg.data.downsample)
+    timer = StepTimer(skip=5)
+    t0 = time.perf_counter()
+    train(cfg, callbacks=[timer])
+    out = timer.summary()
+    out["wall_s"] = time.perf_counter() - t0
+    out["batch"] = cfg.data.batch_size
+    out["patch"] = cfg.data.patch_size
+    out["workers"] = cfg.data.num_workers
+    return out
+
+
+def cuda_benchmark(steps: int, size: int, batch: int, peak: float | None) -> dict[str, float]:
+    """Reference preset on random 768 x 768 inputs, bf16 autocast, AdamW steps."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from icecontext.models.config import load_model_spec
+    from icecontext.models.multitask import build_model
+
+    spec = load_model_spec(ROOT / "configs" / "model" / "autoice_reference.yaml")
+    device = torch.device("cuda")
+    model = build_model(spec.model, spec.in_channels).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(batch, spec.in_channels, size, size, device=device)
+    targets = {
+        "SIC": torch.randint(0, 11, (batch, size, size), device=device).float(),
+        "SOD": torch.randint(0, 6, (batch, size, size), device=device),
+        "FLOE": torch.randint(0, 7, (batch, size, size), device=device),
+    }
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = model(x)
+            loss = torch.nn.functional.mse_loss(out["SIC"][:, 0].float(), targets["SIC"])
+            loss = loss + torch.nn.functional.cross_entropy(out["SOD"].float(), targets["SOD"])
+            loss = loss + torch.nn.functional.cross_entropy(out["FLOE"].float(), targets["FLOE"])
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = float(counter.get_total_flops())
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    dt = (time.perf_counter() - t0) / steps
+    name = torch.cuda.get_device_name(device)
+    if peak is None:
+        peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    achieved = flops / dt / 1e12
+    return {
+        "device": name,
+        "images_per_s": batch / dt,
+        "step_s": dt,
+        "tflop_per_step": flops / 1e12,
+        "achieved_tflops": achieved,
+        "mfu": achieved / peak if peak else float("nan"),
+        "peak_tflops": peak or float("nan"),
+        "max_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=60, help="measured CPU training steps")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep data here (default: tmp)")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    ap.add_argument("--gpu-steps", type=int, default=20)
+    ap.add_argument("--gpu-batch", type=int, default=8)
+    ap.add_argument("--gpu-size", type=int, default=768)
+    ap.add_argument("--peak-tflops", type=float, default=None, help="device bf16 peak")
+    args = ap.parse_args()
+    print("command: python " + " ".join(sys.argv))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {load:.2f}, "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}"
+    )
+    if args.device in ("auto", "cpu"):
+        tmp = tempfile.TemporaryDirectory() if args.workdir is None else None
+        work = Path(tmp.name) if tmp else args.workdir
+        r = cpu_benchmark(args.steps, work)
+        print(
+            f"CPU, quickstart config (patch {r['patch']}, batch {r['batch']}, "
+            f"{r['workers']} loader worker(s)), {r['steps']} measured steps:"
+        )
+        print(
+            f"  {r['steps_per_s']:.3f} steps/s ({r['step_s']:.3f} s/step, "
+            f"{r['steps_per_s'] * r['batch']:.1f} patches/s); data wait "
+            f"{r['wait_s'] * 1000:.1f} ms = {100 * r['wait_fraction']:.1f} % of step time "
+            f"(limit 10 %)"
+        )
+        if tmp:
+            tmp.cleanup()
+    if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
+        g = cuda_benchmark(args.gpu_steps, args.gpu_size, args.gpu_batch, args.peak_tflops)
+        print(
+            f"GPU {g['device']}, reference preset, {args.gpu_size} x {args.gpu_size}, "
+            f"batch {args.gpu_batch}, bf16 autocast:"
+        )
+        print(
+            f"  {g['images_per_s']:.1f} images/s, {g['tflop_per_step']:.2f} TFLOP/step, "
+            f"{g['achieved_tflops']:.1f} TFLOP/s achieved, MFU {100 * g['mfu']:.1f} % "
+            f"(peak {g['peak_tflops']} TFLOP/s), peak memory {g['max_memory_gb']:.1f} GB"
+        )
+    elif args.device == "auto":
+        print("GPU: none visible; the CUDA part was not run")
+
+
+if __name__ == "__main__":
+    main()
