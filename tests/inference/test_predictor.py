@@ -10,7 +10,11 @@ from torch import nn
 
 from icecontext.data.format import CHART_FILL, CHARTS
 from icecontext.errors import ConfigError, DataError
-from icecontext.inference.predictor import predict_scene, upsample_nearest
+from icecontext.inference.predictor import (
+    has_input_data,
+    predict_scene,
+    upsample_nearest,
+)
 from icecontext.inference.tiling import round_up
 
 
@@ -112,7 +116,8 @@ def test_tiled_equals_whole_scene_pass(scene):
         ref[~valid] = CHART_FILL
         np.testing.assert_array_equal(pred.classes[task], ref, err_msg=task)
     p_ref = torch.softmax(whole["SOD"][0], 0).numpy()[:, :h, :w]
-    np.testing.assert_allclose(pred.probabilities["SOD"], p_ref, atol=1e-5)
+    np.testing.assert_allclose(pred.probabilities["SOD"][:, valid], p_ref[:, valid], atol=1e-5)
+    assert np.isnan(pred.probabilities["SOD"][:, ~valid]).all()  # masked stays masked
     assert "SIC" not in pred.probabilities  # regression head has no distribution
     assert pred.full_shape == (h, w) and pred.downsample == 1
 
@@ -127,7 +132,7 @@ def test_too_small_margin_is_not_exact(scene):
     )
     whole = _whole_scene(model, inputs, 4)
     p_ref = torch.softmax(whole["SOD"][0], 0).numpy()[:, : inputs.shape[1], : inputs.shape[2]]
-    assert np.abs(pred.probabilities["SOD"] - p_ref).max() > 1e-3
+    assert np.abs(pred.probabilities["SOD"][:, valid] - p_ref[:, valid]).max() > 1e-3
 
 
 def test_batch_size_and_precision_do_not_change_classes_much(scene):
@@ -196,3 +201,30 @@ def test_bad_options_name_the_option(scene):
         predict_scene(TinyNet(3), src, src.features, batch=0)
     with pytest.raises(ConfigError, match="'precision'"):
         predict_scene(TinyNet(3), src, src.features, tile=64, overlap=16, align=4, precision="16")
+
+
+def test_packed_probabilities_and_tile_confidence(scene):
+    inputs, valid = scene
+    model = TinyNet(3, sic_regression=False)
+    src = ArraySource(inputs, valid)
+    kw = {"tile": 64, "overlap": 20, "batch": 4, "align": 4, "return_probabilities": True}
+    f = predict_scene(model, src, src.features, confidence="max", **kw)
+    u = predict_scene(
+        model, src, src.features, probability_dtype="uint8", confidence="entropy", **kw
+    )
+    for task in CHARTS:
+        p, q = f.probabilities[task], u.probabilities[task]
+        assert q.dtype == np.uint8 and p.dtype == np.float32
+        np.testing.assert_array_equal(q[:, valid], np.round(p[:, valid] * 250).astype(np.uint8))
+        assert (q[:, ~valid] == 255).all()
+        np.testing.assert_allclose(f.confidence[task][valid], p[:, valid].max(0), atol=1e-6)
+        ent = -(p[:, valid] * np.log(p[:, valid])).sum(0) / np.log(p.shape[0])
+        np.testing.assert_allclose(u.confidence[task][valid], 1 - ent, atol=1e-5)
+        assert np.isnan(u.confidence[task][~valid]).all()
+    assert f.valid_pixels == int(valid.sum())
+
+
+def test_has_input_data(scene):
+    inputs, valid = scene
+    assert has_input_data(ArraySource(inputs, valid), rows=16)
+    assert not has_input_data(ArraySource(inputs, np.zeros_like(valid)), rows=16)

@@ -1,11 +1,10 @@
-"""Class colours of the three charts, shared by the GeoTIFF colour tables and quicklooks.
+"""Class colours of the three charts for the GeoTIFF colour tables and quicklooks.
 
-SIC and SOD follow the spirit of the WMO ice-chart colour code (WMO/TD-No. 1215:
-blue ice-free water; green, yellow, orange, red for rising concentration; purple
-young ice, greens for first-year ice, brown old ice); the RGB values are our own
-approximations, chosen so that neighbouring classes stay distinguishable. FLOE has no
-WMO colour scale: a sequential yellow-to-red ramp with bergs set apart in teal.
-Masked pixels (255) are transparent in GeoTIFFs and light grey in figures.
+The palette itself (WMO-inspired SIC/SOD colours, a yellow-to-red FLOE ramp, grey for
+masked pixels) has one home, :mod:`icecontext.plotting.charts` (``CLASS_RGB``,
+``WATER_RGB``, ``MASK_RGB``); this module re-exports it under the exports' names and
+adds the forms the writers need (GDAL colour tables, lookup tables, legends). Masked
+pixels (255) are transparent in GeoTIFFs and light grey in figures.
 """
 
 from __future__ import annotations
@@ -15,44 +14,15 @@ from typing import Any, Final
 import numpy as np
 
 from icecontext.data.format import CHART_FILL, CLASS_NAMES, N_CLASSES
+from icecontext.plotting.charts import CLASS_RGB, MASK_RGB, WATER_RGB
 
 RGB = tuple[int, int, int]
 
-WATER: Final[RGB] = (0, 100, 255)
-MASKED: Final[RGB] = (205, 205, 205)
+WATER: Final[RGB] = WATER_RGB
+MASKED: Final[RGB] = MASK_RGB
 
-CHART_COLOURS: Final[dict[str, tuple[RGB, ...]]] = {
-    "SIC": (
-        WATER,  # 0 %: ice free
-        (150, 255, 170),  # 10 %
-        (120, 235, 140),  # 20 %
-        (80, 205, 100),  # 30 %: the WMO 1-3/10 greens
-        (255, 255, 120),  # 40 %
-        (255, 240, 0),  # 50 %
-        (235, 205, 0),  # 60 %: the 4-6/10 yellows
-        (255, 165, 60),  # 70 %
-        (255, 120, 0),  # 80 %: the 7-8/10 oranges
-        (255, 60, 40),  # 90 %
-        (190, 0, 0),  # 100 %: the 9-10/10 reds
-    ),
-    "SOD": (
-        WATER,  # open water
-        (245, 175, 250),  # new ice
-        (170, 40, 240),  # young ice
-        (155, 210, 0),  # thin first-year ice
-        (0, 130, 20),  # thick first-year ice
-        (180, 100, 50),  # old ice
-    ),
-    "FLOE": (
-        WATER,  # open water
-        (255, 250, 175),  # cake ice
-        (254, 210, 95),  # small floe
-        (253, 150, 60),  # medium floe
-        (235, 75, 35),  # big floe
-        (170, 0, 40),  # vast floe
-        (0, 190, 190),  # bergs
-    ),
-}
+CHART_COLOURS: Final[dict[str, tuple[RGB, ...]]] = CLASS_RGB
+"""RGB (0-255) of each class index, per chart (the plotting palette)."""
 
 
 def colour_table(chart: str) -> dict[int, tuple[int, int, int, int]]:

@@ -132,11 +132,39 @@ def _check_probabilities(
                 f"probabilities '{chart}' have shape {arr.shape}, expected (classes, H, W) = "
                 f"{expected}"
             )
-        if arr.dtype.kind != "f":
+        if arr.dtype.kind != "f" and arr.dtype != np.uint8:
             raise DataError(
-                f"probabilities '{chart}' have dtype {arr.dtype}; expected floats in 0..1"
+                f"probabilities '{chart}' have dtype {arr.dtype}; expected floats in 0..1 "
+                f"or uint8 packed as round(p * {PROBABILITY_SCALE}) with {CHART_FILL} = masked"
             )
         out[chart] = arr
+    return out
+
+
+def _check_confidences(
+    confidences: Mapping[str, Any], charts: Mapping[str, np.ndarray], shape: tuple[int, int]
+) -> dict[str, np.ndarray]:
+    out = {}
+    for chart, c in confidences.items():
+        if chart not in charts:
+            raise DataError(f"confidence given for '{chart}', which has no class array")
+        arr = np.asarray(c)
+        if arr.shape != shape or arr.dtype.kind != "f":
+            raise DataError(
+                f"confidence '{chart}' has shape {arr.shape} and dtype {arr.dtype}; expected "
+                f"floats in 0..1 of the scene's shape {shape}"
+            )
+        out[chart] = arr
+    return out
+
+
+def unpack_probabilities(values: np.ndarray) -> np.ndarray:
+    """Return float32 probabilities of packed ``uint8`` (``/ 250``, 255 -> NaN) or floats."""
+    arr = np.asarray(values)
+    if arr.dtype != np.uint8:
+        return arr.astype(np.float32, copy=False)
+    out = arr.astype(np.float32) / PROBABILITY_SCALE
+    out[arr == CHART_FILL] = np.nan
     return out
 
 
@@ -223,9 +251,10 @@ def confidence_map(p: np.ndarray, kind: Literal["max", "entropy"]) -> np.ndarray
     """Return a per-pixel confidence in 0..1 from class probabilities ``(C, H, W)``.
 
     ``"max"`` is the top class probability; ``"entropy"`` is ``1 - H(p) / log(C)``
-    (1 = certain, 0 = uniform). Probabilities are renormalised to sum to 1 first.
+    (1 = certain, 0 = uniform). Probabilities are renormalised to sum to 1 first;
+    packed ``uint8`` probabilities are unpacked.
     """
-    p = np.asarray(p, dtype=np.float32)
+    p = unpack_probabilities(p)
     total = p.sum(axis=0, keepdims=True)
     q = np.divide(p, total, out=np.full_like(p, np.nan), where=total > 0)
     if kind == "max":
@@ -236,7 +265,16 @@ def confidence_map(p: np.ndarray, kind: Literal["max", "entropy"]) -> np.ndarray
 
 
 def _pack(values: np.ndarray, masked: np.ndarray, encoding: ProbabilityEncoding) -> np.ndarray:
-    """Store 0..1 values as float32 (NaN fill) or packed uint8 (255 fill); mask ``masked``."""
+    """Store 0..1 values as float32 (NaN fill) or packed uint8 (255 fill); mask ``masked``.
+
+    Values already packed (``uint8``) are copied as they are, or unpacked for float32.
+    """
+    if values.dtype == np.uint8:
+        if encoding == "float32":
+            return _pack(unpack_probabilities(values), masked, encoding)
+        out = values.copy()
+        out[..., masked] = CHART_FILL
+        return out
     invalid = masked | (np.isnan(values).any(axis=0) if values.ndim == 3 else np.isnan(values))
     if encoding == "float32":
         out = values.astype(np.float32, copy=True)
@@ -274,6 +312,7 @@ def build_chart_dataset(
     probabilities: Mapping[str, Any] | None = None,
     probability_encoding: ProbabilityEncoding = "uint8",
     confidence: Confidence = "max",
+    confidences: Mapping[str, Any] | None = None,
     latlon: bool = True,
     checkpoint: str | os.PathLike[str] | None = None,
     config: Any = None,
@@ -297,6 +336,9 @@ def build_chart_dataset(
     shape = scene_shape(scene)
     classes = check_charts(charts, shape)
     probs = _check_probabilities(probabilities or {}, classes, shape)
+    given_conf = _check_confidences(confidences or {}, classes, shape)
+    if given_conf and confidence == "none":
+        raise DataError("confidence maps were given but confidence='none'; name their kind")
     dims = SAR_DIMS
     ds = xr.Dataset()
     encoding: dict[str, dict[str, Any]] = {}
@@ -354,20 +396,26 @@ def build_chart_dataset(
             attrs={"long_name": f"{CHART_LONG_NAMES[chart]} class probability", **var_attrs},
         )
         encoding[name] = {**base_enc, **var_enc, "chunksizes": (1, *chunks_2d)}
-        if confidence != "none":
-            conf = confidence_map(p, confidence)
-            name = f"{chart}_confidence"
-            definition = (
-                "maximum class probability"
-                if confidence == "max"
-                else "1 - entropy(p) / log(number of classes)"
-            )
-            ds[name] = xr.DataArray(
-                _pack(conf, masked, probability_encoding),
-                dims=dims,
-                attrs={"long_name": f"{chart} confidence: {definition}", **var_attrs},
-            )
-            encoding[name] = {**base_enc, **var_enc, "chunksizes": chunks_2d}
+
+    conf_charts = list(given_conf) or (list(probs) if confidence != "none" else [])
+    for chart in conf_charts:
+        masked = classes[chart] == CHART_FILL
+        var_attrs, var_enc = _packed_attrs(probability_encoding)
+        conf = given_conf.get(chart)
+        if conf is None:
+            conf = confidence_map(probs[chart], confidence)  # type: ignore[arg-type]
+        name = f"{chart}_confidence"
+        definition = (
+            "maximum class probability"
+            if confidence == "max"
+            else "1 - entropy(p) / log(number of classes)"
+        )
+        ds[name] = xr.DataArray(
+            _pack(np.asarray(conf), masked, probability_encoding),
+            dims=dims,
+            attrs={"long_name": f"{chart} confidence: {definition}", **var_attrs},
+        )
+        encoding[name] = {**base_enc, **var_enc, "chunksizes": chunks_2d}
 
     if latlon:
         lat, lon = scene_latlon(scene)
@@ -413,6 +461,7 @@ def write_chart_netcdf(
     probabilities: Mapping[str, Any] | None = None,
     probability_encoding: ProbabilityEncoding = "uint8",
     confidence: Confidence = "max",
+    confidences: Mapping[str, Any] | None = None,
     latlon: bool = True,
     checkpoint: str | os.PathLike[str] | None = None,
     config: Any = None,
@@ -427,12 +476,17 @@ def write_chart_netcdf(
             (used for the grid, tie points and names; its data are not copied).
         charts: Chart -> ``(H, W)`` integer classes, 255 where masked.
         probabilities: Optional chart -> ``(classes, H, W)`` float probabilities
-            (softmax outputs). A chart without probabilities (e.g. SIC regression)
-            simply gets none.
+            (softmax outputs), or ``uint8`` already packed as ``round(p * 250)`` with
+            255 = masked (what the predictor returns with ``probability_dtype="uint8"``).
+            A chart without probabilities (e.g. SIC regression) simply gets none.
         probability_encoding: ``"uint8"`` (packed, ``scale_factor`` 1/250, 4x smaller)
             or ``"float32"``.
         confidence: Per-chart confidence map from the probabilities: ``"max"``
             probability, ``"entropy"`` (1 - normalised entropy) or ``"none"``.
+        confidences: Optional chart -> ``(H, W)`` confidence maps (0..1, NaN masked)
+            computed elsewhere (the predictor computes them tile by tile, without the
+            full probability stack); their kind is ``confidence``. When given, no
+            confidence is computed from ``probabilities``.
         latlon: Add per-pixel latitude/longitude coordinates from the tie points.
         checkpoint: Model checkpoint path, recorded as a global attribute.
         config: Resolved config (YAML text, mapping or pydantic model), recorded as text.
@@ -453,6 +507,7 @@ def write_chart_netcdf(
         probabilities=probabilities,
         probability_encoding=probability_encoding,
         confidence=confidence,
+        confidences=confidences,
         latlon=latlon,
         checkpoint=checkpoint,
         config=config,

@@ -35,6 +35,8 @@ def write_scene_outputs(
     probabilities: Mapping[str, Any] | None = None,
     probability_encoding: ProbabilityEncoding = "uint8",
     confidence: Confidence = "max",
+    confidences: Mapping[str, Any] | None = None,
+    crs: str = POLAR_STEREO_NORTH,
     checkpoint: str | os.PathLike[str] | None = None,
     config: Any = None,
     attrs: Mapping[str, Any] | None = None,
@@ -43,7 +45,8 @@ def write_scene_outputs(
     """Write the chosen outputs of one scene into ``out_dir``.
 
     File names: ``{scene}_charts.nc``, ``{scene}_{chart}.tif`` (SAR grid + GCPs),
-    ``{scene}_{chart}_epsg3413.tif`` (polar stereographic) and ``{scene}_quicklook.png``.
+    ``{scene}_{chart}_epsg3413.tif`` (polar stereographic; ``_{crs}`` for another
+    ``crs``) and ``{scene}_quicklook.png``.
     Each file is written atomically; if one fails, the files this call already wrote
     are removed again, so a scene's outputs are all there or none.
 
@@ -55,6 +58,9 @@ def write_scene_outputs(
         probabilities: Optional chart -> ``(classes, H, W)`` probabilities (NetCDF only).
         probability_encoding: See :func:`write_chart_netcdf`.
         confidence: See :func:`write_chart_netcdf`.
+        confidences: Precomputed chart -> ``(H, W)`` confidence maps (NetCDF only).
+        crs: Target CRS of the ``"geotiff_3413"`` format (EPSG:3413 by default; any
+            CRS rasterio knows, e.g. ``"EPSG:3996"``).
         checkpoint: Recorded in the NetCDF provenance attributes.
         config: Recorded in the NetCDF provenance attributes.
         attrs: Extra NetCDF global attributes.
@@ -86,6 +92,7 @@ def write_scene_outputs(
                         probabilities=probabilities,
                         probability_encoding=probability_encoding,
                         confidence=confidence,
+                        confidences=confidences,
                         checkpoint=checkpoint,
                         config=config,
                         attrs=attrs,
@@ -95,7 +102,7 @@ def write_scene_outputs(
                 written[fmt] = write_chart_geotiffs(out, scene, charts)
             elif fmt == "geotiff_3413":
                 written[fmt] = write_chart_geotiffs(
-                    out, scene, charts, crs=POLAR_STEREO_NORTH, resolution=resolution
+                    out, scene, charts, crs=crs, resolution=resolution
                 )
             else:
                 written[fmt] = [write_quicklook(out / f"{name}_quicklook.png", scene, charts)]

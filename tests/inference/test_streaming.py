@@ -1,0 +1,52 @@
+"""The streaming NetCDF source serves exactly what the loaded NetCDF source serves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from icecontext.data.sources import NetCDFSource
+from icecontext.data.variables import resolve_features
+from icecontext.errors import SceneFormatError
+from icecontext.inference.streaming import StreamingNetCDFSource
+from icecontext.testing import make_scene_dataset, write_scene_files
+
+FEATURES = ["sar", "incidence", "distance", "amsr2:18.7", "latlon", "month"]
+
+
+@pytest.fixture(scope="module")
+def scene_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stream")
+    write_scene_files(folder, 1, height=130, width=151, seed=2)
+    return next(folder.glob("*_prep.nc"))
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_windows_equal_the_loaded_source(scene_file, k):
+    feats = resolve_features(FEATURES)
+    loaded = NetCDFSource(scene_file, feats, k)
+    stream = StreamingNetCDFSource(scene_file, feats, k)
+    assert stream.shape == loaded.shape and stream.full_shape == loaded.full_shape
+    h, w = loaded.shape
+    windows = [(0, 0, 20, 30), (5, 7, 40, 33), (-3, -4, 50, 60), (h - 9, w - 5, 32, 32)]
+    for win in [*windows, (0, 0, h, w)]:
+        np.testing.assert_array_equal(
+            stream.read_inputs(win, feats), loaded.read_inputs(win, feats), err_msg=str(win)
+        )
+        np.testing.assert_array_equal(stream.valid_mask(win), loaded.valid_mask(win))
+        a, b = stream.read_charts(win), loaded.read_charts(win)
+        for chart in a:
+            np.testing.assert_array_equal(a[chart], b[chart])
+    stream.close()
+
+
+def test_missing_variable_names_file_variable_and_checkpoint(tmp_path):
+    ds = make_scene_dataset(height=60, width=80, seed=1).drop_vars("btemp_18_7h")
+    path = tmp_path / f"{ds.attrs['scene_id'][:19]}_prep.nc"
+    ds.to_netcdf(path)
+    feats = resolve_features(["sar", "amsr2:18.7"])
+    with pytest.raises(SceneFormatError, match="btemp_18_7h") as info:
+        StreamingNetCDFSource(path, feats, needed_by="checkpoint best.ckpt")
+    assert str(path) in str(info.value) and "best.ckpt" in str(info.value)
+    # a variable the features do not need may be missing
+    StreamingNetCDFSource(path, resolve_features(["sar"])).close()
