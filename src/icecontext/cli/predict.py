@@ -1,0 +1,123 @@
+"""``icecontext predict --checkpoint K --scenes FILES|DIR --out DIR``: chart whole scenes.
+
+Tiled inference (central-crop stitching, margins from the receptive field, batches of
+tiles, memory bounded by the tile and not the scene) writes per scene a CF NetCDF file
+with lat/lon and provenance, a GeoTIFF per chart with ground control points (or
+reprojected with ``--crs``), and a quicklook PNG. See docs/inference.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the command's arguments."""
+    parser.add_argument(
+        "--checkpoint",
+        "-k",
+        type=Path,
+        required=True,
+        help="best.ckpt of a run, or model.pt of 'icecontext export'",
+    )
+    parser.add_argument(
+        "--scenes", "-s", type=Path, nargs="+", required=True, help="_prep.nc files or folders"
+    )
+    parser.add_argument("--out", "-o", type=Path, required=True, help="output folder")
+    parser.add_argument(
+        "--formats",
+        default="netcdf,geotiff,quicklook",
+        help="comma-separated: netcdf, geotiff, geotiff_3413, quicklook",
+    )
+    parser.add_argument(
+        "--crs",
+        default=None,
+        help="also write map-projected GeoTIFFs in this CRS (e.g. EPSG:3413) instead of "
+        "SAR-grid ones with GCPs",
+    )
+    parser.add_argument(
+        "--probabilities", action="store_true", help="write per-class probabilities (NetCDF)"
+    )
+    parser.add_argument(
+        "--confidence",
+        choices=("max", "entropy"),
+        default=None,
+        help="write a confidence map per classification head (NetCDF)",
+    )
+    parser.add_argument("--tile", type=int, default=None, help="tile side in pixels (2048)")
+    parser.add_argument(
+        "--overlap", default="auto", help="context margin per side in pixels, or auto"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=None, help="tiles per forward pass (1 on CPU, 4 on GPU)"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    parser.add_argument(
+        "--precision", choices=("32", "bf16", "16"), default="32", help="inference precision"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _formats(args: argparse.Namespace) -> list[str]:
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    if args.crs is not None:
+        # --crs turns the SAR-grid GeoTIFFs into map-projected ones
+        formats = ["geotiff_3413" if f == "geotiff" else f for f in formats]
+        if "geotiff_3413" not in formats:
+            formats.append("geotiff_3413")
+    return list(dict.fromkeys(formats))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict the scenes and list the files written."""
+    from icecontext.errors import ConfigError
+    from icecontext.inference.scenes import PredictSettings, predict_scenes
+    from icecontext.provenance import write_run_record
+
+    overlap = args.overlap
+    if overlap != "auto":
+        try:
+            overlap = int(overlap)
+        except ValueError:
+            raise ConfigError("--overlap", f"expected pixels or 'auto', got {overlap!r}") from None
+    settings = PredictSettings(
+        tile=args.tile,
+        overlap=overlap,
+        batch=args.batch,
+        device=args.device,
+        precision=args.precision,
+        formats=_formats(args),  # type: ignore[arg-type]
+        crs=args.crs or "EPSG:3413",
+        probabilities=args.probabilities,
+        confidence=args.confidence,
+        progress=not args.no_progress,
+    )
+    result = predict_scenes(args.checkpoint, args.scenes, args.out, settings)
+    cfg = result.model.config if hasattr(result.model.config, "model_dump") else None
+    write_run_record(
+        args.out,
+        cfg,
+        getattr(cfg, "seed", None),
+        extra={
+            "predict": {
+                "checkpoint": str(Path(args.checkpoint).resolve()),
+                "scenes": [s.name for s in result.scenes],
+                "tile": result.tile,
+                "overlap": result.overlap,
+                "batch": result.batch,
+                "device": str(result.device),
+                "precision": args.precision,
+                "formats": list(settings.formats),
+            }
+        },
+    )
+    print(
+        f"predicted {len(result.scenes)} scene(s) on {result.device} "
+        f"(tile {result.tile}, overlap {result.overlap}, batch {result.batch})"
+    )
+    for scene in result.scenes:
+        n = sum(len(v) for v in scene.files.values())
+        print(f"  {scene.name}: {scene.tiles} tiles, {scene.seconds:.1f} s, {n} files")
+    print(f"outputs: {args.out}")
+    return 0

@@ -1,0 +1,351 @@
+"""Chart whole scenes from a model file: what ``icecontext predict`` runs.
+
+:func:`predict_scenes` loads a checkpoint (or an exported model), checks every scene
+and the output folder *before* predicting anything (missing input variables, scenes
+without SAR data, unwritable folders are reported by name and nothing is written),
+then predicts each scene with the tiled predictor while reading its tiles straight
+from the file (:class:`~icecontext.inference.streaming.StreamingNetCDFSource`), and
+writes its outputs with :func:`~icecontext.inference.exports.write_scene_outputs`
+(all of a scene's files or none).
+
+Models trained on data downsampled by ``K`` run at ``K x 80 m`` and their class maps
+are upsampled (nearest) to the 80 m grid, the challenge's grid, before writing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from icecontext.errors import ConfigError, DataError
+from icecontext.inference.exports.output import ExportError
+from icecontext.inference.exports.per_scene import OUTPUT_FORMATS, OutputFormat
+from icecontext.inference.loading import InferenceModel, load_inference_model
+from icecontext.inference.predictor import (
+    ConfidenceKind,
+    InferencePrecision,
+    ScenePrediction,
+    has_input_data,
+    overlap_for_rf,
+    predict_scene,
+)
+from icecontext.inference.streaming import StreamingNetCDFSource
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TILE = 2048
+"""Default tile side (source pixels): ``tile / 16`` margins keep 77 % of it as core."""
+
+
+@dataclass
+class PredictSettings:
+    """How :func:`predict_scenes` runs.
+
+    Attributes:
+        tile: Tile side in pixels at the model's resolution (``None``:
+            :data:`DEFAULT_TILE`).
+        overlap: Context margin per side in pixels, or ``"auto"``
+            (:func:`~icecontext.inference.predictor.overlap_for_rf`).
+        batch: Tiles per forward pass (``None``: 1 on CPU, 4 on a GPU).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``...
+        precision: ``32``, ``bf16`` (autocast bfloat16) or ``16`` (float16, CUDA).
+        formats: Outputs per scene (``netcdf``, ``geotiff``, ``geotiff_3413``, ``quicklook``).
+        crs: Target CRS of the ``geotiff_3413`` (map-projected) GeoTIFFs.
+        probabilities: Write per-class probabilities into the NetCDF file.
+        confidence: Write a confidence map per classification head (``max``
+            probability or ``entropy``), or ``None``.
+        progress: Show a progress bar over the tiles of each scene.
+    """
+
+    tile: int | None = None
+    overlap: int | Literal["auto"] = "auto"
+    batch: int | None = None
+    device: str = "auto"
+    precision: InferencePrecision = "32"
+    formats: Sequence[OutputFormat] = ("netcdf", "geotiff", "quicklook")
+    crs: str = "EPSG:3413"
+    probabilities: bool = False
+    confidence: ConfidenceKind | None = None
+    progress: bool = True
+
+
+@dataclass
+class ScenePredictionResult:
+    """One predicted scene.
+
+    Attributes:
+        name: Scene name.
+        files: Output format -> written files.
+        seconds: Prediction wall time (without writing).
+        tiles: Tiles run.
+        shape: Grid the model ran on.
+        full_shape: 80 m grid of the outputs.
+    """
+
+    name: str
+    files: dict[str, list[Path]]
+    seconds: float
+    tiles: int
+    shape: tuple[int, int]
+    full_shape: tuple[int, int]
+
+
+@dataclass
+class PredictRun:
+    """What :func:`predict_scenes` did.
+
+    Attributes:
+        model: The loaded model.
+        tile: Tile side used.
+        overlap: Margin used.
+        batch: Tiles per forward pass.
+        device: Device used.
+        scenes: Per-scene results.
+    """
+
+    model: InferenceModel
+    tile: int
+    overlap: int
+    batch: int
+    device: torch.device
+    scenes: list[ScenePredictionResult] = field(default_factory=list)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU (the training package's rule)."""
+    from icecontext.training.evaluate import resolve_device as resolve
+
+    return resolve(device)
+
+
+def check_output_folder(out: str | os.PathLike[str]) -> Path:
+    """Create ``out`` and check a file can be written there.
+
+    Raises:
+        ExportError: Naming the folder when it cannot be created or written.
+    """
+    folder = Path(out)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".icecontext-write-test-"):
+            pass
+    except OSError as exc:
+        raise ExportError(
+            f"output folder {folder} is not writable ({exc.strerror or exc}); choose another --out"
+        ) from exc
+    return folder
+
+
+ScenePaths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+
+
+def collect_scenes(scenes: ScenePaths) -> dict[str, Path]:
+    """Scene name -> file for scene files and folders of ``_prep.nc`` files."""
+    from icecontext.data.store import collect_scene_files
+
+    return collect_scene_files(scenes)
+
+
+def check_formats(formats: Sequence[str]) -> list[OutputFormat]:
+    """Validate output format names.
+
+    Raises:
+        ConfigError: ``--formats`` naming the unknown format.
+    """
+    chosen = [f.strip() for f in formats if f.strip()]
+    unknown = [f for f in chosen if f not in OUTPUT_FORMATS]
+    if unknown or not chosen:
+        raise ConfigError(
+            "--formats",
+            f"unknown format(s) {unknown or chosen}; choose from {list(OUTPUT_FORMATS)}",
+        )
+    return chosen  # type: ignore[return-value]
+
+
+def open_scene_source(path: Path, model: InferenceModel) -> StreamingNetCDFSource:
+    """Open one scene for a model and check it can be predicted.
+
+    Raises:
+        SceneFormatError: A variable the model needs is missing (file, variable and
+            model named).
+        DataError: The scene has no SAR data at all (every pixel masked).
+    """
+    source = StreamingNetCDFSource(
+        path,
+        model.features,
+        model.downsample,
+        model.upsampling,  # type: ignore[arg-type]
+        needed_by=f"the model {model.path.name} (features {', '.join(model.features)})",
+    )
+    try:
+        source.check_features(model.features)
+        if not has_input_data(source):
+            raise DataError(
+                f"{path}: every pixel is masked (no SAR data: nersc_sar_primary is 0 or NaN "
+                "everywhere); nothing to predict"
+            )
+    except BaseException:
+        source.close()
+        raise
+    return source
+
+
+@contextlib.contextmanager
+def _tile_progress(name: str, enabled: bool) -> Iterator[Callable[[int, int], None]]:
+    from tqdm.auto import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=name, unit="tile", disable=not enabled, leave=False)
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def full_resolution_extras(
+    prediction: ScenePrediction,
+) -> tuple[dict[str, np.ndarray] | None, dict[str, np.ndarray] | None]:
+    """Probabilities and confidence maps of a prediction on the 80 m grid."""
+    probs = conf = None
+    if prediction.probabilities is not None:
+        probs = {k: prediction.upsample(v) for k, v in prediction.probabilities.items()}
+    if prediction.confidence is not None:
+        conf = {k: prediction.upsample(v) for k, v in prediction.confidence.items()}
+    return probs, conf
+
+
+def predict_scenes(
+    model_path: str | os.PathLike[str],
+    scenes: ScenePaths,
+    out: str | os.PathLike[str],
+    settings: PredictSettings | None = None,
+    *,
+    model: InferenceModel | None = None,
+) -> PredictRun:
+    """Predict whole scenes and write their chart files.
+
+    Args:
+        model_path: ``best.ckpt`` of a run or ``model.pt`` of ``icecontext export``.
+        scenes: ``_prep.nc`` files and/or folders of them.
+        out: Output folder.
+        settings: Tiling, device and output options.
+        model: An already loaded model (``model_path`` is then only recorded).
+
+    Returns:
+        The settings used and the files written per scene.
+
+    Raises:
+        ConfigError: Bad options (tile, batch, formats, device).
+        SceneFormatError: A scene lacks a variable the model needs.
+        DataError: A scene has no SAR data.
+        ExportError: The output folder cannot be written.
+        No output file is written when any scene fails these checks.
+    """
+    s = settings or PredictSettings()
+    formats = check_formats(s.formats)
+    device = resolve_device(s.device)
+    if s.tile is not None and s.tile < 1:
+        raise ConfigError("--tile", f"must be >= 1 pixel, got {s.tile}")
+    if s.batch is not None and s.batch < 1:
+        raise ConfigError("--batch", f"must be >= 1 tile, got {s.batch}")
+    if s.overlap != "auto" and int(s.overlap) < 0:
+        raise ConfigError("--overlap", f"must be >= 0 pixels or 'auto', got {s.overlap}")
+    loaded = model or load_inference_model(model_path, device)
+    loaded.model.to(device).eval()
+    tile = s.tile or DEFAULT_TILE
+    overlap = (
+        overlap_for_rf(loaded.receptive_field, tile) if s.overlap == "auto" else int(s.overlap)
+    )
+    batch = s.batch or (1 if device.type == "cpu" else 4)
+    files = collect_scenes(scenes)
+
+    # Check everything before writing anything.
+    for path in files.values():
+        open_scene_source(path, loaded).close()
+    folder = check_output_folder(out)
+
+    run = PredictRun(loaded, tile, overlap, batch, device)
+    config_text = _config_of(loaded)
+    for name, path in files.items():
+        source = open_scene_source(path, loaded)
+        try:
+            with _tile_progress(name, s.progress) as progress:
+                pred = predict_scene(
+                    loaded.model,
+                    source,
+                    loaded.features,
+                    tile=tile,
+                    overlap=overlap,
+                    batch=batch,
+                    device=device,
+                    precision=s.precision,
+                    return_probabilities=s.probabilities,
+                    probability_dtype="uint8",
+                    confidence=s.confidence,
+                    progress=progress,
+                )
+            probs, conf = full_resolution_extras(pred)
+            from icecontext.inference.exports.per_scene import write_scene_outputs
+
+            written = write_scene_outputs(
+                folder,
+                source.dataset,
+                pred.classes,
+                formats=formats,
+                probabilities=probs,
+                confidence=s.confidence or "none",
+                confidences=conf,
+                crs=s.crs,
+                checkpoint=Path(model_path).resolve(),
+                config=config_text,
+                attrs={
+                    "model_kind": loaded.kind,
+                    "features": " ".join(loaded.features),
+                    "downsample": loaded.downsample,
+                    "tile": tile,
+                    "overlap": overlap,
+                    "stitching": "central crop (tile cores)",
+                    "precision": s.precision,
+                    "device": str(device),
+                },
+            )
+        finally:
+            source.close()
+        log.info("%s: %d tiles in %.1f s", name, pred.tiles, pred.seconds)
+        run.scenes.append(
+            ScenePredictionResult(
+                name=name,
+                files=written,
+                seconds=pred.seconds,
+                tiles=pred.tiles,
+                shape=pred.shape,
+                full_shape=pred.full_shape,
+            )
+        )
+    return run
+
+
+def _config_of(model: InferenceModel) -> Any:
+    if model.config is None:
+        return None
+    if isinstance(model.config, dict):
+        import yaml
+
+        return yaml.safe_dump(model.config, sort_keys=False)
+    return model.config

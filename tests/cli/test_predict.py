@@ -1,0 +1,248 @@
+"""``icecontext predict`` end to end on tiny checkpoints saved the way training saves them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+import xarray as xr
+
+from icecontext import __version__
+from icecontext.cli.main import main
+from icecontext.data.format import CHART_FILL, CHARTS, SAR_VARIABLES
+from icecontext.inference.loading import load_inference_model
+from icecontext.inference.scenes import PredictSettings, predict_scenes
+from icecontext.models.multitask import build_model
+from icecontext.testing import make_scene_dataset, write_scene_files
+from icecontext.training.checkpoint import CHECKPOINT_KEY
+from icecontext.training.config import RunConfig
+
+FEATURES = ["sar", "incidence", "amsr2:18.7"]
+
+
+def save_tiny_checkpoint(
+    path: Path, *, downsample: int = 1, seed: int = 0, sic_mode: str = "regression"
+) -> Path:
+    """A ``best.ckpt`` holding a tiny random model and its resolved config (as training writes)."""
+    cfg = RunConfig.model_validate(
+        {
+            "seed": seed,
+            "data": {"root": str(path.parent), "features": FEATURES, "downsample": downsample},
+            "model": {
+                "encoder": {"name": "resnet18", "depth": "layer2", "output_stride": 8},
+                "aspp": {"rates": [1, 2], "channels": 8, "pooling": "none", "dropout": 0.0},
+                "sic_mode": sic_mode,
+            },
+            "train": {"validation": {"tile": 128}},
+            "output": {"root": str(path.parent), "name": "run"},
+        }
+    )
+    features = cfg.data.channels
+    model = build_model(cfg.model, len(features), seed=seed)
+    ckpt = {
+        "epoch": 1,
+        "global_step": 10,
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        CHECKPOINT_KEY: {
+            "config": cfg.model_dump(mode="json"),
+            "features": features,
+            "in_channels": len(features),
+            "version": __version__,
+            "scores": {},
+        },
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    scenes = root / "scenes"
+    write_scene_files(scenes, 2, height=100, width=130, seed=4)
+    ckpt = save_tiny_checkpoint(root / "run" / "best.ckpt")
+    return root, scenes, ckpt
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_predict_writes_every_format(setup, capsys):
+    root, scenes, ckpt = setup
+    out = root / "out_all"
+    # fmt: off
+    rc = main([
+        "predict", "--checkpoint", str(ckpt), "--scenes", str(scenes), "--out", str(out),
+        "--tile", "64", "--probabilities", "--confidence", "entropy", "--no-progress",
+    ])
+    # fmt: on
+    assert rc == 0, capsys.readouterr().err
+    names = sorted(p.name[:19] for p in scenes.glob("*_prep.nc"))
+    for name in names:
+        with xr.open_dataset(out / f"{name}_charts.nc") as ds:
+            scene = xr.open_dataset(scenes / f"{name}_prep.nc")
+            shape = scene.sizes["sar_lines"], scene.sizes["sar_samples"]
+            valid = np.asarray(scene[SAR_VARIABLES[0]].values) != 0
+            for chart in CHARTS:
+                assert ds[chart].shape == shape
+                # masked areas stay masked (NaN after CF decoding), the rest is predicted
+                assert np.isnan(ds[chart].values[~valid]).all()
+                assert np.isfinite(ds[chart].values[valid]).all()
+            assert ds["latitude"].shape == shape and ds["longitude"].shape == shape
+            assert ds["SOD_probability"].shape == (6, *shape)
+            np.testing.assert_allclose(
+                ds["SOD_probability"].values[:, valid].sum(0), 1.0, atol=0.02
+            )
+            conf = ds["SOD_confidence"].values[valid]
+            assert ((conf >= 0) & (conf <= 1)).all()
+            assert "SIC_probability" not in ds  # a regression SIC head has no distribution
+            assert ds.attrs["checkpoint"] == str(ckpt.resolve())
+            assert ds.attrs["model_kind"] == "checkpoint" and ds.attrs["tile"] == 64
+            assert "resnet18" in ds.attrs["config"]
+        with rasterio.open(out / f"{name}_SOD.tif") as tif:
+            gcps, crs = tif.gcps
+            assert len(gcps) == 441 and crs.to_epsg() == 4326
+            assert (tif.height, tif.width) == shape and tif.nodata == CHART_FILL
+        assert (out / f"{name}_quicklook.png").stat().st_size > 1000
+    assert {"config.yaml", "provenance.json"} <= set(_files(out))
+    assert "predicted 2 scene(s)" in capsys.readouterr().out
+
+
+def test_crs_writes_map_projected_geotiffs(setup):
+    root, scenes, ckpt = setup
+    out = root / "out_3413"
+    scene = sorted(scenes.glob("*_prep.nc"))[0]
+    # fmt: off
+    rc = main([
+        "predict", "-k", str(ckpt), "-s", str(scene), "-o", str(out), "--formats", "geotiff",
+        "--crs", "EPSG:3413", "--tile", "64", "--no-progress",
+    ])
+    # fmt: on
+    assert rc == 0
+    tifs = sorted(out.glob("*.tif"))
+    assert [p.name[20:] for p in tifs] == [f"{c}_epsg3413.tif" for c in sorted(CHARTS)]
+    with rasterio.open(tifs[0]) as tif:
+        assert tif.crs.to_epsg() == 3413 and not tif.transform.is_identity
+
+
+def test_tiled_equals_single_pass(setup, tmp_path):
+    """Margins >= the receptive-field radius: tiles reproduce one whole-scene pass exactly."""
+    _, _, ckpt = setup
+    root = tmp_path
+    scenes = root / "scenes"
+    write_scene_files(scenes, 1, height=190, width=230, seed=8)
+    model = load_inference_model(ckpt)
+    assert model.receptive_field is not None
+    radius = -(-model.receptive_field // 2)
+    runs = {}
+    for label, tile, overlap in (("tiled", 2 * radius + 32, radius), ("single", 256, 0)):
+        settings = PredictSettings(
+            tile=tile, overlap=overlap, formats=("netcdf",), progress=False, confidence="max"
+        )
+        run = predict_scenes(ckpt, scenes, root / f"eq_{label}", settings, model=model)
+        runs[label] = run
+    assert runs["tiled"].scenes[0].tiles > 1 and runs["single"].scenes[0].tiles == 1
+    for result in runs["tiled"].scenes:
+        a = xr.open_dataset(root / "eq_tiled" / f"{result.name}_charts.nc", mask_and_scale=False)
+        b = xr.open_dataset(root / "eq_single" / f"{result.name}_charts.nc", mask_and_scale=False)
+        for chart in CHARTS:
+            np.testing.assert_array_equal(a[chart].values, b[chart].values)
+        # confidence (packed uint8): equal up to one packing step of float rounding
+        diff = np.abs(a["SOD_confidence"].values.astype(int) - b["SOD_confidence"].values)
+        assert diff.max() <= 1
+
+
+def test_downsampled_model_writes_full_80m_shape(tmp_path):
+    scenes = tmp_path / "scenes"
+    write_scene_files(scenes, 1, height=101, width=127, seed=7)
+    ckpt = save_tiny_checkpoint(tmp_path / "ds" / "best.ckpt", downsample=3)
+    out = tmp_path / "out"
+    assert main(["predict", "-k", str(ckpt), "-s", str(scenes), "-o", str(out),
+                 "--formats", "netcdf", "--tile", "64", "--no-progress"]) == 0  # fmt: skip
+    nc = next(out.glob("*_charts.nc"))
+    with xr.open_dataset(nc, mask_and_scale=False) as ds:
+        assert ds["SOD"].shape == (101, 127) and ds.attrs["downsample"] == 3
+        sod = ds["SOD"].values
+        valid = sod != CHART_FILL
+        # each 3 x 3 block of one source pixel holds one class (nearest upsampling)
+        block = sod[:99, :126].reshape(33, 3, 42, 3)
+        ok = valid[:99, :126].reshape(33, 3, 42, 3).all(axis=(1, 3))
+        assert ok.any()
+        assert (block.min(axis=(1, 3)) == block.max(axis=(1, 3)))[ok].all()
+
+
+def test_scene_smaller_than_a_tile_is_one_padded_tile(tmp_path, setup):
+    _, _, ckpt = setup
+    scenes = tmp_path / "small"
+    write_scene_files(scenes, 1, height=40, width=57, seed=3)
+    out = tmp_path / "out"
+    rc = main(["predict", "-k", str(ckpt), "-s", str(scenes), "-o", str(out),
+               "--formats", "netcdf", "--no-progress"])  # fmt: skip
+    assert rc == 0
+    with xr.open_dataset(next(out.glob("*_charts.nc"))) as ds:
+        assert ds["SIC"].shape == (40, 57)
+
+
+def _write(ds: xr.Dataset, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{ds.attrs['scene_id'][:19]}_prep.nc"
+    ds.to_netcdf(path)
+    return path
+
+
+def test_missing_feature_names_file_variable_and_writes_nothing(tmp_path, setup, capsys):
+    _, scenes, ckpt = setup
+    bad = _write(make_scene_dataset(height=60, width=80, seed=5).drop_vars("btemp_18_7v"),
+                 tmp_path / "in")  # fmt: skip
+    out = tmp_path / "out"
+    good = sorted(scenes.glob("*_prep.nc"))[0]
+    rc = main(["predict", "-k", str(ckpt), "-s", str(good), str(bad), "-o", str(out),
+               "--tile", "64", "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "btemp_18_7v" in err and str(bad) in err and "best.ckpt" in err
+    assert _files(out) == []  # the good scene was not written either
+
+
+def test_all_masked_scene_is_a_clear_error(tmp_path, setup, capsys):
+    _, _, ckpt = setup
+    ds = make_scene_dataset(height=60, width=80, seed=6)
+    for v in ("nersc_sar_primary", "nersc_sar_secondary", "sar_incidenceangle"):
+        ds[v].values[:] = 0
+    bad = _write(ds, tmp_path / "in")
+    out = tmp_path / "out"
+    rc = main(["predict", "-k", str(ckpt), "-s", str(bad), "-o", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(bad) in err and "masked" in err
+    assert _files(out) == []
+
+
+def test_unwritable_output_folder_is_named(tmp_path, setup, capsys):
+    _, scenes, ckpt = setup
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    out = blocker / "charts"
+    rc = main(["predict", "-k", str(ckpt), "-s", str(scenes), "-o", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(out) in err and "not writable" in err
+    assert blocker.read_text() == "not a folder"
+    assert [p.name for p in tmp_path.iterdir()] == ["a_file"]
+
+
+def test_bad_options_are_named(setup, tmp_path, capsys):
+    _, scenes, ckpt = setup
+    base = ["predict", "-k", str(ckpt), "-s", str(scenes), "-o", str(tmp_path / "o")]
+    assert main([*base, "--formats", "netcdf,pdf"]) == 2
+    assert "--formats" in capsys.readouterr().err
+    assert main([*base, "--overlap", "wide"]) == 2
+    assert "--overlap" in capsys.readouterr().err
+    assert main([*base, "--batch", "0"]) == 2
+    assert "--batch" in capsys.readouterr().err
+    assert main(["predict", "-k", str(tmp_path / "none.ckpt"), "-s", str(scenes), "-o", "x"]) == 2
+    assert "none.ckpt" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
