@@ -7,56 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import torch
 import xarray as xr
 
-from icecontext import __version__
 from icecontext.cli.main import main
 from icecontext.data.format import CHART_FILL, CHARTS, SAR_VARIABLES
 from icecontext.inference.loading import load_inference_model
 from icecontext.inference.scenes import PredictSettings, predict_scenes
-from icecontext.models.multitask import build_model
+from icecontext.inference.testing import save_tiny_checkpoint
 from icecontext.testing import make_scene_dataset, write_scene_files
-from icecontext.training.checkpoint import CHECKPOINT_KEY
-from icecontext.training.config import RunConfig
-
-FEATURES = ["sar", "incidence", "amsr2:18.7"]
-
-
-def save_tiny_checkpoint(
-    path: Path, *, downsample: int = 1, seed: int = 0, sic_mode: str = "regression"
-) -> Path:
-    """A ``best.ckpt`` holding a tiny random model and its resolved config (as training writes)."""
-    cfg = RunConfig.model_validate(
-        {
-            "seed": seed,
-            "data": {"root": str(path.parent), "features": FEATURES, "downsample": downsample},
-            "model": {
-                "encoder": {"name": "resnet18", "depth": "layer2", "output_stride": 8},
-                "aspp": {"rates": [1, 2], "channels": 8, "pooling": "none", "dropout": 0.0},
-                "sic_mode": sic_mode,
-            },
-            "train": {"validation": {"tile": 128}},
-            "output": {"root": str(path.parent), "name": "run"},
-        }
-    )
-    features = cfg.data.channels
-    model = build_model(cfg.model, len(features), seed=seed)
-    ckpt = {
-        "epoch": 1,
-        "global_step": 10,
-        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-        CHECKPOINT_KEY: {
-            "config": cfg.model_dump(mode="json"),
-            "features": features,
-            "in_channels": len(features),
-            "version": __version__,
-            "scores": {},
-        },
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(ckpt, path)
-    return path
 
 
 @pytest.fixture(scope="module")

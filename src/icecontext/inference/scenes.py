@@ -200,7 +200,8 @@ def open_scene_source(path: Path, model: InferenceModel) -> StreamingNetCDFSourc
 
 
 @contextlib.contextmanager
-def _tile_progress(name: str, enabled: bool) -> Iterator[Callable[[int, int], None]]:
+def tile_progress(name: str, enabled: bool) -> Iterator[Callable[[int, int], None]]:
+    """A tqdm bar over a scene's tiles, as a ``progress(done, total)`` callback."""
     from tqdm.auto import tqdm
 
     bar = None
@@ -285,7 +286,7 @@ def predict_scenes(
     for name, path in files.items():
         source = open_scene_source(path, loaded)
         try:
-            with _tile_progress(name, s.progress) as progress:
+            with tile_progress(name, s.progress) as progress:
                 pred = predict_scene(
                     loaded.model,
                     source,

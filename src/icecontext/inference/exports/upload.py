@@ -136,6 +136,15 @@ class UploadPackageWriter:
         self._closed = False
 
     @property
+    def pending_path(self) -> Path:
+        """The temporary file being written (becomes :attr:`path` on :meth:`close`).
+
+        Check it with :func:`check_upload_package` before closing, so a package that
+        fails the check never replaces the target.
+        """
+        return self._tmp
+
+    @property
     def scenes(self) -> dict[str, tuple[int, int]]:
         """Scenes added so far -> their ``(H, W)``."""
         return dict(self._scenes)
@@ -242,7 +251,7 @@ def write_upload_package(
         for scene_name, charts in predictions:
             writer.add(scene_name, charts)
         if expected is not None:
-            check_upload_package(writer._tmp, expected_scenes=expected, label=str(path))
+            check_upload_package(writer.pending_path, expected_scenes=expected, label=str(path))
     return Path(path)
 
 

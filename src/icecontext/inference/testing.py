@@ -1,0 +1,80 @@
+"""Fixture builder of the inference tests: a tiny checkpoint saved the way training saves it.
+
+Kept beside the inference code (like :mod:`icecontext.testing` for scenes) so the
+``predict``, ``submission`` and ``export`` tests, and users trying the commands
+without training, share one builder. The record layout is the one
+:func:`icecontext.training.checkpoint.load_checkpoint` reads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+TINY_FEATURES: tuple[str, ...] = ("sar", "incidence", "amsr2:18.7")
+
+
+def save_tiny_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    features: Sequence[str] = TINY_FEATURES,
+    downsample: int = 1,
+    seed: int = 0,
+    sic_mode: Literal["regression", "classification"] = "regression",
+) -> Path:
+    """Write a checkpoint of a small random model (ResNet-18 to layer2, ASPP rates 1/2).
+
+    Args:
+        path: The ``.ckpt`` file to write (folders are created).
+        features: Feature selectors of ``data.features``.
+        downsample: ``data.downsample``.
+        seed: Model initialisation seed.
+        sic_mode: ``model.sic_mode``.
+
+    Returns:
+        ``path``.
+    """
+    from icecontext import __version__
+    from icecontext.models.multitask import build_model
+    from icecontext.training.checkpoint import CHECKPOINT_KEY
+    from icecontext.training.config import RunConfig
+
+    path = Path(path)
+    cfg = RunConfig.model_validate(
+        {
+            "seed": seed,
+            "data": {
+                "root": str(path.parent),
+                "features": list(features),
+                "downsample": downsample,
+            },
+            "model": {
+                "encoder": {"name": "resnet18", "depth": "layer2", "output_stride": 8},
+                "aspp": {"rates": [1, 2], "channels": 8, "pooling": "none", "dropout": 0.0},
+                "sic_mode": sic_mode,
+            },
+            "train": {"validation": {"tile": 128}},
+            "output": {"root": str(path.parent), "name": "run"},
+        }
+    )
+    channels = cfg.data.channels
+    model = build_model(cfg.model, len(channels), seed=seed)
+    ckpt = {
+        "epoch": 1,
+        "global_step": 10,
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        CHECKPOINT_KEY: {
+            "config": cfg.model_dump(mode="json"),
+            "features": channels,
+            "in_channels": len(channels),
+            "version": __version__,
+            "scores": {},
+        },
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, path)
+    return path
