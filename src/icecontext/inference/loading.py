@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -126,7 +127,9 @@ def _load_exported(path: Path, device: str | torch.device) -> InferenceModel:
     if missing:
         raise DataError(f"{meta_file}: metadata lacks {missing}; re-run 'icecontext export'")
     try:
-        model = torch.jit.load(str(path), map_location=device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # jit.load is deprecated in 2.14
+            model = torch.jit.load(str(path), map_location=device)
     except Exception as exc:  # torch raises RuntimeError/ValueError for foreign files
         raise DataError(f"{path}: cannot be loaded as TorchScript: {exc}") from exc
     model.eval()
