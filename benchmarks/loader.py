@@ -80,7 +80,12 @@ def _collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 
 
 def measure(dataset: Dataset, workers: int, batch: int, n_batches: int, collate) -> float:
-    """Patches per second over ``n_batches`` batches, after one warm-up batch."""
+    """Patches per second over ``n_batches`` batches, after one warm-up batch.
+
+    With 0 workers the CPU time per patch of this process is kept in ``LAST_CPU_S``:
+    unlike the wall-clock rate it does not depend on other jobs sharing the cores.
+    """
+    global LAST_CPU_S
     loader = DataLoader(
         dataset,
         batch_size=batch,
@@ -91,14 +96,18 @@ def measure(dataset: Dataset, workers: int, batch: int, n_batches: int, collate)
     )
     it = iter(loader)
     next(it)  # worker start-up and first-touch costs are not counted
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     done = 0
     for _ in range(n_batches):
         b = next(it)
         done += b["x"].shape[0]
     dt = time.perf_counter() - t0
+    LAST_CPU_S = (time.process_time() - c0) / done
     del it
     return done / dt
+
+
+LAST_CPU_S = float("nan")
 
 
 def main() -> None:
@@ -120,6 +129,10 @@ def main() -> None:
         help="also time store patches (0 workers) for stores with these chunk sides",
     )
     args = ap.parse_args()
+    # The loader's own work is single-threaded: DataLoader workers run torch on one thread,
+    # and with 0 workers a multi-threaded collate only adds OpenMP spin-waits (measured
+    # 6x more CPU per patch on a loaded machine).
+    torch.set_num_threads(1)
 
     tmp = tempfile.TemporaryDirectory() if args.workdir is None else None
     work = Path(tmp.name) if tmp else args.workdir
@@ -166,7 +179,8 @@ def main() -> None:
                 probe = measure(ds, workers, batch, 2, collate)
                 n = max(3, int(args.seconds * probe / batch))
                 rates[kind] = measure(ds, workers, batch, n, collate)
-            rows.append((p, workers, rates["netcdf"], rates["store"]))
+            cpu = LAST_CPU_S if workers == 0 else float("nan")
+            rows.append((p, workers, rates["netcdf"], rates["store"], cpu))
             print(
                 f"  P={p:4d} workers={workers}: netcdf {rates['netcdf']:8.1f} /s   "
                 f"store {rates['store']:8.1f} /s   ratio {rates['store'] / rates['netcdf']:6.1f}x",
@@ -192,10 +206,16 @@ def main() -> None:
                 cells.append(f"P={p}: {measure(ds, 0, batch, n, collate_patches):7.1f} /s")
             print(f"  chunk {chunk:4d}: {size:6.0f} MiB, {files_n:5d} files;  " + "  ".join(cells))
     print()
-    print("| patch | workers | per-patch NetCDF (patches/s) | store (patches/s) | store / NetCDF |")
-    print("|---:|---:|---:|---:|---:|")
-    for p, w, a, b in rows:
-        print(f"| {p} x {p} x 24 | {w} | {a:.1f} | {b:.1f} | {b / a:.1f}x |")
+    load = os.getloadavg()[0]
+    print(f"load average at the end: {load:.2f} (other jobs on the cores lower the rates)")
+    print(
+        "| patch | workers | per-patch NetCDF (patches/s) | store (patches/s) | store / NetCDF "
+        "| store CPU ms/patch |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
+    for p, w, a, b, cpu in rows:
+        cpu_txt = "" if math.isnan(cpu) else f"{cpu * 1000:.1f}"
+        print(f"| {p} x {p} x 24 | {w} | {a:.1f} | {b:.1f} | {b / a:.1f}x | {cpu_txt} |")
     if tmp:
         tmp.cleanup()
 
