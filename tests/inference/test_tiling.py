@@ -18,14 +18,19 @@ from icecontext.inference.tiling import plan_tiles, round_up
     tile=st.integers(8, 300),
     overlap=st.integers(0, 60),
     align=st.sampled_from([1, 4, 16, 32]),
+    balance=st.booleans(),
 )
-def test_cores_partition_the_padded_scene_and_keep_the_margin(h, w, tile, overlap, align):
+def test_cores_partition_the_padded_scene_and_keep_the_margin(h, w, tile, overlap, align, balance):
     t = round_up(tile, align)
     if (t - 2 * overlap) // align * align <= 0:
         with pytest.raises(ConfigError, match="tile"):
-            plan_tiles((h, w), tile, overlap, align)
+            plan_tiles((h, w), tile, overlap, align, balance=balance)
         return
-    layout = plan_tiles((h, w), tile, overlap, align)
+    layout = plan_tiles((h, w), tile, overlap, align, balance=balance)
+    plain = plan_tiles((h, w), tile, overlap, align)
+    # balancing never needs more tiles nor bigger ones
+    assert len(layout.tiles) == len(plain.tiles)
+    assert layout.tile[0] <= plain.tile[0] and layout.tile[1] <= plain.tile[1]
     ph, pw = layout.padded_shape
     assert ph % align == 0 and pw % align == 0 and ph >= h and pw >= w and ph - h < align
     assert layout.margin >= overlap
@@ -63,6 +68,16 @@ def test_regular_layout_numbers():
     assert rows == [0, 128, 256, 384, 512, 640, 768]
     cols = sorted({t.cols.start for t in layout.tiles})
     assert cols == [0, 128, 256, 352]
+
+
+def test_balanced_tiles_shrink_to_the_work_needed():
+    # a 2528-pixel axis: two 2048 tiles compute 4096 pixels; balanced, two 1408 tiles
+    plain = plan_tiles((2500, 2600), tile=2048, overlap=128, align=32)
+    layout = plan_tiles((2500, 2600), tile=2048, overlap=128, align=32, balance=True)
+    assert plain.tile == (2048, 2048) and len(plain.tiles) == len(layout.tiles) == 4
+    assert layout.tile == (1408, 1440) and layout.margin == 128
+    work = len(layout.tiles) * layout.tile[0] * layout.tile[1]
+    assert work < 1.3 * 2528 * 2624 < len(plain.tiles) * 2048**2
 
 
 def test_overlap_rounded_up_to_alignment():

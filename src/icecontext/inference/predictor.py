@@ -264,6 +264,7 @@ def predict_scene(
     device: str | torch.device = "cpu",
     precision: InferencePrecision = "32",
     align: int = DEFAULT_ALIGN,
+    balance: bool = True,
     return_probabilities: bool = False,
     probability_dtype: ProbabilityDtype = "float32",
     confidence: ConfidenceKind | None = None,
@@ -292,6 +293,8 @@ def predict_scene(
         precision: ``"32"``, ``"bf16"`` (autocast bfloat16, CPU or CUDA) or ``"16"``
             (autocast float16, CUDA only).
         align: Tile alignment in pixels (the network's total stride).
+        balance: Shrink tiles to the smallest aligned size that needs as many tiles
+            (:func:`~icecontext.inference.tiling.plan_tiles`): less redundant work.
         return_probabilities: Also return the softmax probabilities of the
             classification heads at the source's resolution.
         probability_dtype: ``"float32"`` or ``"uint8"`` (packed ``round(p * 250)``).
@@ -316,7 +319,7 @@ def predict_scene(
         raise ConfigError("confidence", f"must be 'max' or 'entropy', got {confidence!r}")
     t0 = time.perf_counter()
     dev = torch.device(device)
-    layout: TileLayout = plan_tiles(source.shape, tile, overlap, align)
+    layout: TileLayout = plan_tiles(source.shape, tile, overlap, align, balance=balance)
     h, w = source.shape
     features = list(features)
     n_ch = len(features)

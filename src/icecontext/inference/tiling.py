@@ -20,6 +20,14 @@ The layout along one axis (padded length ``L``): origins ``0, s, 2s, ...`` with 
 ``s = tile - 2 * margin``; the last tile is placed flush with the padded end
 (origin ``L - tile``), so every tile has the same shape and tiles batch together.
 Core boundaries lie at ``origin + tile - margin`` of each tile but the last.
+
+Balancing (``balance=True``, what the predictor uses): a scene slightly larger than
+a tile would need a second, mostly redundant tile per axis (a 2528-pixel axis with
+2048-pixel tiles computes 4096 pixels). The tile is then shrunk, per axis, to the
+smallest aligned size that covers the axis with the same number of tiles and the same
+margin (1408 pixels there: 2816 computed), so the work stays close to
+``length x (1 + 2 margin / step)``. Tiles may then be rectangular; all tiles of a
+scene still share one shape and batch together.
 """
 
 from __future__ import annotations
@@ -123,8 +131,26 @@ def _axis_spans(length: int, tile: int, step: int) -> list[Span]:
     return spans
 
 
+def _axis_tile(length: int, tile: int, overlap: int, align: int, balance: bool) -> tuple[int, int]:
+    """``(tile, step)`` along one axis; balanced: the smallest tile needing as many tiles."""
+    step = (tile - 2 * overlap) // align * align
+    if length <= tile or not balance:
+        return tile, step
+    n = 1 + -(-(length - tile) // step)
+    for t in range(round_up(2 * overlap + 1, align), tile, align):
+        s = (t - 2 * overlap) // align * align
+        if s > 0 and (n - 1) * s + t >= length:
+            return t, s
+    return tile, step
+
+
 def plan_tiles(
-    shape: tuple[int, int], tile: int, overlap: int, align: int = DEFAULT_ALIGN
+    shape: tuple[int, int],
+    tile: int,
+    overlap: int,
+    align: int = DEFAULT_ALIGN,
+    *,
+    balance: bool = False,
 ) -> TileLayout:
     """Lay out tiles over a scene.
 
@@ -135,6 +161,8 @@ def plan_tiles(
             so the step between tiles is a multiple of ``align``). Predictions are
             exact when it is at least the model's receptive-field radius.
         align: Alignment of origins and sizes (the network's total stride).
+        balance: Shrink the tile per axis to the smallest aligned size that needs the
+            same number of tiles (see the module docstring).
 
     Returns:
         The layout. A scene not larger than the tile is one tile of the padded scene.
@@ -161,11 +189,13 @@ def plan_tiles(
             f"(need tile > 2 * overlap, in multiples of {align}); increase the tile or "
             "reduce the overlap",
         )
-    margin = (tile - step) // 2
     ph, pw = round_up(h, align), round_up(w, align)
-    row_spans = _axis_spans(ph, tile, step)
-    col_spans = _axis_spans(pw, tile, step)
+    tile_h, step_h = _axis_tile(ph, tile, overlap, align, balance)
+    tile_w, step_w = _axis_tile(pw, tile, overlap, align, balance)
+    row_spans = _axis_spans(ph, tile_h, step_h)
+    col_spans = _axis_spans(pw, tile_w, step_w)
     tiles = tuple(Tile(r, c) for r in row_spans for c in col_spans)
-    th = min(tile, ph)
-    tw = min(tile, pw)
+    margin = min((tile_h - step_h) // 2, (tile_w - step_w) // 2)
+    th = min(tile_h, ph)
+    tw = min(tile_w, pw)
     return TileLayout((h, w), (ph, pw), (th, tw), margin, align, tiles)
