@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -48,6 +50,13 @@ def test_quickstart_writes_a_report_with_the_network_and_both_baselines(tmp_path
     assert (out / "run" / "checkpoints" / "best.ckpt").is_file()
     assert (out / "eval" / "metrics.json").is_file()
     assert (out / "run" / "provenance.json").is_file()
+    # the table's network row is the evaluation's score
+    scores = json.loads((out / "eval" / "metrics.json").read_text())["unrounded"]
+    row = re.search(r"\| \*\*network[^|]*\*\* \|([^\n]*)\|\n", text)
+    assert row, text
+    cells = [float(v) for v in row.group(1).split("|")]
+    expected = [scores[c] for c in ("SIC", "SOD", "FLOE", "combined")]
+    np.testing.assert_allclose(cells, expected, atol=0.051)
     # a second run reuses the synthetic scenes (same files, untouched)
     scene = next((out / "data" / "test").glob("*_prep.nc"))
     mtime = scene.stat().st_mtime_ns
@@ -121,3 +130,30 @@ def test_amsr2_pixel_baseline_learns_what_amsr2_determines():
     maj = score_charts(ref, majority.predict(test))
     assert pix["SOD"] > 95.0 and maj["SOD"] < 40.0
     np.testing.assert_array_equal(pixel.predict(test)["SIC"], 10)  # one class seen: constant
+
+
+def test_map_collector_keeps_the_scene_with_the_most_ice():
+    from icecontext.training.report import MapCollector
+
+    def charts(ice_pixels: int, sod_classes: int) -> dict[str, np.ndarray]:
+        sic = np.zeros((10, 10), np.uint8)
+        sic.flat[:ice_pixels] = 10
+        sod = np.zeros((10, 10), np.uint8)
+        sod.flat[:sod_classes] = np.arange(sod_classes)
+        return {"SIC": sic, "SOD": sod, "FLOE": sod}
+
+    maps = MapCollector()
+    for name, ice, n_sod in (("water", 0, 1), ("icy", 40, 3), ("less", 50, 1)):
+        scene = SimpleNamespace(source=SimpleNamespace(name=name, path=None))
+        ref = charts(ice, n_sod)
+        maps(scene, SimpleNamespace(classes=ref), ref)
+    assert maps.name == "icy"  # 40 ice pixels x 3 stages beats 50 x 1
+    baseline = {c: np.ones((5, 5), np.uint8) for c in ("SIC", "SOD", "FLOE")}
+    source = SimpleNamespace(name="icy", downsample=2, full_shape=(10, 10))
+    assert maps.capture_baseline(source, baseline) is baseline
+    assert maps.baseline["SOD"].shape == (10, 10)
+    first = MapCollector(choose="first")
+    for name in ("a", "b"):
+        ref = charts(30 if name == "b" else 0, 2)
+        first(SimpleNamespace(source=SimpleNamespace(name=name)), SimpleNamespace(classes=ref), ref)
+    assert first.name == "a"

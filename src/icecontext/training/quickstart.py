@@ -357,7 +357,7 @@ def run_quickstart(
     test_scenes = open_eval_scenes(
         folders["test"], loaded.features, cfg.data.downsample, cfg.data.upsampling
     )
-    maps = MapCollector(first_only=True)
+    maps = MapCollector(choose="variety")
     scorer, scored, _ = score_scenes(
         loaded.model,
         loaded.features,

@@ -12,13 +12,13 @@ import platform
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from icecontext import __version__
 from icecontext.atomic import write_text_atomic
-from icecontext.data.format import CHART_LONG_NAMES, CHARTS, PIXEL_SPACING_M
+from icecontext.data.format import CHART_FILL, CHART_LONG_NAMES, CHARTS, PIXEL_SPACING_M
 from icecontext.inference.predictor import upsample_nearest
 
 MODEL_LABELS = {
@@ -28,35 +28,56 @@ MODEL_LABELS = {
 }
 
 
+def chart_variety(reference: dict[str, np.ndarray]) -> float:
+    """How much a scene shows: labelled ice pixels times the SOD classes present.
+
+    Used to pick the test scene of the map figure: a scene of open water only (common in
+    the data) shows nothing of what the network learned.
+    """
+    sic = np.asarray(reference["SIC"])
+    sod = np.asarray(reference["SOD"])
+    ice = int(np.count_nonzero((sic > 0) & (sic != CHART_FILL)))
+    classes = np.unique(sod[sod != CHART_FILL]).size
+    return float(ice * max(classes, 1))
+
+
 @dataclass
 class MapCollector:
     """Collects one scene's charts for the map figure during evaluation.
 
     Use as ``on_prediction`` of :func:`~icecontext.training.evaluate.score_scenes`,
-    then pass baseline predictions through :meth:`capture_baseline`.
+    then pass baseline predictions through :meth:`capture_baseline`. Only one scene is
+    held at a time (memory: one scene's charts).
 
     Attributes:
-        first_only: Keep only the first scene seen.
+        choose: ``first``: the first scene seen; ``variety``: the scene with the highest
+            :func:`chart_variety` (most ice, most stages of development).
         name: Scene kept.
         path: Its file (for the input images).
         reference: Reference charts at 80 m.
         network: Network class maps at 80 m.
         baseline: Baseline class maps at 80 m.
+        variety: :func:`chart_variety` of the kept scene.
     """
 
-    first_only: bool = True
+    choose: Literal["first", "variety"] = "variety"
     name: str | None = None
     path: Path | None = None
     reference: dict[str, np.ndarray] = field(default_factory=dict)
     network: dict[str, np.ndarray] = field(default_factory=dict)
     baseline: dict[str, np.ndarray] = field(default_factory=dict)
+    variety: float = -1.0
 
     def __call__(self, scene: Any, prediction: Any, reference: dict[str, np.ndarray]) -> None:
-        """Keep the scene (the first one, by default)."""
-        if self.first_only and self.name is not None:
+        """Keep the scene if it is the first one or shows more than the one kept."""
+        if self.name is not None and self.choose == "first":
+            return
+        variety = chart_variety(reference)
+        if self.name is not None and variety <= self.variety:
             return
         self.name = scene.source.name
         self.path = getattr(scene.source, "path", None)
+        self.variety = variety
         self.reference = {k: np.asarray(v) for k, v in reference.items()}
         self.network = {k: np.asarray(v) for k, v in prediction.classes.items()}
 
@@ -260,8 +281,9 @@ def write_report(
         add(f"## Maps: {maps.name}")
         add("")
         add(
-            "Inputs (left) and, per chart, the reference, the network's prediction and the "
-            "per-pixel AMSR2 baseline's."
+            "The test scene with the most ice and stages of development: inputs (left) "
+            "and, per chart, the reference, the network's prediction and the per-pixel "
+            "AMSR2 baseline's."
         )
         add("")
         add("![maps](maps.png)")
