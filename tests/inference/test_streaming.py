@@ -21,11 +21,12 @@ def scene_file(tmp_path_factory):
     return next(folder.glob("*_prep.nc"))
 
 
-@pytest.mark.parametrize("k", [1, 3])
-def test_windows_equal_the_loaded_source(scene_file, k):
+@pytest.mark.parametrize(("k", "strip_rows"), [(1, 1024), (3, 1024), (1, 16), (3, 7)])
+def test_windows_equal_the_loaded_source(scene_file, k, strip_rows):
+    """Any window order, strips smaller or larger than the windows: identical values."""
     feats = resolve_features(FEATURES)
     loaded = NetCDFSource(scene_file, feats, k)
-    stream = StreamingNetCDFSource(scene_file, feats, k)
+    stream = StreamingNetCDFSource(scene_file, feats, k, strip_rows=strip_rows)
     assert stream.shape == loaded.shape and stream.full_shape == loaded.full_shape
     h, w = loaded.shape
     windows = [(0, 0, 20, 30), (5, 7, 40, 33), (-3, -4, 50, 60), (h - 9, w - 5, 32, 32)]

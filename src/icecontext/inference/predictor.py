@@ -336,15 +336,29 @@ def predict_scene(
     # One background thread reads the next batch of tiles while the model runs.
     with ThreadPoolExecutor(max_workers=1) as pool:
 
-        def load(tiles: list[Tile]) -> np.ndarray:
-            return np.stack([_read_padded(source, t.window, features, n_ch) for t in tiles])
+        def load(tiles: list[Tile]) -> tuple[np.ndarray, list[np.ndarray | None]]:
+            # All source reads happen here, in tile order (the valid mask of each core
+            # too), so a source that caches row strips sees one sequential reader.
+            x = np.stack([_read_padded(source, t.window, features, n_ch) for t in tiles])
+            invalid: list[np.ndarray | None] = []
+            for t in tiles:
+                r0, c0, ch, cw = t.core
+                r1, c1 = min(r0 + ch, h), min(c0 + cw, w)
+                if r1 <= r0 or c1 <= c0:
+                    invalid.append(None)  # core entirely in the alignment padding
+                else:
+                    core = (r0, c0, r1 - r0, c1 - c0)
+                    invalid.append(~np.asarray(source.valid_mask(core), dtype=bool))
+            return x, invalid
 
         batches = list(_batches(layout.tiles, batch))
-        pending: Future[np.ndarray] | None = pool.submit(load, batches[0]) if batches else None
+        pending: Future[tuple[np.ndarray, list[np.ndarray | None]]] | None = (
+            pool.submit(load, batches[0]) if batches else None
+        )
         try:
             for i, tiles in enumerate(batches):
                 assert pending is not None
-                x_np = pending.result()
+                x_np, invalid_cores = pending.result()
                 pending = pool.submit(load, batches[i + 1]) if i + 1 < len(batches) else None
                 x = torch.from_numpy(x_np).to(dev, non_blocking=True)
                 with _autocast(dev, precision):
@@ -370,13 +384,13 @@ def predict_scene(
                             p_np[k] = p_t.cpu().numpy()
                 del outputs
                 for b, t in enumerate(tiles):
+                    invalid = invalid_cores[b]
+                    if invalid is None:
+                        continue
                     r0, c0, ch, cw = t.core
                     r1, c1 = min(r0 + ch, h), min(c0 + cw, w)
-                    if r1 <= r0 or c1 <= c0:
-                        continue  # core entirely in the alignment padding
                     lr, lc = r0 - t.rows.start, c0 - t.cols.start
                     sl = (slice(lr, lr + r1 - r0), slice(lc, lc + c1 - c0))
-                    invalid = ~np.asarray(source.valid_mask((r0, c0, r1 - r0, c1 - c0)), bool)
                     n_valid += int(invalid.size - np.count_nonzero(invalid))
                     for task in CHARTS:
                         core = cls[task][b][sl]

@@ -1,4 +1,4 @@
-"""A scene source that reads windows straight from a NetCDF file, for bounded memory.
+"""A scene source that reads windows from a NetCDF file in row strips, for bounded memory.
 
 :class:`~icecontext.data.sources.NetCDFSource` loads (and downsamples) a whole scene on
 first use: about 0.1 GB per SAR-grid channel of a 5000 x 5200 scene, which grows with
@@ -50,22 +50,45 @@ def _full_slices(rows: slice, cols: slice, k: int, full: tuple[int, int]) -> tup
 
 
 class _WindowReader:
-    """Reads 80 m windows of a lazily opened dataset (one lock: netCDF4 is not thread-safe)."""
+    """Reads 80 m windows of a lazily opened dataset through a cache of row strips.
 
-    def __init__(self, ds: xr.Dataset, k: int, full_shape: tuple[int, int]):
+    NetCDF variables are compressed in chunks that may span the whole image (files
+    written with default chunking), so every window read would decompress them again.
+    Reads are therefore served from full-width strips of at least ``strip_rows`` rows
+    (the last two per variable are kept): tiles visited row by row decompress each
+    chunk once per strip. Memory: two strips per variable, bounded by the tile height
+    and the scene width, not the scene height. One lock: netCDF4 is not thread-safe.
+    """
+
+    def __init__(self, ds: xr.Dataset, k: int, full_shape: tuple[int, int], strip_rows: int = 1024):
         self.ds = ds
         self.k = k
         self.full = full_shape
+        self.strip_rows = strip_rows
         self.lock = threading.Lock()
+        self._strips: dict[str, list[tuple[int, int, np.ndarray]]] = {}
 
     def read(self, variable: str, rows: slice, cols: slice) -> np.ndarray:
         r, c = _full_slices(rows, cols, self.k, self.full)
         with self.lock:
-            return np.asarray(self.ds[variable][r, c].values)
+            strips = self._strips.setdefault(variable, [])
+            for r0, r1, data in strips:
+                if r0 <= r.start and r.stop <= r1:
+                    return data[r.start - r0 : r.stop - r0, c]
+            stop = min(self.full[0], max(r.stop, r.start + self.strip_rows))
+            data = np.asarray(self.ds[variable][r.start : stop, :].values)
+            strips.append((r.start, stop, data))
+            del strips[:-2]
+            return data[: r.stop - r.start, c]
 
     def valid80(self, rows: slice, cols: slice) -> np.ndarray:
         hh = self.read(SAR_VARIABLES[0], rows, cols)
         return (hh != 0) & np.isfinite(hh)
+
+    def clear(self) -> None:
+        """Drop the cached strips."""
+        with self.lock:
+            self._strips.clear()
 
 
 def _as_slices(selection: tuple[Any, ...], n_lead: int) -> tuple[Any, ...]:
@@ -147,6 +170,7 @@ class StreamingNetCDFSource(SceneSource):
         downsample: ``K``.
         upsampling: 2 km upsampling mode.
         needed_by: Named in the missing-variable message (e.g. the checkpoint).
+        strip_rows: Minimum rows (80 m) of the cached full-width strips.
 
     Raises:
         SceneFormatError: If the file cannot be opened or lacks a needed variable.
@@ -159,6 +183,7 @@ class StreamingNetCDFSource(SceneSource):
         downsample: int = 1,
         upsampling: Upsampling = "nearest",
         needed_by: str = "",
+        strip_rows: int = 1024,
     ) -> None:
         from icecontext.data.scene import open_scene
 
@@ -194,7 +219,8 @@ class StreamingNetCDFSource(SceneSource):
             upsampling=upsampling,
             where=str(self.path),
         )
-        reader = _WindowReader(ds, self.downsample, self.full_shape)
+        reader = _WindowReader(ds, self.downsample, self.full_shape, strip_rows)
+        self._reader = reader
         self._data = SceneLayers(
             name=self.name,
             full_shape=self.full_shape,
@@ -227,6 +253,7 @@ class StreamingNetCDFSource(SceneSource):
 
     def close(self) -> None:
         """Close the file."""
+        self._reader.clear()
         if self._ds is not None:
             self._ds.close()
             self._ds = None
