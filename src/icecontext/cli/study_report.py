@@ -1,0 +1,42 @@
+"""``icecontext study-report RUNS_DIR --out DIR``: tables and plots of a sweep.
+
+Mean ± sd over seeds per configuration (combined score and each task), score against
+the theoretical receptive field in km per task and feature set, the best configuration
+per score, paired comparisons across seeds (paired t-test and Wilcoxon signed-rank),
+breakdowns per ice service and per month: ``report.md``, CSV tables and
+``score_vs_rf.png`` in ``--out``. See docs/study.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the command's arguments."""
+    parser.add_argument("runs_dir", type=Path, help="the sweep's runs folder")
+    parser.add_argument("--out", "-o", type=Path, required=True, help="report folder")
+    parser.add_argument("--title", help="report title (default: the runs folder's name)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the report and print where it went."""
+    from icecontext.experiments.report import write_report
+
+    command = "icecontext study-report " + " ".join(
+        shlex.quote(str(a))
+        for a in [
+            args.runs_dir,
+            "--out",
+            args.out,
+            *(["--title", args.title] if args.title else []),
+        ]
+    )
+    rep = write_report(args.runs_dir, args.out, command=command, title=args.title)
+    print(f"{len(rep.runs)} runs, {len(rep.summary)} configurations")
+    for _, b in rep.best.iterrows():
+        print(f"best {b['score']:<8} {b['config_id']} ({b['mean']:.2f})")
+    print(f"report: {rep.files['report.md']}")
+    return 0

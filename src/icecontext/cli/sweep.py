@@ -1,0 +1,75 @@
+"""``icecontext sweep --config configs/study/NAME.yaml``: run the spatial-context study grid.
+
+Every point of the grid (atrous rates x per-task rates x feature set x seed) is an
+ordinary training run directory under ``--runs-dir`` (default ``runs/study-<name>``).
+Running the command again skips finished runs and resumes interrupted ones from their
+``last.ckpt``. ``--jobs N`` trains N runs at once (one GPU each when GPUs are visible,
+otherwise the CPU cores split between them); ``--shard i/n`` takes every n-th run, for
+machines sharing the folder. A lock per run makes sure no run is trained twice, also by
+two processes given the same shard. Exit status 1 if any run failed (the others go on).
+See docs/study.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the command's arguments."""
+    parser.add_argument(
+        "--config", "-c", type=Path, required=True, help="study config (configs/study/*.yaml)"
+    )
+    parser.add_argument("--jobs", "-j", type=int, default=1, help="runs trained at once")
+    parser.add_argument("--shard", default="1/1", help="i/n: train every n-th run from the i-th")
+    parser.add_argument(
+        "--runs-dir", type=Path, help="folder of the run directories (default: study.runs_dir)"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="list the runs and their state; train nothing"
+    )
+    parser.add_argument(
+        "--stale-after",
+        type=float,
+        default=None,
+        help="seconds without heartbeat after which another host's lock is abandoned (900)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run (or list) the shard's runs; 1 if any failed."""
+    from icecontext.experiments.grid import load_study, parse_shard
+    from icecontext.experiments.locking import DEFAULT_STALE_AFTER
+    from icecontext.experiments.sweep import SweepRunner
+
+    logging.getLogger("lightning.pytorch").propagate = False
+    study = load_study(args.config)
+    index, count = parse_shard(args.shard)
+    runs_dir = args.runs_dir or study.runs_dir
+    runner = SweepRunner(
+        study,
+        runs_dir,
+        jobs=args.jobs,
+        shard_index=index,
+        shard_count=count,
+        stale_after=args.stale_after or DEFAULT_STALE_AFTER,
+        log=lambda text: print(text, flush=True),
+    )
+    if args.dry_run:
+        plan = runner.plan()
+        print(f"study '{study.section.name}': {len(plan)} runs in shard {index}/{count}")
+        print(f"runs folder: {runs_dir}")
+        for spec, state in plan:
+            task = f" task_rates={spec.task_rates}" if spec.task_rates else ""
+            print(
+                f"  {state:<8} {spec.run_id:<40} rates={list(spec.rates)} "
+                f"features={list(spec.features)} seed={spec.seed}{task}"
+            )
+        return 0
+    summary = runner.run()
+    if summary.failed:
+        print(f"failed runs: {', '.join(summary.failed)} (logs in {runs_dir}/.sweep/logs)")
+        return 1
+    return 0

@@ -1,0 +1,146 @@
+"""Read a sweep's run directories into tidy tables.
+
+A run counts when its directory holds ``study.json`` (the grid point, written by the
+sweep) and ``metrics.json`` (written by training). Scores are those of the run's final
+validation (``last_scores``; the per-scene breakdown belongs to the same validation).
+The theoretical receptive field of each task comes from the run's ``config.yaml``
+(``icecontext.models.receptive_field``), in pixels of the model input and in km.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from icecontext.errors import DataError
+
+TASKS: tuple[str, ...] = ("SIC", "SOD", "FLOE")
+SCORES: tuple[str, ...] = (*TASKS, "combined")
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+
+
+@lru_cache(maxsize=256)
+def _rf_cached(model_json: str, in_channels: int) -> dict[str, float]:
+    from icecontext.models.config import ModelConfig
+    from icecontext.models.multitask import build_model
+    from icecontext.models.receptive_field import theoretical_receptive_fields
+
+    cfg = ModelConfig.model_validate(json.loads(model_json))
+    model = build_model(cfg, in_channels, seed=0)
+    return {
+        t: float(rf.total_px) if rf.total_px is not None else math.inf
+        for t, rf in theoretical_receptive_fields(model).items()
+    }
+
+
+def receptive_fields_px(config: dict[str, Any]) -> dict[str, float]:
+    """Theoretical receptive field per task (model-input pixels) of a run config mapping."""
+    from icecontext.models.config import ModelConfig, resolve_in_channels
+
+    model = dict(config.get("model") or {})
+    model.get("encoder", {}).pop("pretrained", None)  # no weights needed for geometry
+    cfg = ModelConfig.model_validate(model)
+    channels = resolve_in_channels(cfg, (config.get("data") or {}).get("features"))
+    return _rf_cached(cfg.model_dump_json(), channels)
+
+
+def read_run(run_dir: Path) -> dict[str, Any] | None:
+    """One run's record (grid point, scores, receptive fields), ``None`` if unfinished."""
+    spec_path, metrics_path = run_dir / "study.json", run_dir / "metrics.json"
+    if not spec_path.is_file() or not metrics_path.is_file():
+        return None
+    spec = _load_json(spec_path)
+    metrics = _load_json(metrics_path)
+    scores = metrics.get("last_scores") or {}
+    if not all(k in scores for k in SCORES):
+        return None
+    row: dict[str, Any] = {
+        "run_id": spec["run_id"],
+        "config_id": spec["config_id"],
+        "rates": "-".join(str(r) for r in spec["rates"]),
+        "max_rate": max(spec["rates"]),
+        "features": spec["features_label"],
+        "task_rates": spec.get("task_rates_label", ""),
+        "seed": int(spec["seed"]),
+        "steps": metrics.get("steps"),
+        **{k: float(scores[k]) for k in SCORES},
+    }
+    cfg_path = run_dir / "config.yaml"
+    downsample = 1
+    if cfg_path.is_file():
+        config = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+        downsample = int((config.get("data") or {}).get("downsample", 1))
+        from icecontext.models.receptive_field import pixels_to_km
+
+        for task, px in receptive_fields_px(config).items():
+            row[f"rf_px_{task}"] = px
+            row[f"rf_km_{task}"] = pixels_to_km(px, downsample)
+    row["downsample"] = downsample
+    return row
+
+
+def read_breakdown(run_dir: Path) -> list[dict[str, Any]]:
+    """Per-scene scores of a run's final validation, with service and month of each scene."""
+    from icecontext.data.format import scene_service, scene_time
+
+    metrics = _load_json(run_dir / "metrics.json")
+    rows = []
+    for rec in metrics.get("per_scene") or []:
+        scene = str(rec.get("scene"))
+        try:
+            service, month = scene_service(scene), scene_time(scene).month
+        except ValueError:
+            service, month = None, None
+        row = {"scene": scene, "service": service, "month": month}
+        for k in SCORES:
+            row[k] = rec.get(k)
+        for t in TASKS:
+            row[f"n_{t}"] = rec.get(f"n_{t}")
+        rows.append(row)
+    return rows
+
+
+def collect_runs(runs_dir: str | Path) -> pd.DataFrame:
+    """One row per finished run of the sweep in ``runs_dir``.
+
+    Columns: ``run_id``, ``config_id``, ``rates``, ``max_rate``, ``features``,
+    ``task_rates``, ``seed``, ``steps``, the four scores, ``rf_px_<task>``,
+    ``rf_km_<task>``, ``downsample``.
+
+    Raises:
+        DataError: If the folder holds no finished run.
+    """
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise DataError(f"{runs_dir}: no such folder of sweep runs")
+    rows = [r for d in sorted(runs_dir.iterdir()) if d.is_dir() and (r := read_run(d))]
+    if not rows:
+        raise DataError(
+            f"{runs_dir}: no finished run (a run needs study.json and metrics.json); "
+            "run 'icecontext sweep' first"
+        )
+    return pd.DataFrame(rows)
+
+
+def collect_breakdowns(runs_dir: str | Path, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per-scene rows of every run in ``runs`` (columns of ``runs`` identifying the run)."""
+    runs_dir = Path(runs_dir)
+    frames = []
+    for _, run in runs.iterrows():
+        rows = read_breakdown(runs_dir / run["run_id"])
+        for r in rows:
+            r.update(run_id=run["run_id"], config_id=run["config_id"], seed=run["seed"])
+        frames.extend(rows)
+    return pd.DataFrame(frames)

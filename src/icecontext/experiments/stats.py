@@ -1,0 +1,155 @@
+"""Statistics of a sweep: mean ± sd over seeds and paired comparisons across seeds.
+
+Two configurations are compared on the seeds both were trained with: seed ``s`` of one
+is paired with seed ``s`` of the other (same data order, same initial weights apart
+from the layers the configurations change). Two tests are reported, from
+:mod:`scipy.stats`:
+
+* the paired t-test (``ttest_rel``): assumes the per-seed differences are roughly
+  normal;
+* the Wilcoxon signed-rank test (``wilcoxon``): no normality assumption, but with n
+  pairs its smallest possible two-sided p-value is ``2 / 2**n`` (0.5 for 2 seeds,
+  0.25 for 3, 0.0625 for 5): with fewer than 6 seeds it can never reach p < 0.05.
+
+With 2-3 seeds neither test has much power; the report says so and shows the
+differences themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from icecontext.experiments.collect import SCORES
+
+GROUP_KEYS: tuple[str, ...] = ("config_id", "rates", "max_rate", "features", "task_rates")
+
+
+def summarise(runs: pd.DataFrame, scores: tuple[str, ...] = SCORES) -> pd.DataFrame:
+    """Mean, sd (ddof=1) and seed count per configuration, plus its receptive fields.
+
+    Returns:
+        One row per ``config_id`` with ``<score>_mean``, ``<score>_sd`` (NaN with one
+        seed), ``n_seeds`` and the ``rf_km_<task>`` columns when present.
+    """
+    keys = [k for k in GROUP_KEYS if k in runs.columns]
+    grouped = runs.groupby(keys, sort=False, dropna=False)
+    out = grouped.size().rename("n_seeds").to_frame()
+    for s in scores:
+        out[f"{s}_mean"] = grouped[s].mean()
+        out[f"{s}_sd"] = grouped[s].std(ddof=1)
+    for col in [c for c in runs.columns if c.startswith("rf_km_") or c.startswith("rf_px_")]:
+        out[col] = grouped[col].first()
+    return out.reset_index()
+
+
+def best_per_task(summary: pd.DataFrame, scores: tuple[str, ...] = SCORES) -> pd.DataFrame:
+    """The configuration with the highest mean of each score (ties: first in grid order)."""
+    rows = []
+    for s in scores:
+        i = summary[f"{s}_mean"].idxmax()
+        r = summary.loc[i]
+        rows.append(
+            {
+                "score": s,
+                "config_id": r["config_id"],
+                "rates": r["rates"],
+                "features": r["features"],
+                "mean": r[f"{s}_mean"],
+                "sd": r[f"{s}_sd"],
+                "n_seeds": int(r["n_seeds"]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def paired_test(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    """Paired t-test and Wilcoxon signed-rank test of ``a - b`` (same seeds, same order).
+
+    Returns:
+        ``n``, ``mean_diff``, ``sd_diff``, ``t``, ``p_t`` (paired t-test), ``w``,
+        ``p_wilcoxon`` (two-sided, exact for small n) and ``p_wilcoxon_min`` (the
+        smallest p-value the signed-rank test can give with n pairs). Entries the data
+        cannot support (fewer than 2 pairs, all differences zero) are NaN.
+    """
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    d = a - b
+    n = int(d.size)
+    out: dict[str, Any] = {
+        "n": n,
+        "mean_diff": float(d.mean()) if n else math.nan,
+        "sd_diff": float(d.std(ddof=1)) if n > 1 else math.nan,
+        "t": math.nan,
+        "p_t": math.nan,
+        "w": math.nan,
+        "p_wilcoxon": math.nan,
+        "p_wilcoxon_min": 2.0 / 2**n if n else math.nan,
+    }
+    if n < 2:
+        return out
+    if np.any(d != d[0]):  # the t statistic needs differences that vary
+        t = sps.ttest_rel(a, b)
+        out["t"], out["p_t"] = float(t.statistic), float(t.pvalue)
+    if np.any(d != 0):
+        w = sps.wilcoxon(a, b)
+        out["w"], out["p_wilcoxon"] = float(w.statistic), float(w.pvalue)
+    return out
+
+
+def paired_comparisons(
+    runs: pd.DataFrame, score: str = "combined", reference: str | None = None
+) -> pd.DataFrame:
+    """Each configuration against a reference configuration, paired by seed.
+
+    Args:
+        runs: The runs table (:func:`~icecontext.experiments.collect.collect_runs`).
+        score: The score compared.
+        reference: ``config_id`` of the reference (default: the best mean ``score``).
+
+    Returns:
+        One row per other configuration: ``config_id``, ``reference``, ``score`` and the
+        :func:`paired_test` fields (``mean_diff`` = configuration minus reference).
+    """
+    table = runs.pivot_table(index="seed", columns="config_id", values=score, aggfunc="first")
+    if reference is None:
+        reference = str(table.mean().idxmax())
+    rows = []
+    order = list(dict.fromkeys(runs["config_id"]))
+    for cid in order:
+        if cid == reference:
+            continue
+        pair = table[[cid, reference]].dropna()
+        res = paired_test(pair[cid].to_numpy(), pair[reference].to_numpy())
+        rows.append({"config_id": cid, "reference": reference, "score": score, **res})
+    return pd.DataFrame(rows)
+
+
+def weighted_breakdown(per_scene: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Scores per ``by`` (``service`` or ``month``) and configuration: mean ± sd over seeds.
+
+    Within a run, the score of a group is the mean of its scenes' scores weighted by
+    their scored pixels (``n_<task>``; the combined score by ``n_SIC``) — an
+    approximation of the pooled score, which needs the confusion matrices.
+    """
+    if per_scene.empty or by not in per_scene.columns:
+        return pd.DataFrame()
+    rows = []
+    for (cid, seed, group), g in per_scene.groupby(["config_id", "seed", by], dropna=False):
+        row: dict[str, Any] = {"config_id": cid, "seed": seed, by: group, "n_scenes": len(g)}
+        for s in SCORES:
+            w = g[f"n_{s}" if s != "combined" else "n_SIC"].astype(float).fillna(0).to_numpy()
+            v = g[s].astype(float).to_numpy()
+            ok = ~np.isnan(v)
+            row[s] = float(np.average(v[ok], weights=w[ok])) if w[ok].sum() > 0 else math.nan
+        rows.append(row)
+    per_run = pd.DataFrame(rows)
+    grouped = per_run.groupby(["config_id", by], sort=False, dropna=False)
+    out = grouped["n_scenes"].first().to_frame()
+    for s in SCORES:
+        out[f"{s}_mean"] = grouped[s].mean()
+        out[f"{s}_sd"] = grouped[s].std(ddof=1)
+    return out.reset_index()
