@@ -11,7 +11,7 @@ import pytest
 
 from icecontext.cli.main import main
 from icecontext.errors import ConfigError
-from icecontext.training.quickstart import load_quickstart_config, plan_epochs
+from icecontext.training.quickstart import load_quickstart_config, plan_epochs, thread_candidates
 
 TINY = [
     "quickstart.synth.train_scenes=2",
@@ -68,6 +68,12 @@ def test_plan_epochs_fits_the_budget():
     timing = {"steps_per_epoch": 10, "step_s": 1.5, "val_scenes": 2, "val_scene_s": 15.0}
     assert plan_epochs(5.0, timing) == 6  # 300 s // (10 x 1.5 + 2 x 15) s
     assert plan_epochs(0.1, timing) == 1  # never fewer than one epoch
+
+
+def test_calibration_tries_one_thread_unless_threads_are_set():
+    assert thread_candidates(None, available=2) == [2, 1]
+    assert thread_candidates(None, available=1) == [1]
+    assert thread_candidates(3, available=2) == [3]  # trainer.threads wins
 
 
 def test_overrides_reach_their_section_and_bad_keys_are_named(tmp_path, capsys):

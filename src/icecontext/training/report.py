@@ -310,9 +310,16 @@ def write_report(
         f"{cfg.model.encoder.output_stride}), one ASPP decoder per chart with rates "
         f"{rates}, SIC {cfg.model.sic_mode};"
     )
+    tried = ", ".join(
+        f"{key.split('@')[1]}: {value:.2f} s"
+        for key, value in sorted(plan.items())
+        if key.startswith("step_s@")
+    )
+    threads = int(plan.get("threads", 0))
     add(
         f"- budget: {qs.minutes:g} min; calibration measured {plan['step_s']:.2f} s per "
-        f"training step and {plan['val_scene_s']:.1f} s per validation scene, so the run "
+        f"training step with {threads} torch thread(s) (per step by thread count: {tried}) "
+        f"and {plan['val_scene_s']:.1f} s per validation scene, so the run "
         f"was sized to {plan['epochs']} epochs of {int(plan['steps_per_epoch'])} steps "
         f"({result.steps} steps done in {timings.get('train_s', 0) / 60:.1f} min);"
     )
