@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from icecontext.errors import ConfigError
 from icecontext.experiments.grid import StudyAxes, expand, load_study, parse_shard, shard
+from icecontext.experiments.sweep import run_config
 
 
 def _axes(**kw) -> StudyAxes:
@@ -29,6 +32,7 @@ def test_expand_is_the_full_product_with_readable_unique_ids():
     assert first.overrides() == {
         "seed": 0,
         "data.features": ["sar", "amsr2"],
+        "model.in_channels": None,
         "model.aspp.rates": [1, 2, 3],
         "model.task_rates": {},
     }
@@ -95,3 +99,23 @@ def test_committed_study_configs_load():
     for path in sorted(root.glob("*.yaml")):
         study = load_study(path)
         assert expand(study.section.axes)
+
+
+STUDY_CONFIGS = sorted((Path(__file__).parents[2] / "configs" / "study").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", STUDY_CONFIGS, ids=lambda p: p.stem)
+def test_shipped_study_configs_make_valid_run_configs(path, tmp_path):
+    # every grid point of every shipped study is a valid run config (a preset's
+    # model.in_channels must not clash with the feature axis)
+    study = load_study(path)
+    specs = expand(study.section.axes)
+    store = tmp_path / "store.zarr" if study.section.synth else None
+    for spec in specs:
+        cfg = run_config(study, spec, tmp_path, store)
+        assert cfg["model"]["aspp"]["rates"] == list(spec.rates)
+        assert cfg["output"]["name"] == spec.run_id
+    if path.stem == "paper":
+        assert len(specs) == 6 * 9 * 3
+    if path.stem == "smoke":
+        assert len(specs) == 18

@@ -153,6 +153,8 @@ class RunSpec:
         return {
             "seed": self.seed,
             "data.features": list(self.features),
+            # the channel count follows the feature set (a preset may state one)
+            "model.in_channels": None,
             "model.aspp.rates": list(self.rates),
             "model.task_rates": {k: list(v) for k, v in self.task_rates.items()},
         }
