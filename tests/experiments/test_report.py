@@ -119,6 +119,8 @@ def test_report_files_numbers_and_command(runs_dir, tmp_path):
     # best combined: the larger rates; its mean ± sd printed
     best = rep.best.set_index("score")
     assert best.loc["combined", "config_id"] == "r4-8_f-sar"
+    large = rep.summary.set_index("config_id").loc["r4-8_f-sar"]
+    assert best.loc["SOD", "rf_km"] == pytest.approx(large["rf_km_SOD"])
     assert f"{np.mean(COMBINED[(4, 8)]):.1f} ± {np.std(COMBINED[(4, 8)], ddof=1):.1f}" in text
     # paired comparison of the other configuration against the best equals scipy's
     row = rep.paired[(rep.paired["score"] == "combined")].iloc[0]

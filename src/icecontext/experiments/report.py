@@ -214,9 +214,15 @@ def _markdown(rep: StudyReport, runs_dir: str | Path, command: str, title: str |
     parts += ["## Best configuration per score", ""]
     parts.append(
         _md_table(
-            ["score", "configuration", "mean ± sd", "seeds"],
+            ["score", "configuration", "mean ± sd", "seeds", "its RF (km)"],
             [
-                [b["score"], b["config_id"], _pm(b["mean"], b["sd"]), str(b["n_seeds"])]
+                [
+                    b["score"],
+                    b["config_id"],
+                    _pm(b["mean"], b["sd"]),
+                    str(b["n_seeds"]),
+                    "n/a" if math.isnan(b["rf_km"]) else f"{b['rf_km']:.1f}",
+                ]
                 for _, b in rep.best.iterrows()
             ],
         )

@@ -47,8 +47,20 @@ def summarise(runs: pd.DataFrame, scores: tuple[str, ...] = SCORES) -> pd.DataFr
     return out.reset_index()
 
 
+def _task_rf(row: pd.Series, score: str) -> float:
+    """The receptive field (km) that matters for ``score``: the task's, or the widest."""
+    if f"rf_km_{score}" in row:
+        return float(row[f"rf_km_{score}"])
+    fields = [float(v) for k, v in row.items() if str(k).startswith("rf_km_")]
+    return max(fields) if fields else math.nan
+
+
 def best_per_task(summary: pd.DataFrame, scores: tuple[str, ...] = SCORES) -> pd.DataFrame:
-    """The configuration with the highest mean of each score (ties: first in grid order)."""
+    """The configuration with the highest mean of each score (ties: first in grid order).
+
+    ``rf_km`` is the winner's theoretical receptive field for that task (the widest of its
+    tasks for the combined score).
+    """
     rows = []
     for s in scores:
         i = summary[f"{s}_mean"].idxmax()
@@ -62,6 +74,7 @@ def best_per_task(summary: pd.DataFrame, scores: tuple[str, ...] = SCORES) -> pd
                 "mean": r[f"{s}_mean"],
                 "sd": r[f"{s}_sd"],
                 "n_seeds": int(r["n_seeds"]),
+                "rf_km": _task_rf(r, s),
             }
         )
     return pd.DataFrame(rows)
