@@ -136,6 +136,16 @@ def test_report_files_numbers_and_command(runs_dir, tmp_path):
     assert months == {1, 7}
 
 
+def test_feature_filter_keeps_only_those_runs(runs_dir, fake_run):
+    scores = _scores(10.0)
+    fake_run(runs_dir, "r1-2_f-amsr2_s0", rates=[1, 2], features="amsr2", seed=0, scores=scores)
+    assert len(collect_runs(runs_dir)) == 7
+    only = collect_runs(runs_dir, features=["amsr2"])
+    assert list(only["run_id"]) == ["r1-2_f-amsr2_s0"]
+    with pytest.raises(DataError, match="feature set nothing"):
+        collect_runs(runs_dir, features=["nothing"])
+
+
 def test_empty_runs_folder_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="no finished run"):
         collect_runs(tmp_path)

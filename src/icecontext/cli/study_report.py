@@ -19,24 +19,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs_dir", type=Path, help="the sweep's runs folder")
     parser.add_argument("--out", "-o", type=Path, required=True, help="report folder")
     parser.add_argument("--title", help="report title (default: the runs folder's name)")
+    parser.add_argument(
+        "--features", nargs="+", metavar="LABEL", help="only runs of these feature-set labels"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Write the report and print where it went."""
     from icecontext.experiments.report import write_report
 
-    command = "icecontext study-report " + " ".join(
-        shlex.quote(str(a))
-        for a in [
-            args.runs_dir,
-            "--out",
-            args.out,
-            *(["--title", args.title] if args.title else []),
-        ]
+    words = [args.runs_dir, "--out", args.out]
+    words += ["--title", args.title] if args.title else []
+    words += ["--features", *args.features] if args.features else []
+    command = "icecontext study-report " + " ".join(shlex.quote(str(a)) for a in words)
+    rep = write_report(
+        args.runs_dir, args.out, command=command, title=args.title, features=args.features
     )
-    rep = write_report(args.runs_dir, args.out, command=command, title=args.title)
     print(f"{len(rep.runs)} runs, {len(rep.summary)} configurations")
     for _, b in rep.best.iterrows():
-        print(f"best {b['score']:<8} {b['config_id']} ({b['mean']:.2f})")
+        print(f"best {b['score']:<8} {b['config_id']} ({b['mean']:.2f}, RF {b['rf_km']:.1f} km)")
     print(f"report: {rep.files['report.md']}")
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,12 @@ def read_breakdown(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def collect_runs(runs_dir: str | Path) -> pd.DataFrame:
+def collect_runs(runs_dir: str | Path, features: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per finished run of the sweep in ``runs_dir``.
+
+    Args:
+        runs_dir: The sweep's runs folder.
+        features: Keep only runs of these feature-set labels (default: all).
 
     Columns: ``run_id``, ``config_id``, ``rates``, ``max_rate``, ``features``,
     ``task_rates``, ``seed``, ``steps``, the four scores, ``rf_px_<task>``,
@@ -126,10 +131,13 @@ def collect_runs(runs_dir: str | Path) -> pd.DataFrame:
     if not runs_dir.is_dir():
         raise DataError(f"{runs_dir}: no such folder of sweep runs")
     rows = [r for d in sorted(runs_dir.iterdir()) if d.is_dir() and (r := read_run(d))]
+    if features is not None:
+        rows = [r for r in rows if r["features"] in set(features)]
     if not rows:
         raise DataError(
-            f"{runs_dir}: no finished run (a run needs study.json and metrics.json); "
-            "run 'icecontext sweep' first"
+            f"{runs_dir}: no finished run"
+            + (f" with feature set {', '.join(features)}" if features is not None else "")
+            + " (a run needs study.json and metrics.json); run 'icecontext sweep' first"
         )
     return pd.DataFrame(rows)
 

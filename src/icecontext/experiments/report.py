@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,9 +104,9 @@ def plot_score_vs_rf(summary: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def build_report(runs_dir: str | Path) -> StudyReport:
-    """Read the runs and compute every table of the report (nothing written)."""
-    runs = collect_runs(runs_dir)
+def build_report(runs_dir: str | Path, features: Sequence[str] | None = None) -> StudyReport:
+    """Read the runs (optionally only some feature sets) and compute every table."""
+    runs = collect_runs(runs_dir, features)
     summary = summarise(runs)
     best = best_per_task(summary)
     best_ids = best.set_index("score")["config_id"]
@@ -144,7 +145,11 @@ def _breakdown_md(table: pd.DataFrame, by: str, summary: pd.DataFrame) -> str:
 
 
 def write_report(
-    runs_dir: str | Path, out: str | Path, command: str, title: str | None = None
+    runs_dir: str | Path,
+    out: str | Path,
+    command: str,
+    title: str | None = None,
+    features: Sequence[str] | None = None,
 ) -> StudyReport:
     """Build the report of the sweep in ``runs_dir`` and write it to ``out``.
 
@@ -153,6 +158,7 @@ def write_report(
         out: Output folder (created).
         command: The command line that generated the report (recorded in its header).
         title: Report title (default: the runs folder's name).
+        features: Report only runs of these feature-set labels (default: all).
 
     Returns:
         The tables, with ``files`` naming what was written.
@@ -160,7 +166,7 @@ def write_report(
     Raises:
         DataError: If the folder holds no finished run.
     """
-    rep = build_report(runs_dir)
+    rep = build_report(runs_dir, features)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tables = {
