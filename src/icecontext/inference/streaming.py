@@ -55,9 +55,10 @@ class _WindowReader:
     NetCDF variables are compressed in chunks that may span the whole image (files
     written with default chunking), so every window read would decompress them again.
     Reads are therefore served from full-width strips of at least ``strip_rows`` rows
-    (the last two per variable are kept): tiles visited row by row decompress each
-    chunk once per strip. Memory: two strips per variable, bounded by the tile height
-    and the scene width, not the scene height. One lock: netCDF4 is not thread-safe.
+    (the last ``keep`` per variable are kept; the predictor reads tiles row by row from
+    one thread, so one suffices): each chunk is decompressed once per tile row. Memory:
+    ``keep`` strips per variable, bounded by the tile height and the scene width, not
+    the scene height. One lock: netCDF4 is not thread-safe.
     """
 
     def __init__(self, ds: xr.Dataset, k: int, full_shape: tuple[int, int], strip_rows: int = 1024):
@@ -78,7 +79,7 @@ class _WindowReader:
             stop = min(self.full[0], max(r.stop, r.start + self.strip_rows))
             data = np.asarray(self.ds[variable][r.start : stop, :].values)
             strips.append((r.start, stop, data))
-            del strips[:-2]
+            del strips[: -self.keep]
             return data[: r.stop - r.start, c]
 
     def valid80(self, rows: slice, cols: slice) -> np.ndarray:
