@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
 
 
-def cpu_benchmark(steps: int, workdir: Path) -> dict[str, float]:
+def cpu_benchmark(steps: int, workdir: Path, threads: int | None = None) -> dict[str, float]:
     """Train the quickstart config for ``steps`` steps; return StepTimer's summary."""
     from icecontext.config import validate
     from icecontext.training.callbacks import StepTimer
@@ -45,6 +45,8 @@ def cpu_benchmark(steps: int, workdir: Path) -> dict[str, float]:
     raw["output"] = {"root": str(workdir), "name": f"bench-{time.time_ns()}"}
     raw["train"].update(max_epochs=None, max_steps=steps, progress_bar=False, resume="never")
     raw["train"]["validation"]["every_n_epochs"] = 10**6
+    if threads:
+        raw.setdefault("trainer", {})["threads"] = threads
     cfg = validate(RunConfig, resolve_section_files(raw, cfg_path.parent))
     prepare(folders["train"], store, cfg.data.features, cfg.data.downsample)
     timer = StepTimer(skip=5)
@@ -55,6 +57,7 @@ def cpu_benchmark(steps: int, workdir: Path) -> dict[str, float]:
     out["batch"] = cfg.data.batch_size
     out["patch"] = cfg.data.patch_size
     out["workers"] = cfg.data.num_workers
+    out["threads"] = torch.get_num_threads()
     return out
 
 
@@ -121,6 +124,9 @@ def main() -> None:
     ap.add_argument("--gpu-steps", type=int, default=20)
     ap.add_argument("--gpu-batch", type=int, default=8)
     ap.add_argument("--gpu-size", type=int, default=768)
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
+    )
     ap.add_argument("--peak-tflops", type=float, default=None, help="device bf16 peak")
     args = ap.parse_args()
     print("command: python " + " ".join(sys.argv))
@@ -132,10 +138,11 @@ def main() -> None:
     if args.device in ("auto", "cpu"):
         tmp = tempfile.TemporaryDirectory() if args.workdir is None else None
         work = Path(tmp.name) if tmp else args.workdir
-        r = cpu_benchmark(args.steps, work)
+        r = cpu_benchmark(args.steps, work, args.threads)
         print(
             f"CPU, quickstart config (patch {r['patch']}, batch {r['batch']}, "
-            f"{r['workers']} loader worker(s)), {r['steps']} measured steps:"
+            f"{r['workers']} loader worker(s), {r['threads']} torch thread(s)), "
+            f"{r['steps']} measured steps:"
         )
         print(
             f"  {r['steps_per_s']:.3f} steps/s ({r['step_s']:.3f} s/step, "

@@ -58,13 +58,12 @@ def plot_training_curves(run: RunDir, out: str | os.PathLike[str]) -> Path:
     Returns:
         The PNG path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure (no pyplot): no global backend switch, nothing left open.
+    from matplotlib.figure import Figure
 
     df = read_metrics(run)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig = Figure(figsize=(15, 4))
+    axes = fig.subplots(1, 3)
     ax_loss, ax_val, ax_lr = axes
     for col, style in (
         ("train/loss_step", "-"),
@@ -81,7 +80,8 @@ def plot_training_curves(run: RunDir, out: str | os.PathLike[str]) -> Path:
     ax_loss.set_ylabel("training loss")
     ax_loss.set_yscale("log")
     ax_loss.set_title("training loss")
-    ax_loss.legend(fontsize=8)
+    if ax_loss.get_legend_handles_labels()[0]:
+        ax_loss.legend(fontsize=8)
     for col in ("val/SIC", "val/SOD", "val/FLOE", "val/combined"):
         if col in df:
             d = df[["step", col]].dropna()
@@ -91,7 +91,10 @@ def plot_training_curves(run: RunDir, out: str | os.PathLike[str]) -> Path:
     ax_val.set_xlabel("step")
     ax_val.set_ylabel("score (x100)")
     ax_val.set_title("full-scene validation (challenge metric)")
-    ax_val.legend(fontsize=8)
+    if ax_val.get_legend_handles_labels()[0]:
+        ax_val.legend(fontsize=8)
+    else:  # a run without validation scenes
+        ax_val.text(0.5, 0.5, "no validation", ha="center", va="center", transform=ax_val.transAxes)
     lr_cols = [c for c in df.columns if c.startswith("lr-")]
     for col in lr_cols[:1]:
         d = df[["step", col]].dropna()
@@ -103,5 +106,4 @@ def plot_training_curves(run: RunDir, out: str | os.PathLike[str]) -> Path:
     fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     return Path(out)
