@@ -61,8 +61,16 @@ class _WindowReader:
     the scene height. One lock: netCDF4 is not thread-safe.
     """
 
-    def __init__(self, ds: xr.Dataset, k: int, full_shape: tuple[int, int], strip_rows: int = 1024):
+    def __init__(
+        self,
+        ds: xr.Dataset,
+        k: int,
+        full_shape: tuple[int, int],
+        strip_rows: int = 1024,
+        keep: int = 1,
+    ):
         self.ds = ds
+        self.keep = max(1, keep)
         self.k = k
         self.full = full_shape
         self.strip_rows = strip_rows
