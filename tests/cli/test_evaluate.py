@@ -1,0 +1,134 @@
+"""`icecontext evaluate`: the written metrics are the challenge metric of the predictions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from icecontext.cli.main import main
+from icecontext.data.format import CHARTS
+from icecontext.data.store import prepare_store
+from icecontext.evaluation import score_charts
+from icecontext.inference.predictor import predict_scene
+from icecontext.testing import write_scene_files
+from icecontext.training.checkpoint import load_checkpoint
+from icecontext.training.config import RunConfig
+from icecontext.training.evaluate import open_eval_scenes
+from icecontext.training.fit import train
+
+FEATURES = ["sar", "amsr2:18.7"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> tuple[Path, Path]:
+    """A checkpoint trained for one tiny epoch and a test folder of two labelled scenes."""
+    folder = tmp_path_factory.mktemp("cli_eval")
+    write_scene_files(folder / "scenes", 2, height=140, width=150, seed=7)
+    prepare_store(folder / "scenes", folder / "store.zarr", features=FEATURES, progress=False)
+    cfg = RunConfig.model_validate(
+        {
+            "seed": 2,
+            "data": {
+                "store": str(folder / "store.zarr"),
+                "features": FEATURES,
+                "patch_size": 64,
+                "batch_size": 4,
+                "patches_per_epoch": 8,
+                "workers": 0,
+                "val_patches": 0,
+                "splits": {"val_count": 1},
+            },
+            "model": {
+                "encoder": {"name": "resnet18", "depth": "layer2", "output_stride": 8},
+                "aspp": {"rates": [1, 2], "channels": 8},
+            },
+            "train": {
+                "max_epochs": 1,
+                "progress_bar": False,
+                "validation": {"tile": 96, "overlap": 24},
+            },
+            "trainer": {"threads": 1},
+            "output": {"root": str(folder / "runs"), "name": "e"},
+        }
+    )
+    result = train(cfg)
+    test = folder / "test"
+    # test layout: charts only in _prep_reference.nc; one dmi and one cis scene
+    write_scene_files(test, 2, height=130, width=160, seed=40, test_set=True)
+    return result.best_checkpoint, test
+
+
+@pytest.mark.xdist_group("cli_evaluate")
+def test_evaluate_writes_the_challenge_metric_of_the_tiled_predictions(setup, tmp_path, capsys):
+    ckpt, test = setup
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--checkpoint", str(ckpt), "--data", str(test), "--out", str(out)]
+    assert main([*argv, "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "scored 2 scene(s) at 80 m" in printed and f"results: {out}" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+
+    # the same predictions, pooled and scored by score_charts, give the same numbers
+    loaded = load_checkpoint(ckpt)
+    refs: dict[str, list[np.ndarray]] = {c: [] for c in CHARTS}
+    preds: dict[str, list[np.ndarray]] = {c: [] for c in CHARTS}
+    for scene in open_eval_scenes(test, loaded.features, 1, "nearest"):
+        pred = predict_scene(
+            loaded.model, scene.source, loaded.features, tile=96, overlap=24, device="cpu"
+        )
+        ref = scene.reference()
+        for c in CHARTS:
+            refs[c].append(ref[c].ravel())
+            preds[c].append(pred.classes[c].ravel())
+    expected = score_charts(
+        {c: np.concatenate(v) for c, v in refs.items()},
+        {c: np.concatenate(v) for c, v in preds.items()},
+    )
+    for key in (*CHARTS, "combined"):
+        assert metrics["unrounded"][key] == pytest.approx(expected["unrounded"][key], abs=1e-9)
+        assert metrics["scores"][key] == expected[key], key
+
+    table = pd.read_csv(out / "metrics.csv").set_index("chart")
+    assert table.loc["combined", "score_unrounded"] == pytest.approx(
+        expected["unrounded"]["combined"], abs=1e-3
+    )
+    scenes = pd.read_csv(out / "breakdown_scene.csv")
+    assert len(scenes) == 2
+    services = pd.read_csv(out / "breakdown_service.csv")
+    assert set(services["service"]) == {"dmi", "cis"}
+    per_class = pd.read_csv(out / "per_class.csv")
+    assert set(per_class["chart"]) == set(CHARTS)
+    for name in (
+        "confusion_SIC.png",
+        "confusion_SOD.png",
+        "confusion_FLOE.png",
+        "per_class_f1.png",
+    ):
+        assert (out / name).stat().st_size > 1000, name
+    assert (out / "provenance.json").is_file()
+
+
+def test_unlabelled_scenes_only_is_an_error_naming_the_folder(setup, tmp_path, capsys):
+    ckpt, _ = setup
+    bare = tmp_path / "bare"
+    write_scene_files(bare, 1, height=100, width=100, seed=3, test_set=True)
+    for ref in bare.glob("*_prep_reference.nc"):
+        ref.unlink()
+    argv = ["evaluate", "--checkpoint", str(ckpt), "--data", str(bare), "--device", "cpu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(bare) in err and "_prep_reference.nc" in err
+
+
+def test_missing_checkpoint_and_bad_overlap_are_named(setup, tmp_path, capsys):
+    _, test = setup
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "x.ckpt"), "--data", str(test)]) == 2
+    assert "'--checkpoint'" in capsys.readouterr().err
+    ckpt, _ = setup
+    argv = ["evaluate", "--checkpoint", str(ckpt), "--data", str(test), "--overlap", "wide"]
+    assert main(argv) == 2
+    assert "'--overlap'" in capsys.readouterr().err
