@@ -57,11 +57,16 @@ def test_quickstart_writes_a_report_with_the_network_and_both_baselines(tmp_path
     cells = [float(v) for v in row.group(1).split("|")]
     expected = [scores[c] for c in ("SIC", "SOD", "FLOE", "combined")]
     np.testing.assert_allclose(cells, expected, atol=0.051)
-    # a second run reuses the synthetic scenes (same files, untouched)
+    assert "calibration measured" in text
+    # a second run reuses the synthetic scenes (same files, untouched); with
+    # quickstart.epochs it trains exactly that many epochs without calibrating
     scene = next((out / "data" / "test").glob("*_prep.nc"))
     mtime = scene.stat().st_mtime_ns
-    assert main(["quickstart", "--out", str(out), "--minutes", "0.05", "--no-progress", *TINY]) == 0
+    argv = ["quickstart", "--out", str(out), "--no-progress", *TINY, "quickstart.epochs=2"]
+    assert main(argv) == 0
     assert scene.stat().st_mtime_ns == mtime
+    text = report.read_text()
+    assert "fixed at 2 epochs of 2 steps" in text and "(4 steps done" in text
 
 
 def test_plan_epochs_fits_the_budget():

@@ -77,6 +77,8 @@ class QuickstartSection(Section):
     Attributes:
         synth: Synthetic data.
         minutes: Training budget in minutes (data, calibration and report come on top).
+        epochs: Train exactly this many epochs instead (no calibration, no wall-clock
+            guard): the same numbers on any machine, for comparisons.
         calibration_steps: Training steps timed to size the run.
         baseline_pixels_per_scene: Pixels per training scene for the AMSR2 baseline.
         margin: Combined-score points by which the network must beat each baseline
@@ -85,6 +87,7 @@ class QuickstartSection(Section):
 
     synth: SynthSection = Field(default_factory=SynthSection)
     minutes: PositiveFloat = 5.0
+    epochs: PositiveInt | None = None
     calibration_steps: PositiveInt = 4
     baseline_pixels_per_scene: PositiveInt = 4000
     margin: float = 5.0
@@ -304,6 +307,19 @@ def calibrate(cfg: Any, steps: int, threads: list[int] | None = None) -> dict[st
     }
 
 
+def fixed_plan(cfg: Any) -> dict[str, float]:
+    """The plan's figures when ``quickstart.epochs`` is set: nothing timed."""
+    from icecontext.data.datamodule import steps_per_epoch
+
+    return {
+        "step_s": float("nan"),
+        "val_scene_s": float("nan"),
+        "steps_per_epoch": float(steps_per_epoch(cfg.data)),
+        "val_scenes": float(cfg.data.splits.val_count or 0),
+        "threads": float(cfg.trainer.threads or torch_threads()),
+    }
+
+
 def plan_epochs(minutes: float, timing: dict[str, float]) -> int:
     """Whole epochs that fit in ``minutes`` (at least 1), validation included."""
     epoch_s = (
@@ -371,11 +387,16 @@ def run_quickstart(
     timings["prepare_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    timing = calibrate(cfg, qs.calibration_steps)
-    epochs = plan_epochs(qs.minutes, timing)
+    if qs.epochs is None:
+        timing = calibrate(cfg, qs.calibration_steps)
+        epochs = plan_epochs(qs.minutes, timing)
+        guard: float | None = qs.minutes * 1.5
+    else:
+        timing = fixed_plan(cfg)
+        epochs, guard = qs.epochs, None
     timings["calibrate_s"] = time.perf_counter() - t
     plan = {**timing, "epochs": epochs, "minutes": qs.minutes}
-    train_cfg = cfg.train.model_copy(update={"max_epochs": epochs, "max_minutes": qs.minutes * 1.5})
+    train_cfg = cfg.train.model_copy(update={"max_epochs": epochs, "max_minutes": guard})
     trainer_cfg = cfg.trainer.model_copy(update={"threads": int(timing["threads"])})
     cfg = cfg.model_copy(update={"train": train_cfg, "trainer": trainer_cfg})
     cfg = RunConfig.model_validate(cfg.model_dump(mode="json"))

@@ -316,13 +316,22 @@ def write_report(
         if key.startswith("step_s@")
     )
     threads = int(plan.get("threads", 0))
-    add(
-        f"- budget: {qs.minutes:g} min; calibration measured {plan['step_s']:.2f} s per "
-        f"training step with {threads} torch thread(s) (per step by thread count: {tried}) "
-        f"and {plan['val_scene_s']:.1f} s per validation scene, so the run "
-        f"was sized to {plan['epochs']} epochs of {int(plan['steps_per_epoch'])} steps "
-        f"({result.steps} steps done in {timings.get('train_s', 0) / 60:.1f} min);"
+    done = (
+        f"({result.steps} steps done in {timings.get('train_s', 0) / 60:.1f} min with "
+        f"{threads} torch thread(s));"
     )
+    if getattr(qs, "epochs", None) is not None:
+        add(
+            f"- budget: fixed at {plan['epochs']} epochs of {int(plan['steps_per_epoch'])} "
+            f"steps (`quickstart.epochs`), no calibration {done}"
+        )
+    else:
+        add(
+            f"- budget: {qs.minutes:g} min; calibration measured {plan['step_s']:.2f} s per "
+            f"training step (by torch thread count: {tried}) and "
+            f"{plan['val_scene_s']:.1f} s per validation scene, so the run was sized to "
+            f"{plan['epochs']} epochs of {int(plan['steps_per_epoch'])} steps {done}"
+        )
     add(
         f"- model selection: best validation combined score {_fmt(best)} at epoch "
         f"{result.best_epoch} (`run/checkpoints/best.ckpt`)."
