@@ -146,6 +146,33 @@ def test_feature_filter_keeps_only_those_runs(runs_dir, fake_run):
         collect_runs(runs_dir, features=["nothing"])
 
 
+def test_two_sweeps_are_compared_side_by_side(runs_dir, tmp_path, fake_run):
+    other = tmp_path / "coarse"
+    for seed, c in enumerate([80.0, 81.0, 79.0]):
+        fake_run(
+            other,
+            f"r1-2_f-sar_s{seed}",
+            rates=[1, 2],
+            features="sar",
+            seed=seed,
+            scores=_scores(c),
+            downsample=2,
+        )
+    rep = write_report([runs_dir, other], tmp_path / "both", command="cmd")
+    summary = rep.summary.set_index("config_id")
+    assert set(summary.index) == {
+        f"{runs_dir.name}:r1-2_f-sar",
+        f"{runs_dir.name}:r4-8_f-sar",
+        "coarse:r1-2_f-sar",
+    }
+    assert summary.loc["coarse:r1-2_f-sar", "combined_mean"] == pytest.approx(80.0)
+    assert summary.loc[f"{runs_dir.name}:r1-2_f-sar", "combined_mean"] == pytest.approx(61.0)
+    assert rep.best.set_index("score").loc["combined", "config_id"] == "coarse:r1-2_f-sar"
+    assert "run_dir" not in pd.read_csv(tmp_path / "both" / "runs.csv").columns
+    with pytest.raises(DataError, match="distinct names"):
+        write_report([other, other], tmp_path / "x", command="cmd")
+
+
 def test_empty_runs_folder_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="no finished run"):
         collect_runs(tmp_path)

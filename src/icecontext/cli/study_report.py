@@ -16,7 +16,12 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
-    parser.add_argument("runs_dir", type=Path, help="the sweep's runs folder")
+    parser.add_argument(
+        "runs_dir",
+        type=Path,
+        nargs="+",
+        help="the sweep's runs folder (several: compared side by side, e.g. two data scales)",
+    )
     parser.add_argument("--out", "-o", type=Path, required=True, help="report folder")
     parser.add_argument("--title", help="report title (default: the runs folder's name)")
     parser.add_argument(
@@ -28,12 +33,16 @@ def run(args: argparse.Namespace) -> int:
     """Write the report and print where it went."""
     from icecontext.experiments.report import write_report
 
-    words = [args.runs_dir, "--out", args.out]
+    words = [*args.runs_dir, "--out", args.out]
     words += ["--title", args.title] if args.title else []
     words += ["--features", *args.features] if args.features else []
     command = "icecontext study-report " + " ".join(shlex.quote(str(a)) for a in words)
     rep = write_report(
-        args.runs_dir, args.out, command=command, title=args.title, features=args.features
+        args.runs_dir if len(args.runs_dir) > 1 else args.runs_dir[0],
+        args.out,
+        command=command,
+        title=args.title,
+        features=args.features,
     )
     print(f"{len(rep.runs)} runs, {len(rep.summary)} configurations")
     for _, b in rep.best.iterrows():

@@ -89,6 +89,7 @@ def read_run(run_dir: Path) -> dict[str, Any] | None:
             row[f"rf_px_{task}"] = px
             row[f"rf_km_{task}"] = pixels_to_km(px, downsample)
     row["downsample"] = downsample
+    row["run_dir"] = str(run_dir)
     return row
 
 
@@ -142,12 +143,37 @@ def collect_runs(runs_dir: str | Path, features: Sequence[str] | None = None) ->
     return pd.DataFrame(rows)
 
 
-def collect_breakdowns(runs_dir: str | Path, runs: pd.DataFrame) -> pd.DataFrame:
+def collect_studies(
+    runs_dirs: Sequence[str | Path], features: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """The runs of one or several sweeps, with a ``study`` column (the folder's name).
+
+    With several folders, ``run_id`` and ``config_id`` are prefixed ``<study>:`` so that
+    the same grid point of two sweeps (e.g. on data at two generator scales) stays two
+    configurations.
+
+    Raises:
+        DataError: If a folder holds no finished run, or two folders share a name.
+    """
+    names = [Path(d).resolve().name for d in runs_dirs]
+    if len(set(names)) != len(names):
+        raise DataError(f"runs folders must have distinct names to be told apart: {names}")
+    frames = []
+    for d, name in zip(runs_dirs, names, strict=True):
+        runs = collect_runs(d, features)
+        runs.insert(0, "study", name)
+        if len(runs_dirs) > 1:
+            runs["run_id"] = name + ":" + runs["run_id"]
+            runs["config_id"] = name + ":" + runs["config_id"]
+        frames.append(runs)
+    return pd.concat(frames, ignore_index=True)
+
+
+def collect_breakdowns(runs: pd.DataFrame) -> pd.DataFrame:
     """Per-scene rows of every run in ``runs`` (columns of ``runs`` identifying the run)."""
-    runs_dir = Path(runs_dir)
     frames = []
     for _, run in runs.iterrows():
-        rows = read_breakdown(runs_dir / run["run_id"])
+        rows = read_breakdown(Path(run["run_dir"]))
         for r in rows:
             r.update(run_id=run["run_id"], config_id=run["config_id"], seed=run["seed"])
         frames.extend(rows)

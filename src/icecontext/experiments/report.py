@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from icecontext.atomic import atomic_path, write_text_atomic
-from icecontext.experiments.collect import SCORES, TASKS, collect_breakdowns, collect_runs
+from icecontext.experiments.collect import SCORES, TASKS, collect_breakdowns, collect_studies
 from icecontext.experiments.stats import (
     best_per_task,
     paired_comparisons,
@@ -76,10 +76,12 @@ def plot_score_vs_rf(summary: pd.DataFrame, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(SCORES), figsize=(3.2 * len(SCORES), 2.9), dpi=80)
-    lines = summary.assign(
-        line=summary["features"]
-        + np.where(summary["task_rates"].astype(str) != "", " / " + summary["task_rates"], "")
+    label = summary["features"] + np.where(
+        summary["task_rates"].astype(str) != "", " / " + summary["task_rates"], ""
     )
+    if "study" in summary and summary["study"].nunique() > 1:
+        label = summary["study"] + ": " + label
+    lines = summary.assign(line=label)
     for ax, score in zip(axes, SCORES, strict=True):
         for label, g in lines.groupby("line", sort=False):
             if score == "combined":
@@ -104,9 +106,16 @@ def plot_score_vs_rf(summary: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def build_report(runs_dir: str | Path, features: Sequence[str] | None = None) -> StudyReport:
-    """Read the runs (optionally only some feature sets) and compute every table."""
-    runs = collect_runs(runs_dir, features)
+def build_report(
+    runs_dirs: str | Path | Sequence[str | Path], features: Sequence[str] | None = None
+) -> StudyReport:
+    """Read the runs of one or several sweeps and compute every table (nothing written).
+
+    ``features`` keeps only runs of these feature-set labels.
+    """
+    if isinstance(runs_dirs, (str, Path)):
+        runs_dirs = [runs_dirs]
+    runs = collect_studies(list(runs_dirs), features)
     summary = summarise(runs)
     best = best_per_task(summary)
     best_ids = best.set_index("score")["config_id"]
@@ -114,7 +123,7 @@ def build_report(runs_dir: str | Path, features: Sequence[str] | None = None) ->
         [paired_comparisons(runs, score, reference=str(best_ids[score])) for score in SCORES],
         ignore_index=True,
     )
-    per_scene = collect_breakdowns(runs_dir, runs)
+    per_scene = collect_breakdowns(runs)
     return StudyReport(
         runs=runs,
         summary=summary,
@@ -145,7 +154,7 @@ def _breakdown_md(table: pd.DataFrame, by: str, summary: pd.DataFrame) -> str:
 
 
 def write_report(
-    runs_dir: str | Path,
+    runs_dir: str | Path | Sequence[str | Path],
     out: str | Path,
     command: str,
     title: str | None = None,
@@ -154,7 +163,8 @@ def write_report(
     """Build the report of the sweep in ``runs_dir`` and write it to ``out``.
 
     Args:
-        runs_dir: The sweep's runs folder.
+        runs_dir: The sweep's runs folder, or several (compared side by side: their
+            configurations are prefixed with the folder's name).
         out: Output folder (created).
         command: The command line that generated the report (recorded in its header).
         title: Report title (default: the runs folder's name).
@@ -170,7 +180,7 @@ def write_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tables = {
-        "runs.csv": rep.runs,
+        "runs.csv": rep.runs.drop(columns=["run_dir"]),  # machine-specific paths
         "summary.csv": rep.summary,
         "best.csv": rep.best,
         "paired.csv": rep.paired,
@@ -188,7 +198,11 @@ def write_report(
     return rep
 
 
-def _markdown(rep: StudyReport, runs_dir: str | Path, command: str, title: str | None) -> str:
+def _markdown(
+    rep: StudyReport, runs_dir: str | Path | Sequence[str | Path], command: str, title: str | None
+) -> str:
+    if not isinstance(runs_dir, (str, Path)):
+        runs_dir = " + ".join(Path(d).name for d in runs_dir)
     runs, summary = rep.runs, rep.summary
     seeds = sorted(runs["seed"].unique())
     n_cfg = len(summary)

@@ -26,7 +26,14 @@ from scipy import stats as sps
 
 from icecontext.experiments.collect import SCORES
 
-GROUP_KEYS: tuple[str, ...] = ("config_id", "rates", "max_rate", "features", "task_rates")
+GROUP_KEYS: tuple[str, ...] = (
+    "config_id",
+    "study",
+    "rates",
+    "max_rate",
+    "features",
+    "task_rates",
+)
 
 
 def summarise(runs: pd.DataFrame, scores: tuple[str, ...] = SCORES) -> pd.DataFrame:
