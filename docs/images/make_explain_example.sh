@@ -3,12 +3,13 @@
 #
 #   bash docs/images/make_explain_example.sh [WORK_DIR]      # default /tmp/explain_example
 #
-# Tiny on purpose (a few minutes on 2 CPU cores): 4 synthetic 800 x 800 scenes (64 km), two
-# small-preset models trained for 60 steps that differ only in their ASPP rates, then
-# `icecontext explain --compare` of the same SOD target (the young ice of the reference
-# chart, a thin strip along a coast): HiResCAM at the default layer, Grad-CAM and HiResCAM at the ASPP
-# input (encoder.layer3; the figures are the last). The models are barely trained: the
-# figures show what the command draws and how to read it, not a study result.
+# Tiny on purpose (about 6 minutes on 2 shared CPU cores): 4 synthetic 800 x 800 scenes
+# (64 km), two small-preset models trained for 60 steps that differ only in their ASPP
+# rates, then `icecontext explain --compare` of the same SOD target (the young ice of the
+# reference chart, a thin strip along a coast): HiResCAM at the default layer, Grad-CAM
+# and HiResCAM at the ASPP input (encoder.layer3; the figures are the last). The models
+# are barely trained: the figures show what the command draws and how to read it, not a
+# study result.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
