@@ -124,6 +124,12 @@ def test_explain_window_sic_regression_hirescam_default_folder(setup):
     assert not (out / "compare.png").exists()
 
 
+def test_figures_name_the_method():
+    from icecontext.explain.figures import method_label
+
+    assert method_label("hirescam") == "HiResCAM" and method_label("gradcam") == "Grad-CAM"
+
+
 def test_list_layers(setup, capsys):
     _, scene, ckpt, _ = setup
     args = ["explain", "-k", str(ckpt), "-s", str(scene), "-t", "FLOE", "--list-layers"]
@@ -139,6 +145,7 @@ def test_list_layers(setup, capsys):
         (["--window", "150", "0", "50", "50"], "option '--window'"),
         (["--class", "9"], "option '--class': SOD classes are 0..5"),
         (["--compare", "nowhere"], "option '--compare': 'nowhere'"),
+        (["--tile", "64", "--overlap", "40"], "option '--tile'"),
     ],
 )
 def test_bad_options_exit_2_naming_the_option(setup, capsys, extra, needle):
@@ -150,6 +157,7 @@ def test_bad_options_exit_2_naming_the_option(setup, capsys, extra, needle):
     assert needle in err
     if "--layer" in extra:
         assert "decoders.SOD.project" in err  # the valid names are listed
+    assert not (root / "bad").exists()  # nothing left behind
 
 
 def test_missing_scene_and_checkpoint(setup, capsys):

@@ -75,3 +75,10 @@ def test_errors_name_the_option(tmp_path: Path, capsys: pytest.CaptureFixture[st
     )
     assert main(["rf", "--config", str(bad), "--theory-only"]) == 2
     assert "option 'model.encoder.name'" in capsys.readouterr().err
+
+
+def test_run_configs_naming_their_model_preset_by_path_work(capsys):
+    """configs/train/*.yaml give `model:` as a file path relative to themselves."""
+    train = CONFIGS.parent / "train" / "small_cpu.yaml"
+    assert main(["rf", "--config", str(train), "--theory-only"]) == 0
+    assert "835" in capsys.readouterr().out  # the small preset's network RF in px

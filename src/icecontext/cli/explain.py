@@ -29,6 +29,7 @@ import argparse
 import json
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,6 +249,18 @@ def _device(name: str) -> Any:
     return dev
 
 
+def _explain(*args: Any, **kwargs: Any) -> Any:
+    """``explain_scene``, with tiling errors named by this command's flags."""
+    from icecontext.explain.scene import explain_scene
+
+    try:
+        return explain_scene(*args, **kwargs)
+    except ConfigError as exc:
+        if exc.option in ("tile", "overlap", "batch"):
+            raise ConfigError(f"--{exc.option}", exc.problem) from None
+        raise
+
+
 def run(args: argparse.Namespace) -> int:
     """Explain, write the maps, figures and distance summary, print the table."""
     import numpy as np
@@ -265,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
         save_figure,
     )
     from icecontext.explain.gradcam import find_layer, suggested_layers
-    from icecontext.explain.scene import SceneCam, explain_scene, write_cam_netcdf
+    from icecontext.explain.scene import SceneCam, write_cam_netcdf
     from icecontext.explain.targets import TargetSpec
     from icecontext.provenance import write_run_record
 
@@ -317,14 +330,19 @@ def run(args: argparse.Namespace) -> int:
         slug += f"-{args.layer}"
     out = args.out or _run_dir(first.path) / "explain" / f"{src0.name}-{slug}"
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # fail on an unwritable place before the (long) computation, but create the folder
+    # only once there is something to write: a target that cannot be explained must not
+    # leave an empty output folder behind
+    parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK):
+        raise ConfigError("--out", f"cannot write to {out} ({parent} is not writable)")
 
     results: list[tuple[_Model, SceneCam, float | None]] = []
     fixed = None
     for m in models:
         tile = args.tile or int(m.cfg.train.validation.tile)
         log.info("explaining %s with %s (%s)", src0.name, m.label, m.path)
-        result = explain_scene(
+        result = _explain(
             m.model,
             source_for(m),
             m.loaded.features,
@@ -347,6 +365,7 @@ def run(args: argparse.Namespace) -> int:
             )
         results.append((m, result, _receptive_km(m.model, spec.task, downsample)))
 
+    out.mkdir(parents=True, exist_ok=True)
     first_result = results[0][1]
     hh = _hh_db(src0, first_result.window, first_result.valid)
     files: list[Path] = []
@@ -397,7 +416,9 @@ def run(args: argparse.Namespace) -> int:
     if profiles:
         files.append(write_profiles_csv(profiles, out / "distance.csv"))
         rf_map = {m.label: rf for m, _, rf in results}
-        fig = distance_figure(profiles, rf_map, title=f"{src0.name}: {spec.describe()}")
+        fig = distance_figure(
+            profiles, rf_map, title=f"{src0.name}: {spec.describe()}", method=args.method
+        )
         files.append(save_figure(fig, out / "distance.png"))
     files.append(write_summary_csv(summary_rows, out / "distance_summary.csv"))
 

@@ -115,7 +115,7 @@ def draw_cam(
     if colourbar:
         cax = ax.inset_axes((1.03, 0.0, 0.04, 1.0))
         bar = ax.figure.colorbar(ScalarMappable(Normalize(0, 1), CAM_CMAP), cax=cax)
-        bar.set_label("Grad-CAM / max", fontsize=7)
+        bar.set_label(f"{method_label(result.method)} / max", fontsize=7)
         bar.ax.tick_params(labelsize=6)
 
 
@@ -153,12 +153,18 @@ def explain_figure(
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 3)
     fig.subplots_adjust(left=0.04, right=0.9, top=0.88, bottom=0.1, wspace=0.6)
-    draw_cam(axes[0], result, hh_db, max_size=max_size, title=f"Grad-CAM at {result.layer}")
+    cam_title = f"{method_label(result.method)} at {result.layer}"
+    draw_cam(axes[0], result, hh_db, max_size=max_size, title=cam_title)
     task = result.spec.task
     _draw_classes(axes[1], result, result.reference, f"{task} reference", max_size)
     _draw_classes(axes[2], result, result.prediction, f"{task} prediction", max_size)
     fig.suptitle(title or default_title(result), fontsize=11)
     return fig
+
+
+def method_label(method: str) -> str:
+    """Display name of a CAM method (``gradcam`` -> ``Grad-CAM``)."""
+    return {"gradcam": "Grad-CAM", "hirescam": "HiResCAM"}.get(method, method)
 
 
 def default_title(result: SceneCam) -> str:
@@ -216,6 +222,7 @@ def distance_figure(
     receptive_km: dict[str, float | None] | None = None,
     *,
     title: str | None = None,
+    method: str = "gradcam",
 ) -> Figure:
     """Cumulative CAM mass and mass per km against distance from the target region.
 
@@ -224,7 +231,9 @@ def distance_figure(
         receptive_km: Label -> theoretical receptive field in km (its radius is drawn as
             a dotted line; ``None`` = unknown/global).
         title: Figure title.
+        method: CAM method of the profiles, for the axis labels.
     """
+    name = method_label(method)
     fig = Figure(figsize=(12.0, 4.4))
     FigureCanvasAgg(fig)
     ax, ax2 = fig.subplots(1, 2)
@@ -248,10 +257,10 @@ def distance_figure(
     ax.axhline(0.9, color="0.7", lw=0.6)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("distance from the target region (km)")
-    ax.set_ylabel("fraction of Grad-CAM mass within distance")
+    ax.set_ylabel(f"fraction of {name} mass within distance")
     ax.legend(fontsize=7, loc="lower right")
     ax2.set_xlabel("distance from the target region (km)")
-    ax2.set_ylabel("Grad-CAM mass per km")
+    ax2.set_ylabel(f"{name} mass per km")
     ax2.set_yscale("log")
     ax.set_title("cumulative (dots: 50 % / 90 %; dotted: receptive-field radius)", fontsize=9)
     ax2.set_title("mass per km of distance, outside the target", fontsize=9)

@@ -288,6 +288,14 @@ def model_spec_from_mapping(
     section = data.get(SECTION)
     if section is None:
         section = {}
+    if isinstance(section, str) and base_dir is not None:
+        # run configs (configs/train/*.yaml) name their model preset by path
+        path = Path(base_dir) / section
+        if not path.is_file():
+            raise ConfigError(SECTION, f"model preset file '{path}' not found")
+        preset = load_yaml(path)
+        section = preset.get(SECTION, preset) if isinstance(preset, Mapping) else preset
+        base_dir = path.resolve().parent
     if not isinstance(section, Mapping):
         raise ConfigError(SECTION, "must be a mapping of model options")
     cfg = validate(ModelConfig, section, prefix=SECTION)
