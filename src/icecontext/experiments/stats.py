@@ -39,6 +39,8 @@ GROUP_KEYS: tuple[str, ...] = (
 def summarise(runs: pd.DataFrame, scores: tuple[str, ...] = SCORES) -> pd.DataFrame:
     """Mean, sd (ddof=1) and seed count per configuration, plus its receptive fields.
 
+    Rows are ordered by study, largest atrous rate, feature set and per-task rates.
+
     Returns:
         One row per ``config_id`` with ``<score>_mean``, ``<score>_sd`` (NaN with one
         seed), ``n_seeds`` and the ``rf_km_<task>`` columns when present.
@@ -51,7 +53,9 @@ def summarise(runs: pd.DataFrame, scores: tuple[str, ...] = SCORES) -> pd.DataFr
         out[f"{s}_sd"] = grouped[s].std(ddof=1)
     for col in [c for c in runs.columns if c.startswith("rf_km_") or c.startswith("rf_px_")]:
         out[col] = grouped[col].first()
-    return out.reset_index()
+    out = out.reset_index()
+    order = [k for k in ("study", "max_rate", "features", "task_rates") if k in out.columns]
+    return out.sort_values(order, kind="stable", ignore_index=True)
 
 
 def _task_rf(row: pd.Series, score: str) -> float:
