@@ -25,6 +25,7 @@ import argparse
 import os
 import platform
 import resource
+import shutil
 import statistics
 import tempfile
 import time
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tmp", type=Path, default=None, help="folder for the written files")
+    parser.add_argument("--keep", action="store_true", help="keep the written files")
     args = parser.parse_args()
 
     import numpy as np
@@ -130,7 +132,10 @@ def main() -> None:
             f"{label:<46}{min(times):>9.2f}{statistics.mean(times):>9.2f}{_peak_mb():>9.0f}"
             + (f"{size:>9.1f}" if files else "")
         )
-    print(f"# files under {out}")
+    if args.keep:
+        print(f"# files under {out}")
+    else:
+        shutil.rmtree(out)
 
 
 if __name__ == "__main__":
