@@ -71,12 +71,14 @@ def test_quickstart_writes_a_report_with_the_network_and_both_baselines(tmp_path
 
 def test_plan_epochs_fits_the_budget():
     timing = {"steps_per_epoch": 10, "step_s": 1.5, "val_scenes": 2, "val_scene_s": 15.0}
-    assert plan_epochs(5.0, timing) == 6  # 300 s // (10 x 1.5 + 2 x 15) s
+    assert plan_epochs(5.0, timing) == 7  # 300 s / (10 x 1.5 + 2 x 15) s = 6.7
+    assert plan_epochs(4.5, timing) == 6  # 6.0
+    assert plan_epochs(4.0, timing) == 5  # 5.3: rounded, not floored
     assert plan_epochs(0.1, timing) == 1  # never fewer than one epoch
 
 
 def test_calibration_tries_one_thread_unless_threads_are_set():
-    assert thread_candidates(None, available=2) == [2, 1]
+    assert thread_candidates(None, available=2) == [1, 2]
     assert thread_candidates(None, available=1) == [1]
     assert thread_candidates(3, available=2) == [3]  # trainer.threads wins
 

@@ -227,7 +227,7 @@ def thread_candidates(configured: int | None, available: int | None = None) -> l
     if configured:
         return [int(configured)]
     default = int(available if available is not None else torch_threads())
-    return sorted({default, 1}, reverse=True)
+    return sorted({default, 1})
 
 
 def torch_threads() -> int:
@@ -241,7 +241,9 @@ def calibrate(cfg: Any, steps: int, threads: list[int] | None = None) -> dict[st
     """Time real training steps (data included) and one full-scene validation.
 
     Each thread count of ``threads`` (default: :func:`thread_candidates`) is timed on
-    ``steps`` steps after one warm-up step; the fastest is kept (and left set in torch).
+    ``steps`` steps after one warm-up step (a count stops early once it is clearly
+    slower than the best so far: half its steps at 1.5x the best's median); the fastest
+    is kept (and left set in torch).
 
     Returns:
         ``{"step_s", "val_scene_s", "steps_per_epoch", "val_scenes", "threads"}`` plus
@@ -279,6 +281,13 @@ def calibrate(cfg: Any, steps: int, threads: list[int] | None = None) -> dict[st
             opt.step()
             opt.zero_grad()
             times.append(time.perf_counter() - t0)
+            timed = times[1:]
+            if (
+                per_thread
+                and len(timed) >= max(1, steps // 2)
+                and float(np.median(timed)) > 1.5 * min(per_thread.values())
+            ):
+                break  # clearly slower: do not spend the whole calibration on it
         per_thread[n] = float(np.median(times[1:]))
     best = min(per_thread, key=lambda n: per_thread[n])
     torch.set_num_threads(best)
@@ -321,11 +330,16 @@ def fixed_plan(cfg: Any) -> dict[str, float]:
 
 
 def plan_epochs(minutes: float, timing: dict[str, float]) -> int:
-    """Whole epochs that fit in ``minutes`` (at least 1), validation included."""
+    """Whole epochs closest to ``minutes`` (at least 1), validation included.
+
+    Rounded, not floored: flooring left up to one epoch of the budget unused (2.9
+    epochs' worth of time became 2 epochs, a third of the training lost); the run may
+    overshoot the budget by half an epoch, and the wall-clock guard bounds the rest.
+    """
     epoch_s = (
         timing["steps_per_epoch"] * timing["step_s"] + timing["val_scenes"] * timing["val_scene_s"]
     )
-    return max(1, int(minutes * 60.0 // max(epoch_s, 1e-6)))
+    return max(1, round(minutes * 60.0 / max(epoch_s, 1e-6)))
 
 
 # ----------------------------------------------------------------------------- main
