@@ -167,7 +167,14 @@ def test_two_sweeps_are_compared_side_by_side(runs_dir, tmp_path, fake_run):
     }
     assert summary.loc["coarse:r1-2_f-sar", "combined_mean"] == pytest.approx(80.0)
     assert summary.loc[f"{runs_dir.name}:r1-2_f-sar", "combined_mean"] == pytest.approx(61.0)
-    assert rep.best.set_index("score").loc["combined", "config_id"] == "coarse:r1-2_f-sar"
+    # best and paired comparisons are within each sweep, never across their data
+    best = rep.best[rep.best["score"] == "combined"].set_index("study")["config_id"]
+    assert best.to_dict() == {
+        runs_dir.name: f"{runs_dir.name}:r4-8_f-sar",
+        "coarse": "coarse:r1-2_f-sar",
+    }
+    combined = rep.paired[rep.paired["score"] == "combined"]
+    assert list(combined["config_id"]) == [f"{runs_dir.name}:r1-2_f-sar"]
     assert "run_dir" not in pd.read_csv(tmp_path / "both" / "runs.csv").columns
     with pytest.raises(DataError, match="distinct names"):
         write_report([other, other], tmp_path / "x", command="cmd")

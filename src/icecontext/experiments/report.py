@@ -117,18 +117,22 @@ def build_report(
         runs_dirs = [runs_dirs]
     runs = collect_studies(list(runs_dirs), features)
     summary = summarise(runs)
-    best = best_per_task(summary)
-    best_ids = best.set_index("score")["config_id"]
-    paired = pd.concat(
-        [paired_comparisons(runs, score, reference=str(best_ids[score])) for score in SCORES],
-        ignore_index=True,
-    )
+    # each sweep has its own data: the best configuration and the paired comparisons are
+    # found within each sweep, never across them
+    bests, pairs = [], []
+    for study in dict.fromkeys(summary["study"]):
+        best = best_per_task(summary[summary["study"] == study].reset_index(drop=True))
+        best.insert(0, "study", study)
+        bests.append(best)
+        sub = runs[runs["study"] == study]
+        ids = best.set_index("score")["config_id"]
+        pairs += [paired_comparisons(sub, score, reference=str(ids[score])) for score in SCORES]
     per_scene = collect_breakdowns(runs)
     return StudyReport(
         runs=runs,
         summary=summary,
-        best=best,
-        paired=paired,
+        best=pd.concat(bests, ignore_index=True),
+        paired=pd.concat(pairs, ignore_index=True),
         by_service=weighted_breakdown(per_scene, "service"),
         by_month=weighted_breakdown(per_scene, "month"),
     )
@@ -231,7 +235,8 @@ def _markdown(
         rows.append(cells)
     parts += [_md_table(header, rows), "", "![score versus receptive field](score_vs_rf.png)", ""]
 
-    parts += ["## Best configuration per score", ""]
+    several = rep.runs["study"].nunique() > 1
+    parts += ["## Best configuration per score" + (" in each sweep" if several else ""), ""]
     parts.append(
         _md_table(
             ["score", "configuration", "mean ± sd", "seeds", "its RF (km)"],
@@ -252,7 +257,8 @@ def _markdown(
         "",
         "## Paired comparisons across seeds",
         "",
-        "Each configuration against the best one for that score, pairing runs of equal "
+        "Each configuration against the best one for that score (within its sweep), pairing "
+        "runs of equal "
         "seed. Tests (scipy.stats): paired t-test (`ttest_rel`) and Wilcoxon signed-rank "
         "(`wilcoxon`, two-sided). Difference = configuration minus best.",
         "",
@@ -262,11 +268,7 @@ def _markdown(
         "cannot check. Read the differences, not only the p-values.",
         "",
     ]
-    for score in SCORES:
-        sub = rep.paired[rep.paired["score"] == score]
-        if sub.empty:
-            continue
-        ref = sub["reference"].iloc[0]
+    for (ref, score), sub in rep.paired.groupby(["reference", "score"], sort=False):
         parts += [f"**{score}** (reference `{ref}`)", ""]
         parts.append(
             _md_table(
