@@ -61,26 +61,33 @@ def cpu_benchmark(steps: int, workdir: Path, threads: int | None = None) -> dict
     return out
 
 
-def cuda_benchmark(steps: int, size: int, batch: int, peak: float | None) -> dict[str, float]:
-    """Reference preset on random 768 x 768 inputs, bf16 autocast, AdamW steps."""
+def reference_benchmark(
+    steps: int, size: int, batch: int, peak: float | None, device: str = "cuda"
+) -> dict[str, float | str]:
+    """Reference preset on random ``size`` x ``size`` inputs, bf16 autocast, AdamW steps.
+
+    Made for CUDA; ``device="cpu"`` runs the same code (a smoke test of this path on a
+    machine without a GPU, with a small ``size``).
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     from icecontext.models.config import load_model_spec
     from icecontext.models.multitask import build_model
 
     spec = load_model_spec(ROOT / "configs" / "model" / "autoice_reference.yaml")
-    device = torch.device("cuda")
-    model = build_model(spec.model, spec.in_channels).to(device).train()
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    model = build_model(spec.model, spec.in_channels).to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(batch, spec.in_channels, size, size, device=device)
+    x = torch.randn(batch, spec.in_channels, size, size, device=dev)
     targets = {
-        "SIC": torch.randint(0, 11, (batch, size, size), device=device).float(),
-        "SOD": torch.randint(0, 6, (batch, size, size), device=device),
-        "FLOE": torch.randint(0, 7, (batch, size, size), device=device),
+        "SIC": torch.randint(0, 11, (batch, size, size), device=dev).float(),
+        "SOD": torch.randint(0, 6, (batch, size, size), device=dev),
+        "FLOE": torch.randint(0, 7, (batch, size, size), device=dev),
     }
 
     def step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
             out = model(x)
             loss = torch.nn.functional.mse_loss(out["SIC"][:, 0].float(), targets["SIC"])
             loss = loss + torch.nn.functional.cross_entropy(out["SOD"].float(), targets["SOD"])
@@ -89,19 +96,24 @@ def cuda_benchmark(steps: int, size: int, batch: int, peak: float | None) -> dic
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(dev)
+
+    # forward + backward FLOPs of one step (the optimiser's element-wise work is not counted)
     with FlopCounterMode(display=False) as counter:
         step()
     flops = float(counter.get_total_flops())
     for _ in range(3):
         step()
-    torch.cuda.synchronize()
+    sync()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
-    torch.cuda.synchronize()
+    sync()
     dt = (time.perf_counter() - t0) / steps
-    name = torch.cuda.get_device_name(device)
-    if peak is None:
+    name = torch.cuda.get_device_name(dev) if cuda else f"CPU ({platform.machine()})"
+    if peak is None and cuda:
         peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
     achieved = flops / dt / 1e12
     return {
@@ -112,7 +124,7 @@ def cuda_benchmark(steps: int, size: int, batch: int, peak: float | None) -> dic
         "achieved_tflops": achieved,
         "mfu": achieved / peak if peak else float("nan"),
         "peak_tflops": peak or float("nan"),
-        "max_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30,
+        "max_memory_gb": torch.cuda.max_memory_allocated(dev) / 2**30 if cuda else float("nan"),
     }
 
 
@@ -120,7 +132,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=60, help="measured CPU training steps")
     ap.add_argument("--workdir", type=Path, default=None, help="keep data here (default: tmp)")
-    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    ap.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda", "reference-on-cpu"),
+        default="auto",
+        help="auto: the CPU part, and the reference part when a GPU is visible; "
+        "reference-on-cpu: only the reference part, on the CPU (smoke test, use a small "
+        "--gpu-size)",
+    )
     ap.add_argument("--gpu-steps", type=int, default=20)
     ap.add_argument("--gpu-batch", type=int, default=8)
     ap.add_argument("--gpu-size", type=int, default=768)
@@ -152,10 +171,17 @@ def main() -> None:
         )
         if tmp:
             tmp.cleanup()
-    if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
-        g = cuda_benchmark(args.gpu_steps, args.gpu_size, args.gpu_batch, args.peak_tflops)
+    on_gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    if on_gpu or args.device == "reference-on-cpu":
+        g = reference_benchmark(
+            args.gpu_steps,
+            args.gpu_size,
+            args.gpu_batch,
+            args.peak_tflops,
+            device="cuda" if on_gpu else "cpu",
+        )
         print(
-            f"GPU {g['device']}, reference preset, {args.gpu_size} x {args.gpu_size}, "
+            f"{g['device']}, reference preset, {args.gpu_size} x {args.gpu_size}, "
             f"batch {args.gpu_batch}, bf16 autocast:"
         )
         print(
