@@ -71,6 +71,7 @@ def plot_score_vs_rf(summary: pd.DataFrame, path: Path) -> Path:
     feature set (and per-task-rates label, when that is an axis).
     """
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -94,6 +95,10 @@ def plot_score_vs_rf(summary: pd.DataFrame, path: Path) -> Path:
             sd = np.nan_to_num(g[f"{score}_sd"].to_numpy()[order])
             ax.errorbar(xs, ys, yerr=sd, marker="o", ms=4, capsize=3, label=str(label))
         ax.set_xscale("log")
+        # label the fields that were run, not log-axis decades (which overlap here)
+        ticks = sorted({float(v) for line in ax.get_lines() for v in line.get_xdata()})
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xticks(ticks, [f"{t:.0f}" for t in ticks])
         ax.set_title(score)
         ax.set_xlabel("receptive field (km)" if score != "combined" else "largest RF (km)")
         ax.grid(alpha=0.3)
