@@ -225,7 +225,7 @@ def write_report(
     add(
         f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by icecontext {__version__} "
         f"(commit {git_commit() or 'unknown'}) on {_cpu_name()}, "
-        f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPU cores; "
+        f"{torch.get_num_threads()} torch thread(s), {os.cpu_count()} CPU cores; "
         f"total {timings.get('total_s', 0) / 60:.1f} min."
     )
     add("")
