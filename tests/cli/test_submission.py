@@ -77,3 +77,16 @@ def test_unwritable_target_folder(ckpt, test_set_dir, tmp_path, capsys):
     rc = main(["submission", "-k", str(ckpt), "-d", str(test_set_dir), "-o", str(out)])
     assert rc == 2 and str(blocker) in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--tile", "0"), ("--batch", "0"), ("--overlap", "-1")]
+)
+def test_bad_tiling_option_is_named_and_writes_nothing(
+    ckpt, test_set_dir, tmp_path, capsys, option, value
+):
+    out = tmp_path / "upload_package.nc"
+    rc = main(["submission", "-k", str(ckpt), "-d", str(test_set_dir), "-o", str(out),
+               option, value, "--no-progress"])  # fmt: skip
+    assert rc == 2 and option in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -231,6 +231,44 @@ def full_resolution_extras(
     return probs, conf
 
 
+def prepare_prediction(
+    model_path: str | os.PathLike[str],
+    scenes: ScenePaths,
+    s: PredictSettings,
+    model: InferenceModel | None = None,
+) -> tuple[InferenceModel, int, int, int, Any, dict[str, Path]]:
+    """Check the options, load the model and check every scene, before anything is written.
+
+    Shared by ``predict`` and ``submission``.
+
+    Returns:
+        ``(model, tile, overlap, batch, device, scene files by name)``.
+
+    Raises:
+        ConfigError: Bad tile, batch, overlap or device.
+        SceneFormatError: A scene lacks a variable the model needs.
+        DataError: A scene has no SAR data.
+    """
+    device = resolve_device(s.device)
+    if s.tile is not None and s.tile < 1:
+        raise ConfigError("--tile", f"must be >= 1 pixel, got {s.tile}")
+    if s.batch is not None and s.batch < 1:
+        raise ConfigError("--batch", f"must be >= 1 tile, got {s.batch}")
+    if s.overlap != "auto" and int(s.overlap) < 0:
+        raise ConfigError("--overlap", f"must be >= 0 pixels or 'auto', got {s.overlap}")
+    loaded = model or load_inference_model(model_path, device)
+    loaded.model.to(device).eval()
+    tile = s.tile or DEFAULT_TILE
+    overlap = (
+        overlap_for_rf(loaded.receptive_field, tile) if s.overlap == "auto" else int(s.overlap)
+    )
+    batch = s.batch or (1 if device.type == "cpu" else 4)
+    files = collect_scenes(scenes)
+    for path in files.values():
+        open_scene_source(path, loaded).close()
+    return loaded, tile, overlap, batch, device, files
+
+
 def predict_scenes(
     model_path: str | os.PathLike[str],
     scenes: ScenePaths,
@@ -260,25 +298,7 @@ def predict_scenes(
     """
     s = settings or PredictSettings()
     formats = check_formats(s.formats)
-    device = resolve_device(s.device)
-    if s.tile is not None and s.tile < 1:
-        raise ConfigError("--tile", f"must be >= 1 pixel, got {s.tile}")
-    if s.batch is not None and s.batch < 1:
-        raise ConfigError("--batch", f"must be >= 1 tile, got {s.batch}")
-    if s.overlap != "auto" and int(s.overlap) < 0:
-        raise ConfigError("--overlap", f"must be >= 0 pixels or 'auto', got {s.overlap}")
-    loaded = model or load_inference_model(model_path, device)
-    loaded.model.to(device).eval()
-    tile = s.tile or DEFAULT_TILE
-    overlap = (
-        overlap_for_rf(loaded.receptive_field, tile) if s.overlap == "auto" else int(s.overlap)
-    )
-    batch = s.batch or (1 if device.type == "cpu" else 4)
-    files = collect_scenes(scenes)
-
-    # Check everything before writing anything.
-    for path in files.values():
-        open_scene_source(path, loaded).close()
+    loaded, tile, overlap, batch, device, files = prepare_prediction(model_path, scenes, s, model)
     folder = check_output_folder(out)
 
     run = PredictRun(loaded, tile, overlap, batch, device)

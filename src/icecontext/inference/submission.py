@@ -21,16 +21,14 @@ from pathlib import Path
 
 from icecontext.data.format import OFFICIAL_TEST_SCENES
 from icecontext.inference.exports.upload import UploadPackageWriter, check_upload_package
-from icecontext.inference.loading import InferenceModel, load_inference_model
-from icecontext.inference.predictor import overlap_for_rf, predict_scene
+from icecontext.inference.loading import InferenceModel
+from icecontext.inference.predictor import predict_scene
 from icecontext.inference.scenes import (
-    DEFAULT_TILE,
     PredictSettings,
     ScenePaths,
     check_output_folder,
-    collect_scenes,
     open_scene_source,
-    resolve_device,
+    prepare_prediction,
     tile_progress,
 )
 
@@ -82,17 +80,7 @@ def write_submission(
         ExportError: The target folder is not writable.
     """
     s = settings or PredictSettings()
-    device = resolve_device(s.device)
-    loaded = model or load_inference_model(model_path, device)
-    loaded.model.to(device).eval()
-    tile = s.tile or DEFAULT_TILE
-    overlap = (
-        overlap_for_rf(loaded.receptive_field, tile) if s.overlap == "auto" else int(s.overlap)
-    )
-    batch = s.batch or (1 if device.type == "cpu" else 4)
-    files = collect_scenes(test_dir)
-    for path in files.values():
-        open_scene_source(path, loaded).close()
+    loaded, tile, overlap, batch, device, files = prepare_prediction(model_path, test_dir, s, model)
     out = Path(out)
     check_output_folder(out.parent)
     names = sorted(files)
