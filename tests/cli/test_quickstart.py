@@ -21,6 +21,7 @@ TINY = [
     "quickstart.synth.width=180",
     "quickstart.synth.polygon_size_km=4",
     "quickstart.calibration_steps=1",
+    "quickstart.min_epochs=1",
     "quickstart.baseline_pixels_per_scene=500",
     "data.downsample=1",
     "data.patch_size=64",
@@ -37,7 +38,9 @@ TINY = [
 @pytest.mark.xdist_group("quickstart")
 def test_quickstart_writes_a_report_with_the_network_and_both_baselines(tmp_path, capsys):
     out = tmp_path / "qs"
-    assert main(["quickstart", "--out", str(out), "--minutes", "0.05", "--no-progress", *TINY]) == 0
+    # 0.1 s of budget buys (at least) one epoch; the floor makes it two
+    argv = ["quickstart", "--out", str(out), "--minutes", "0.002", "--no-progress", *TINY]
+    assert main([*argv, "quickstart.min_epochs=2"]) == 0
     printed = capsys.readouterr().out
     report = out / "report.md"
     assert f"report: {report.resolve()}" in printed
@@ -58,6 +61,7 @@ def test_quickstart_writes_a_report_with_the_network_and_both_baselines(tmp_path
     expected = [scores[c] for c in ("SIC", "SOD", "FLOE", "combined")]
     np.testing.assert_allclose(cells, expected, atol=0.051)
     assert "calibration measured" in text
+    assert "the budget alone bought 1 epoch(s); `quickstart.min_epochs` raised it to 2" in text
     # a second run reuses the synthetic scenes (same files, untouched); with
     # quickstart.epochs it trains exactly that many epochs without calibrating
     scene = next((out / "data" / "test").glob("*_prep.nc"))
@@ -75,6 +79,9 @@ def test_plan_epochs_fits_the_budget():
     assert plan_epochs(4.5, timing) == 6  # 6.0
     assert plan_epochs(4.0, timing) == 5  # 5.3: rounded, not floored
     assert plan_epochs(0.1, timing) == 1  # never fewer than one epoch
+    # a slow machine gets the floor, not the few epochs the budget would buy
+    assert plan_epochs(5.0, timing, min_epochs=4) == 7
+    assert plan_epochs(1.0, timing, min_epochs=4) == 4  # 1.3 epochs' worth of time
 
 
 def test_calibration_tries_one_thread_unless_threads_are_set():

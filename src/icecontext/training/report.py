@@ -332,6 +332,12 @@ def write_report(
             f"{plan['val_scene_s']:.1f} s per validation scene, so the run was sized to "
             f"{plan['epochs']} epochs of {int(plan['steps_per_epoch'])} steps {done}"
         )
+        if plan.get("budget_epochs", plan["epochs"]) < plan["epochs"]:
+            add(
+                f"- the budget alone bought {int(plan['budget_epochs'])} epoch(s); "
+                f"`quickstart.min_epochs` raised it to {plan['epochs']}, so this run took "
+                "longer than the budget (a busy machine) rather than training too little"
+            )
     add(
         f"- model selection: best validation combined score {_fmt(best)} at epoch "
         f"{result.best_epoch} (`run/checkpoints/best.ckpt`)."
