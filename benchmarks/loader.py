@@ -8,7 +8,8 @@ for each patch size and worker count with
     kit's integer offsets and resize it (what the AutoICE starter kit and the
     published paper code do);
 (b) ``store``: :class:`~icecontext.data.datamodule.PatchDataset` over the prepared store
-    (valid-pixel check, exact 2 km geometry, augmentation included).
+    (valid-pixel check, exact 2 km geometry, augmentation included), whose batches are
+    assembled in place by ``--threads`` threads per loading process.
 
 Both go through a torch DataLoader with the same batch size. Example::
 
@@ -117,6 +118,9 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=2100)
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 768])
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    ap.add_argument(
+        "--threads", type=int, nargs="+", default=[1, 2], help="store: threads per process"
+    )
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=8.0, help="target time per measurement")
     ap.add_argument("--workdir", type=Path, default=None, help="keep files here (default: tmp)")
@@ -167,25 +171,22 @@ def main() -> None:
         batch = max(1, args.batch if p <= 256 else args.batch // 4)
         sampler = PatchSampler(sources, features, SamplingSettings(patch_size=p))
         for workers in args.workers:
-            rates = {}
-            for kind in ("netcdf", "store"):
-                if kind == "netcdf":
-                    ds = PerPatchNetCDF(files, p, 10**6)
-                    collate = _collate
-                else:
-                    ds = PatchDataset(sampler, 10**6, seed=0)
-                    collate = collate_patches
+            probe = measure(PerPatchNetCDF(files, p, 10**6), workers, batch, 2, _collate)
+            n = max(3, int(args.seconds * probe / batch))
+            netcdf = measure(PerPatchNetCDF(files, p, 10**6), workers, batch, n, _collate)
+            for threads in args.threads:
+                ds = PatchDataset(sampler, 10**6, seed=0, threads=threads)
                 # a short probe sizes the run to about --seconds
-                probe = measure(ds, workers, batch, 2, collate)
+                probe = measure(ds, workers, batch, 2, collate_patches)
                 n = max(3, int(args.seconds * probe / batch))
-                rates[kind] = measure(ds, workers, batch, n, collate)
-            cpu = LAST_CPU_S if workers == 0 else float("nan")
-            rows.append((p, workers, rates["netcdf"], rates["store"], cpu))
-            print(
-                f"  P={p:4d} workers={workers}: netcdf {rates['netcdf']:8.1f} /s   "
-                f"store {rates['store']:8.1f} /s   ratio {rates['store'] / rates['netcdf']:6.1f}x",
-                flush=True,
-            )
+                store_rate = measure(ds, workers, batch, n, collate_patches)
+                cpu = LAST_CPU_S if workers == 0 else float("nan")
+                rows.append((p, workers, threads, netcdf, store_rate, cpu))
+                print(
+                    f"  P={p:4d} workers={workers} threads={threads}: netcdf {netcdf:8.1f} /s   "
+                    f"store {store_rate:8.1f} /s   ratio {store_rate / netcdf:6.1f}x",
+                    flush=True,
+                )
     if args.chunk_sweep:
         print("\nchunk side sweep (store, 0 workers):")
         for chunk in args.chunk_sweep:
@@ -209,13 +210,13 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"load average at the end: {load:.2f} (other jobs on the cores lower the rates)")
     print(
-        "| patch | workers | per-patch NetCDF (patches/s) | store (patches/s) | store / NetCDF "
-        "| store CPU ms/patch |"
+        "| patch | workers | store threads | per-patch NetCDF (patches/s) | store (patches/s) "
+        "| store / NetCDF | store CPU ms/patch |"
     )
-    print("|---:|---:|---:|---:|---:|---:|")
-    for p, w, a, b, cpu in rows:
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for p, w, t, a, b, cpu in rows:
         cpu_txt = "" if math.isnan(cpu) else f"{cpu * 1000:.1f}"
-        print(f"| {p} x {p} x 24 | {w} | {a:.1f} | {b:.1f} | {b / a:.1f}x | {cpu_txt} |")
+        print(f"| {p} x {p} x 24 | {w} | {t} | {a:.1f} | {b:.1f} | {b / a:.1f}x | {cpu_txt} |")
     if tmp:
         tmp.cleanup()
 

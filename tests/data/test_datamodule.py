@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from icecontext.data.config import DataConfig, default_workers
+from icecontext.data.config import DataConfig, default_threads, default_workers
 from icecontext.data.datamodule import (
     EpochPatchSampler,
     IceDataModule,
@@ -76,9 +76,20 @@ def test_batch_contract(store: Path) -> None:
 
 
 def test_batches_do_not_depend_on_the_worker_count(store: Path) -> None:
-    serial = batches(make_dm(store).train_dataloader())
+    serial = batches(make_dm(store, threads=1).train_dataloader())
     parallel = batches(make_dm(store, workers=2).train_dataloader())
     assert_same(serial, parallel)
+    # threads in the training process, and threads inside each worker
+    assert_same(serial, batches(make_dm(store, threads=3).train_dataloader()))
+    assert_same(serial, batches(make_dm(store, workers=2, threads=2).train_dataloader()))
+
+
+def test_assembled_batches_equal_stacked_patches(store: Path) -> None:
+    dm = make_dm(store)
+    dm.setup("fit")
+    dataset = PatchDataset(dm.train_sampler, 12, seed=3, threads=2)
+    keys = [5, 0, 11, 7]
+    assert_same([dataset.__getitems__(keys)], [collate_patches([dataset[k] for k in keys])])
 
 
 def test_ranks_draw_disjoint_shares_of_the_same_epoch(store: Path) -> None:
@@ -154,6 +165,17 @@ def test_feature_missing_from_store_is_an_error(scene_dir: Path, tmp_path: Path)
     prepare_store(scene_dir, out, features=["sar"], progress=False)
     with pytest.raises(DataError, match=r"sar_only.*sar_incidenceangle.*data.features"):
         make_dm(out).setup()
+
+
+def test_default_threads() -> None:
+    assert default_threads(0, cpu_count=2) == 2
+    assert default_threads(0, cpu_count=16) == 4
+    assert default_threads(0, cpu_count=1) == 1
+    assert default_threads(3, cpu_count=16) == 1  # worker processes load in parallel
+    cfg = DataConfig(store=Path("s"), workers=0, threads=None)
+    assert cfg.num_threads == default_threads(0)
+    with pytest.raises(ValueError, match="threads"):
+        DataConfig(store=Path("s"), threads=0)
 
 
 def test_default_workers() -> None:

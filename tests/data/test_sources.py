@@ -199,3 +199,22 @@ def test_transformed_read_equals_transforming_the_window(stores, window) -> None
         x, c = src.read_window(window, feats, transform=t)
         np.testing.assert_allclose(x, t.apply(x0), rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(c, t.apply(c0))
+
+
+@pytest.mark.parametrize("window", [(20, 30, 64, 64), (-10, 190, 64, 64)])
+def test_read_into_a_batch_slot_equals_a_fresh_read(stores, window) -> None:
+    from icecontext.data.geometry import Transform
+
+    prepared = PreparedStore(stores[1])
+    src = prepared.source(prepared.names[0])
+    feats = [*FILE_FEATURES, "month_sin"]
+    t = Transform(True, False, 1)
+    x0, c0 = src.read_window(window, feats, transform=t)
+    batch = np.full((2, *x0.shape), np.nan, dtype=np.float32)  # stale contents
+    x, c = src.read_window(window, feats, transform=t, out=batch[1])
+    assert x is not None and np.shares_memory(x, batch)
+    np.testing.assert_array_equal(batch[1], x0)  # padding zeroed, not left stale
+    np.testing.assert_array_equal(c, c0)
+    assert np.isnan(batch[0]).all()
+    with pytest.raises(ValueError, match="out must be float32"):
+        src.read_window(window, feats, out=np.empty(x0.shape, dtype=np.float64))

@@ -3,7 +3,7 @@
 Batches are ``dict[str, Tensor]``:
 
 * ``"x"``: float32 ``(B, C, P, P)`` inputs in the order of ``data.features``;
-* ``"SIC"``, ``"SOD"``, ``"FLOE"``: int64 ``(B, P, P)`` class indices, 255 = masked;
+* ``"SIC"``, ``"SOD"``, ``"FLOE"``: uint8 ``(B, P, P)`` class indices, 255 = masked;
 * ``"scene"``: int64 ``(B,)`` index into the split's source list;
 * ``"window"``: int64 ``(B, 4)`` ``(row, col, height, width)`` before augmentation;
 * ``"augment"``: int64 ``(B, 3)`` ``(horizontal flip, vertical flip, 90-degree turns)``.
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
+from icecontext.data.batching import BatchAssembler
 from icecontext.data.config import DataConfig
 from icecontext.data.format import CHARTS
 from icecontext.data.sampling import Patch, PatchSampler, SamplingSettings
@@ -61,16 +62,20 @@ def patch_to_tensors(patch: Patch) -> dict[str, torch.Tensor]:
     return out
 
 
-def collate_patches(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack patches into a batch.
+def collate_patches(
+    items: Sequence[dict[str, torch.Tensor]] | dict[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """Stack patches into a batch (a batch that :class:`PatchDataset` built is kept as is).
 
-    In a loader worker, :func:`torch.utils.data.default_collate` stacks straight into
-    shared memory, so handing the batch to the training process copies nothing (a plain
-    ``torch.stack`` made the worker copy every batch into shared memory once more, and two
-    workers ran slower than none). Charts stay uint8 with 255 as the mask: the losses take
-    any integer dtype, and uint8 is 8x less to move between processes and to a GPU than
+    :meth:`PatchDataset.__getitems__` already returns whole batches, assembled in place
+    (:mod:`icecontext.data.batching`). Lists of single patches go through
+    :func:`torch.utils.data.default_collate`, which in a loader worker stacks straight
+    into shared memory. Charts stay uint8 with 255 as the mask: the losses take any
+    integer dtype, and uint8 is 8x less to move between processes and to a GPU than
     int64.
     """
+    if isinstance(items, dict):
+        return items
     return default_collate(list(items))
 
 
@@ -81,27 +86,66 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
     can move to the next epoch by offsetting indices (see :class:`EpochPatchSampler`);
     plain indices ``0..N-1`` give epoch 0.
 
+    A ``DataLoader`` with a batch size fetches whole batches through
+    :meth:`__getitems__`, which reads every patch straight into its slot of the batch,
+    with ``threads`` threads; the result equals stacking :meth:`__getitem__` items.
+
     Args:
         sampler: The numpy patch sampler.
         length: Patches per epoch.
         seed: Base seed.
         stream: Separates independent streams with the same seed (train 0, val 1).
+        threads: Threads reading the patches of a batch.
     """
 
-    def __init__(self, sampler: PatchSampler, length: int, seed: int = 0, stream: int = 0):
+    def __init__(
+        self, sampler: PatchSampler, length: int, seed: int = 0, stream: int = 0, threads: int = 1
+    ):
         if length < 1:
             raise ConfigError("data.patches_per_epoch", f"must be positive, got {length}")
+        if threads < 1:
+            raise ConfigError("data.threads", f"must be >= 1, got {threads}")
         self.sampler = sampler
         self.length = int(length)
         self.seed = int(seed)
         self.stream = int(stream)
+        self.assembler = BatchAssembler(threads)
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
+    def _rng(self, key: int) -> np.random.Generator:
         epoch, index = divmod(int(key), self.length)
-        return patch_to_tensors(self.sampler.draw(patch_rng(self.seed, self.stream, epoch, index)))
+        return patch_rng(self.seed, self.stream, epoch, index)
+
+    def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
+        return patch_to_tensors(self.sampler.draw(self._rng(key)))
+
+    def __getitems__(self, keys: Sequence[int]) -> dict[str, torch.Tensor]:
+        """The batch of patches ``keys``, assembled in place (see :func:`collate_patches`)."""
+        n, p = len(keys), self.sampler.settings.patch_size
+        layout = {
+            "x": ((n, len(self.sampler.features), p, p), np.float32),
+            "charts": ((len(CHARTS), n, p, p), np.uint8),
+        }
+        arrays, tensors = self.assembler.allocate(layout)
+        x, charts = arrays["x"], arrays["charts"]
+        meta = np.empty((n, 8), dtype=np.int64)  # scene, window (4), augment (3)
+
+        def fill(i: int) -> None:
+            patch = self.sampler.draw(self._rng(keys[i]), out=x[i])
+            charts[:, i] = patch.charts
+            t = patch.transform
+            meta[i] = (patch.scene, *patch.window, t.hflip, t.vflip, t.k)
+
+        self.assembler.fill(fill, n)
+        out = {"x": tensors["x"]}
+        for j, c in enumerate(CHARTS):
+            out[c] = tensors["charts"][j]
+        out["scene"] = torch.from_numpy(meta[:, 0].copy())
+        out["window"] = torch.from_numpy(meta[:, 1:5].copy())
+        out["augment"] = torch.from_numpy(meta[:, 5:8].copy())
+        return out
 
 
 class EpochPatchSampler(DistributedSampler):  # type: ignore[type-arg]
@@ -287,7 +331,11 @@ class IceDataModule(pl.LightningDataModule):
             self.setup("fit")
         assert self.train_sampler is not None
         dataset = PatchDataset(
-            self.train_sampler, self.cfg.patches_per_epoch, self.seed, TRAIN_STREAM
+            self.train_sampler,
+            self.cfg.patches_per_epoch,
+            self.seed,
+            TRAIN_STREAM,
+            threads=self.cfg.num_threads,
         )
         rank, world = self._rank()
         return self._loader(dataset, EpochPatchSampler(len(dataset), world, rank))
@@ -298,7 +346,13 @@ class IceDataModule(pl.LightningDataModule):
             self.setup("validate")
         if self.val_sampler is None:
             return []
-        dataset = PatchDataset(self.val_sampler, self.cfg.val_patches, self.seed, VAL_STREAM)
+        dataset = PatchDataset(
+            self.val_sampler,
+            self.cfg.val_patches,
+            self.seed,
+            VAL_STREAM,
+            threads=self.cfg.num_threads,
+        )
         rank, world = self._rank()
         sampler = EpochPatchSampler(len(dataset), world, rank, fixed=True)
         return self._loader(dataset, sampler)

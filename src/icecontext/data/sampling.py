@@ -341,8 +341,14 @@ class PatchSampler:
         p = self.settings.patch_size
         return scene, (row, col, p, p)
 
-    def draw(self, rng: np.random.Generator) -> Patch:
-        """Draw one patch (steps 1-4)."""
+    def draw(self, rng: np.random.Generator, out: np.ndarray | None = None) -> Patch:
+        """Draw one patch (steps 1-4).
+
+        Args:
+            rng: The patch's random generator.
+            out: Write the inputs into this float32 ``(C, P, P)`` array (a batch slot);
+                the returned ``Patch.x`` is then ``out``.
+        """
         s = self.settings
         p = s.patch_size
         scene, window = self.choose_window(rng)
@@ -351,7 +357,7 @@ class PatchSampler:
         # first attempt: inputs and charts in one batch of reads, augmentation fused in;
         # the block counts make it pass in the vast majority of draws (the labelled
         # share does not change under the transform)
-        x, charts = src.read_window(window, self.features, transform=transform)
+        x, charts = src.read_window(window, self.features, transform=transform, out=out)
         assert x is not None and charts is not None
         frac = labelled_fraction(charts)
         if not (frac > 0 and frac >= s.min_valid_fraction) and s.max_attempts > 1:
@@ -365,6 +371,6 @@ class PatchSampler:
                 if frac > 0 and frac >= s.min_valid_fraction:
                     break
             frac, window = best
-            x, charts = src.read_window(window, self.features, transform=transform)
+            x, charts = src.read_window(window, self.features, transform=transform, out=out)
             assert x is not None and charts is not None
         return Patch(x, charts, scene, window, frac, transform)

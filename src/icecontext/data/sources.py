@@ -199,6 +199,7 @@ class SceneSource:
         inputs: bool = True,
         charts: bool = True,
         transform: Transform | None = None,
+        out: np.ndarray | None = None,
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Read inputs and/or the chart stack of a window in one batch of array reads.
 
@@ -211,6 +212,8 @@ class SceneSource:
                 augmentation). It is fused into the read: SAR-grid channels are written
                 through a rotated view and 2 km channels are upsampled in the rotated
                 frame, so no extra pass over the patch is made.
+            out: Write the inputs into this float32 array of the returned shape (a slot
+                of a batch) instead of a new one.
 
         Returns:
             ``(inputs (C, h, w) float32 or None, charts (3, h, w) uint8 or None)``
@@ -225,7 +228,16 @@ class SceneSource:
         x = c = None
         if inputs:
             shape = (len(feats), *t.shape(height, width))
-            x = (np.empty if clip.full else np.zeros)(shape, dtype=np.float32)
+            if out is None:
+                x = (np.empty if clip.full else np.zeros)(shape, dtype=np.float32)
+            else:
+                if out.shape != shape or out.dtype != np.float32:
+                    raise ValueError(
+                        f"out must be float32 {shape}, got {out.dtype} {tuple(out.shape)}"
+                    )
+                x = out
+                if not clip.full:
+                    x.fill(0.0)
         if clip.empty:
             if charts:
                 c = np.full((len(CHARTS), *t.shape(height, width)), CHART_FILL, dtype=np.uint8)

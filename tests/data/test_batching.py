@@ -1,0 +1,82 @@
+"""In-place batch assembly: buffer reuse only when released, threads, shared memory."""
+
+from __future__ import annotations
+
+import gc
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from icecontext.data.batching import BatchAssembler, BatchBufferPool, shared_empty
+
+LAYOUT = {"x": ((2, 3, 4, 4), np.float32), "c": ((3, 2, 4, 4), np.uint8)}
+
+
+def test_a_buffer_is_reused_only_after_every_view_of_its_batch_is_gone():
+    pool = BatchBufferPool(size=2)
+    a = pool.take(LAYOUT)
+    xa = torch.from_numpy(a["x"])
+    view = xa[:, :2]  # a consumer's slice keeps the batch busy too
+    xa.fill_(1.0)
+    del a, xa
+    gc.collect()
+    b = pool.take(LAYOUT)  # the first buffer is busy: the second one
+    torch.from_numpy(b["x"]).fill_(2.0)
+    assert (view == 1.0).all()
+    c = pool.take(LAYOUT)  # both busy: an unpooled batch, never a busy one
+    c["x"][...] = 3.0
+    assert (view == 1.0).all() and (b["x"] == 2.0).all()
+    ptr = view.untyped_storage().data_ptr()
+    del view, b, c
+    gc.collect()
+    d = pool.take(LAYOUT)
+    assert d["x"].ctypes.data == ptr  # released: the first buffer again
+    assert d["x"].shape == (2, 3, 4, 4) and d["c"].dtype == np.uint8
+
+
+def test_a_batch_of_another_shape_gets_its_own_buffer():
+    pool = BatchBufferPool(size=1)
+    a = pool.take(LAYOUT)
+    del a
+    small = {"x": ((1, 3, 4, 4), np.float32)}
+    b = pool.take(small)
+    assert b["x"].shape == (1, 3, 4, 4) and set(b) == {"x"}
+
+
+def test_threads_fill_every_slot_and_errors_surface():
+    asm = BatchAssembler(threads=3)
+    arrays, tensors = asm.allocate(LAYOUT)
+
+    def fill(i: int) -> None:
+        arrays["x"][i] = i + 1
+
+    asm.fill(fill, 2)
+    assert torch.equal(tensors["x"][:, 0, 0, 0], torch.tensor([1.0, 2.0]))
+
+    def broken(i: int) -> None:
+        if i == 1:
+            raise ValueError("slot 1 failed")
+
+    with pytest.raises(ValueError, match="slot 1 failed"):
+        asm.fill(broken, 4)
+    with pytest.raises(ValueError, match="threads"):
+        BatchAssembler(threads=0)
+
+
+def test_assembler_pickles_without_its_pools():
+    asm = BatchAssembler(threads=2)
+    asm.allocate(LAYOUT)
+    asm.fill(lambda i: None, 2)
+    copy = pickle.loads(pickle.dumps(asm))
+    assert copy.threads == 2 and copy._executor is None and copy._buffers is None
+    _, tensors = copy.allocate(LAYOUT)
+    assert tensors["x"].shape == (2, 3, 4, 4)
+
+
+def test_shared_empty_is_in_shared_memory():
+    t = shared_empty((2, 5), torch.uint8)
+    assert t.is_shared() and t.shape == (2, 5) and t.dtype == torch.uint8
+    t.numpy()[...] = 7
+    assert int(t.sum()) == 70
