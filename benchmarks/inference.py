@@ -135,7 +135,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     from icecontext.data.variables import resolve_features
-    from icecontext.inference.predictor import overlap_for_rf, predict_scene
+    from icecontext.inference.predictor import predict_scene, resolve_overlap
     from icecontext.inference.scenes import DEFAULT_TILE
     from icecontext.inference.streaming import StreamingNetCDFSource
     from icecontext.inference.tiling import round_up
@@ -157,7 +157,7 @@ def child(args: argparse.Namespace) -> None:
         tile, overlap = max(round_up(h, 32), round_up(w, 32)), 0
     else:
         tile = args.tile or DEFAULT_TILE
-        overlap = overlap_for_rf(rf, tile) if args.overlap is None else args.overlap
+        overlap = resolve_overlap(args.overlap or "auto", rf, tile)
     base = _current_rss_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -282,7 +282,11 @@ def main() -> None:
         help="presets that get a single pass (default: all of --presets)",
     )
     parser.add_argument("--tile", type=int, default=None, help="tile side (default 2048)")
-    parser.add_argument("--overlap", type=int, default=None, help="margin (default: from RF)")
+    parser.add_argument(
+        "--overlap",
+        default=None,
+        help="margin: pixels, auto (default: the RF radius capped at tile/16) or rf (the radius)",
+    )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument(
         "--max-tiles",

@@ -98,13 +98,14 @@ def test_tiled_equals_single_pass(setup, tmp_path):
     assert model.receptive_field is not None
     radius = -(-model.receptive_field // 2)
     runs = {}
-    for label, tile, overlap in (("tiled", 2 * radius + 32, radius), ("single", 256, 0)):
+    for label, tile, overlap in (("tiled", 2 * radius + 32, "rf"), ("single", 256, 0)):
         settings = PredictSettings(
             tile=tile, overlap=overlap, formats=("netcdf",), progress=False, confidence="max"
         )
         run = predict_scenes(ckpt, scenes, root / f"eq_{label}", settings, model=model)
         runs[label] = run
     assert runs["tiled"].scenes[0].tiles > 1 and runs["single"].scenes[0].tiles == 1
+    assert runs["tiled"].overlap == radius  # --overlap rf: the whole radius
     for result in runs["tiled"].scenes:
         a = xr.open_dataset(root / "eq_tiled" / f"{result.name}_charts.nc", mask_and_scale=False)
         b = xr.open_dataset(root / "eq_single" / f"{result.name}_charts.nc", mask_and_scale=False)

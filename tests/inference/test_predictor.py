@@ -228,3 +228,18 @@ def test_has_input_data(scene):
     inputs, valid = scene
     assert has_input_data(ArraySource(inputs, valid), rows=16)
     assert not has_input_data(ArraySource(inputs, np.zeros_like(valid)), rows=16)
+
+
+def test_overlap_words_and_numbers():
+    from icecontext.errors import ConfigError
+    from icecontext.inference.predictor import overlap_for_rf, resolve_overlap
+
+    assert resolve_overlap("rf", 835, 2048) == 418  # the whole radius, uncapped
+    assert resolve_overlap("auto", 835, 2048) == overlap_for_rf(835, 2048) == 128
+    assert resolve_overlap(40, 835, 2048) == resolve_overlap("40", None, 64) == 40
+    with pytest.raises(ConfigError, match="--overlap.*pools globally"):
+        resolve_overlap("rf", None, 2048)
+    with pytest.raises(ConfigError, match="--overlap.*>= 0"):
+        resolve_overlap(-1, 835, 2048)
+    with pytest.raises(ConfigError, match="--overlap.*'rf'"):
+        resolve_overlap("wide", 835, 2048)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from icecontext.cli.tiling_options import add_tiling_options, parse_overlap
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
@@ -45,18 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="write a confidence map per classification head (NetCDF)",
     )
-    parser.add_argument("--tile", type=int, default=None, help="tile side in pixels (2048)")
-    parser.add_argument(
-        "--overlap", default="auto", help="context margin per side in pixels, or auto"
-    )
-    parser.add_argument(
-        "--batch", type=int, default=None, help="tiles per forward pass (1 on CPU, 4 on GPU)"
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    parser.add_argument(
-        "--precision", choices=("32", "bf16", "16"), default="32", help="inference precision"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_tiling_options(parser)
 
 
 def _formats(args: argparse.Namespace) -> list[str]:
@@ -71,16 +62,10 @@ def _formats(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Predict the scenes and list the files written."""
-    from icecontext.errors import ConfigError
     from icecontext.inference.scenes import PredictSettings, predict_scenes
     from icecontext.provenance import write_run_record
 
-    overlap = args.overlap
-    if overlap != "auto":
-        try:
-            overlap = int(overlap)
-        except ValueError:
-            raise ConfigError("--overlap", f"expected pixels or 'auto', got {overlap!r}") from None
+    overlap = parse_overlap(args.overlap)
     settings = PredictSettings(
         tile=args.tile,
         overlap=overlap,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from icecontext.cli.tiling_options import add_tiling_options, parse_overlap
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
@@ -28,36 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", "-o", type=Path, default=Path("upload_package.nc"), help="the upload file"
     )
-    parser.add_argument("--tile", type=int, default=None, help="tile side in pixels (2048)")
-    parser.add_argument(
-        "--overlap", default="auto", help="context margin per side in pixels, or auto"
-    )
-    parser.add_argument(
-        "--batch", type=int, default=None, help="tiles per forward pass (1 on CPU, 4 on GPU)"
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    parser.add_argument(
-        "--precision", choices=("32", "bf16", "16"), default="32", help="inference precision"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_tiling_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Write the upload package and summarise it."""
-    from icecontext.errors import ConfigError
     from icecontext.inference.scenes import PredictSettings
     from icecontext.inference.submission import write_submission
 
-    overlap = args.overlap
-    if overlap != "auto":
-        try:
-            overlap = int(overlap)
-        except ValueError:
-            raise ConfigError("--overlap", f"expected pixels or 'auto', got {overlap!r}") from None
-    if args.tile is not None and args.tile < 1:
-        raise ConfigError("--tile", f"must be >= 1 pixel, got {args.tile}")
-    if args.batch is not None and args.batch < 1:
-        raise ConfigError("--batch", f"must be >= 1 tile, got {args.batch}")
+    overlap = parse_overlap(args.overlap)
     settings = PredictSettings(
         tile=args.tile,
         overlap=overlap,

@@ -217,6 +217,36 @@ def overlap_for_rf(receptive_field: int | None, tile: int) -> int:
     return cap if receptive_field is None else min(cap, -(-int(receptive_field) // 2))
 
 
+def resolve_overlap(overlap: int | str, receptive_field: int | None, tile: int) -> int:
+    """The margin in pixels for an ``--overlap`` of pixels, ``"auto"`` or ``"rf"``.
+
+    ``"auto"`` is :func:`overlap_for_rf` (the radius capped at ``tile / 16``); ``"rf"``
+    is the whole radius ``ceil(RF / 2)``, which makes the tiled result equal a
+    single pass (up to floating-point rounding): with ``n`` tiles per axis the work is
+    ``length + 2 * radius * (n - 1)`` pixels, so tiles of about 7 radii or more keep
+    70 % of the single-pass speed (docs/inference.md).
+
+    Raises:
+        ConfigError: ``"rf"`` for a model without a finite receptive field (global
+            pooling), an unknown word or a negative number (names ``--overlap``).
+    """
+    if overlap == "auto":
+        return overlap_for_rf(receptive_field, tile)
+    if overlap == "rf":
+        if receptive_field is None:
+            raise ConfigError(
+                "--overlap",
+                "'rf' needs a finite receptive field, and this model pools globally; "
+                "give a number of pixels or 'auto'",
+            )
+        return -(-int(receptive_field) // 2)
+    if isinstance(overlap, str) and not overlap.lstrip("-").isdigit():
+        raise ConfigError("--overlap", f"expected pixels, 'auto' or 'rf', got {overlap!r}")
+    if int(overlap) < 0:
+        raise ConfigError("--overlap", f"must be >= 0 pixels, 'auto' or 'rf', got {overlap}")
+    return int(overlap)
+
+
 def auto_overlap(model: nn.Module, tile: int) -> int:
     """Context margin for a model: :func:`overlap_for_rf` of its theoretical receptive field."""
     rf = model.receptive_field() if hasattr(model, "receptive_field") else None

@@ -35,8 +35,8 @@ from icecontext.inference.predictor import (
     InferencePrecision,
     ScenePrediction,
     has_input_data,
-    overlap_for_rf,
     predict_scene,
+    resolve_overlap,
 )
 from icecontext.inference.streaming import StreamingNetCDFSource
 
@@ -53,8 +53,8 @@ class PredictSettings:
     Attributes:
         tile: Tile side in pixels at the model's resolution (``None``:
             :data:`DEFAULT_TILE`).
-        overlap: Context margin per side in pixels, or ``"auto"``
-            (:func:`~icecontext.inference.predictor.overlap_for_rf`).
+        overlap: Context margin per side in pixels, ``"auto"`` or ``"rf"``
+            (:func:`~icecontext.inference.predictor.resolve_overlap`).
         batch: Tiles per forward pass (``None``: 1 on CPU, 4 on a GPU).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``...
         precision: ``32``, ``bf16`` (autocast bfloat16) or ``16`` (float16, CUDA).
@@ -67,7 +67,7 @@ class PredictSettings:
     """
 
     tile: int | None = None
-    overlap: int | Literal["auto"] = "auto"
+    overlap: int | Literal["auto", "rf"] = "auto"
     batch: int | None = None
     device: str = "auto"
     precision: InferencePrecision = "32"
@@ -254,14 +254,12 @@ def prepare_prediction(
         raise ConfigError("--tile", f"must be >= 1 pixel, got {s.tile}")
     if s.batch is not None and s.batch < 1:
         raise ConfigError("--batch", f"must be >= 1 tile, got {s.batch}")
-    if s.overlap != "auto" and int(s.overlap) < 0:
-        raise ConfigError("--overlap", f"must be >= 0 pixels or 'auto', got {s.overlap}")
+    if s.overlap not in ("auto", "rf"):
+        resolve_overlap(s.overlap, None, 1)  # a bad number fails before the model loads
     loaded = model or load_inference_model(model_path, device)
     loaded.model.to(device).eval()
     tile = s.tile or DEFAULT_TILE
-    overlap = (
-        overlap_for_rf(loaded.receptive_field, tile) if s.overlap == "auto" else int(s.overlap)
-    )
+    overlap = resolve_overlap(s.overlap, loaded.receptive_field, tile)
     batch = s.batch or (1 if device.type == "cpu" else 4)
     files = collect_scenes(scenes)
     for path in files.values():

@@ -1,0 +1,41 @@
+"""Command-line options shared by the commands that chart whole scenes (predict, submission)."""
+
+from __future__ import annotations
+
+import argparse
+
+from icecontext.errors import ConfigError
+
+OVERLAP_HELP = (
+    "context margin per side: pixels, 'auto' (the receptive-field radius capped at tile/16, "
+    "fast) or 'rf' (the whole receptive-field radius: equals a single pass; use tiles of at "
+    "least ~7x the radius to keep 70%% of the single-pass speed)"
+)
+
+
+def add_tiling_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--tile --overlap --batch --device --precision --no-progress``."""
+    parser.add_argument("--tile", type=int, default=None, help="tile side in pixels (2048)")
+    parser.add_argument("--overlap", default="auto", help=OVERLAP_HELP)
+    parser.add_argument(
+        "--batch", type=int, default=None, help="tiles per forward pass (1 on CPU, 4 on GPU)"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    parser.add_argument(
+        "--precision", choices=("32", "bf16", "16"), default="32", help="inference precision"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def parse_overlap(text: str) -> int | str:
+    """``--overlap``: ``"auto"``, ``"rf"`` or a whole number of pixels.
+
+    Raises:
+        ConfigError: Anything else (names ``--overlap``).
+    """
+    if text in ("auto", "rf"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError("--overlap", f"expected pixels, 'auto' or 'rf', got {text!r}") from None
