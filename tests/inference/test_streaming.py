@@ -41,6 +41,17 @@ def test_windows_equal_the_loaded_source(scene_file, k, strip_rows):
     stream.close()
 
 
+def test_streamed_variables_keep_no_hdf5_chunk_cache(scene_file):
+    """The 64 MB per-variable chunk cache grew the peak memory with the scene size."""
+    feats = resolve_features(["sar"])
+    stream = StreamingNetCDFSource(scene_file, feats, 1)
+    hh = stream.dataset["nersc_sar_primary"].variable._data.array.array.get_array()
+    assert hh.get_var_chunk_cache()[0] > 0  # netCDF-C's default until it is read
+    stream.read_inputs((0, 0, 16, 16), feats)
+    assert hh.get_var_chunk_cache()[0] == 0
+    stream.close()
+
+
 def test_missing_variable_names_file_variable_and_checkpoint(tmp_path):
     ds = make_scene_dataset(height=60, width=80, seed=1).drop_vars("btemp_18_7h")
     path = tmp_path / f"{ds.attrs['scene_id'][:19]}_prep.nc"

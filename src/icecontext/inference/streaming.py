@@ -80,6 +80,8 @@ class _WindowReader:
     def read(self, variable: str, rows: slice, cols: slice) -> np.ndarray:
         r, c = _full_slices(rows, cols, self.k, self.full)
         with self.lock:
+            if variable not in self._strips:
+                _limit_chunk_cache(self.ds[variable])
             strips = self._strips.setdefault(variable, [])
             for r0, r1, data in strips:
                 if r0 <= r.start and r.stop <= r1:
@@ -98,6 +100,29 @@ class _WindowReader:
         """Drop the cached strips."""
         with self.lock:
             self._strips.clear()
+
+
+def _limit_chunk_cache(array: xr.DataArray) -> None:
+    """Let the HDF5 library cache no decompressed chunks of this variable.
+
+    netCDF-C gives every variable a 64 MB chunk cache. A full-width strip read fills it
+    with as many chunks as fit, and default chunks are about a third of the scene on
+    a side (1667 x 1734 float32 = 11.6 MB at 5000 x 5200), so the cache grew with the
+    scene: about 200 MB of the peak memory of a 5000 x 5200 prediction. The strips
+    are cached here instead, and a chunk straddling two strips is decompressed twice.
+    Reached through xarray's lazy-array wrappers; a back-end without them is left as is.
+    """
+    data: Any = array.variable._data
+    for _ in range(8):
+        if hasattr(data, "get_array"):
+            try:
+                data.get_array().set_var_chunk_cache(size=0, nelems=0)
+            except (AttributeError, RuntimeError):
+                pass
+            return
+        data = getattr(data, "array", None)
+        if data is None:
+            return
 
 
 def _as_slices(selection: tuple[Any, ...], n_lead: int) -> tuple[Any, ...]:
