@@ -8,51 +8,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import xarray as xr
 
-from icecontext import __version__
 from icecontext.cli.main import main
-from icecontext.models.multitask import build_model
+from icecontext.inference.testing import save_tiny_checkpoint
 from icecontext.testing import write_scene_files
-from icecontext.training.checkpoint import CHECKPOINT_KEY
-from icecontext.training.config import RunConfig
 
 FEATURES = ["sar", "incidence"]
 
 
 def save_checkpoint(run_dir: Path, rates: list[int], data_root: Path, seed: int = 0) -> Path:
     """A run folder with checkpoints/best.ckpt holding a tiny model and its resolved config."""
-    cfg = RunConfig.model_validate(
-        {
-            "seed": seed,
-            "data": {"root": str(data_root), "features": FEATURES},
-            "model": {
-                "encoder": {"name": "resnet18", "depth": "layer2", "output_stride": 8},
-                "aspp": {"rates": rates, "channels": 8, "pooling": "none", "dropout": 0.0},
-            },
-            "train": {"validation": {"tile": 128}},
-            "output": {"root": str(run_dir.parent), "name": run_dir.name},
-        }
+    return save_tiny_checkpoint(
+        run_dir / "checkpoints" / "best.ckpt",
+        features=FEATURES,
+        seed=seed,
+        rates=rates,
+        data_root=data_root,
+        run_dir=run_dir,
     )
-    features = cfg.data.channels
-    model = build_model(cfg.model, len(features), seed=seed)
-    ckpt = {
-        "epoch": 1,
-        "global_step": 10,
-        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-        CHECKPOINT_KEY: {
-            "config": cfg.model_dump(mode="json"),
-            "features": features,
-            "in_channels": len(features),
-            "version": __version__,
-            "scores": {},
-        },
-    }
-    path = run_dir / "checkpoints" / "best.ckpt"
-    path.parent.mkdir(parents=True)
-    torch.save(ckpt, path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ in the whole-scene computation, and a partial last block the same partial block.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Sequence
@@ -115,10 +116,8 @@ def _limit_chunk_cache(array: xr.DataArray) -> None:
     data: Any = array.variable._data
     for _ in range(8):
         if hasattr(data, "get_array"):
-            try:
+            with contextlib.suppress(AttributeError, RuntimeError):
                 data.get_array().set_var_chunk_cache(size=0, nelems=0)
-            except (AttributeError, RuntimeError):
-                pass
             return
         data = getattr(data, "array", None)
         if data is None:

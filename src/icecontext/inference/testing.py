@@ -25,6 +25,9 @@ def save_tiny_checkpoint(
     downsample: int = 1,
     seed: int = 0,
     sic_mode: Literal["regression", "classification"] = "regression",
+    rates: Sequence[int] = (1, 2),
+    data_root: str | os.PathLike[str] | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write a checkpoint of a small random model (ResNet-18 to layer2, ASPP rates 1/2).
 
@@ -34,6 +37,9 @@ def save_tiny_checkpoint(
         downsample: ``data.downsample``.
         seed: Model initialisation seed.
         sic_mode: ``model.sic_mode``.
+        rates: ``model.aspp.rates``.
+        data_root: ``data.root`` (default: the checkpoint's folder).
+        run_dir: The run folder recorded as ``output`` (default: ``<folder>/run``).
 
     Returns:
         ``path``.
@@ -44,21 +50,22 @@ def save_tiny_checkpoint(
     from icecontext.training.config import RunConfig
 
     path = Path(path)
+    run = Path(run_dir) if run_dir is not None else path.parent / "run"
     cfg = RunConfig.model_validate(
         {
             "seed": seed,
             "data": {
-                "root": str(path.parent),
+                "root": str(data_root if data_root is not None else path.parent),
                 "features": list(features),
                 "downsample": downsample,
             },
             "model": {
                 "encoder": {"name": "resnet18", "depth": "layer2", "output_stride": 8},
-                "aspp": {"rates": [1, 2], "channels": 8, "pooling": "none", "dropout": 0.0},
+                "aspp": {"rates": list(rates), "channels": 8, "pooling": "none", "dropout": 0.0},
                 "sic_mode": sic_mode,
             },
             "train": {"validation": {"tile": 128}},
-            "output": {"root": str(path.parent), "name": "run"},
+            "output": {"root": str(run.parent), "name": run.name},
         }
     )
     channels = cfg.data.channels
