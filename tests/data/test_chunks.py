@@ -73,3 +73,30 @@ def test_other_layouts_are_left_to_zarr(tmp_path):
     blocks = read_blocks([(zstd, sel), (direct, sel), (sharded, sel), (data, sel)])
     for block in blocks:
         np.testing.assert_array_equal(block, data[sel])
+
+
+def test_reopened_scenes_never_get_another_scenes_reader(tmp_path):
+    """Regression: readers were cached by ``id(store)``; once a scene's store object was
+    freed, a newly opened scene could get its id, and then its reader (every scene group
+    names its array ``sar``), so patches came from the wrong scene."""
+    import gc
+
+    from icecontext.data.store import PreparedStore, prepare_store
+    from icecontext.testing import write_scene_files
+
+    roots = []
+    for i in range(2):
+        write_scene_files(tmp_path / f"in{i}", 1, height=60, width=70, seed=i + 1)
+        prepare_store(tmp_path / f"in{i}", tmp_path / f"s{i}", progress=False)
+        roots.append(tmp_path / f"s{i}")
+    wrong = 0
+    for _ in range(40):
+        for root in roots:
+            store = PreparedStore(root)
+            src = store.source(store.names[0])
+            x, _ = src.read_window((0, 0, 24, 24), list(src.features)[:2])
+            truth = zarr.open_group(root / store.names[0], mode="r")["sar"][0:2, 0:24, 0:24]
+            wrong += not np.array_equal(x, truth)
+            del store, src
+            gc.collect()
+    assert wrong == 0

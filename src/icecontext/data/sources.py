@@ -362,17 +362,26 @@ def read_blocks(requests: Sequence[tuple[Any, tuple[slice, ...]]]) -> list[np.nd
     return [np.asarray(b) for b in sync(gather())]
 
 
-_DIRECT: dict[tuple[int, str], DirectChunkReader | None] = {}
+_DIRECT: dict[tuple[int, str], tuple[Any, DirectChunkReader | None]] = {}
 
 
 def _direct_reader(array: Any) -> DirectChunkReader | None:
-    """The direct chunk reader of a zarr array, or ``None`` if zarr must read it (cached)."""
-    key = (id(array.store_path.store), array.store_path.path)
-    if key not in _DIRECT:
+    """The direct chunk reader of a zarr array, or ``None`` if zarr must read it (cached).
+
+    Keyed by the identity of the array's store object, which the entry keeps alive: an
+    ``id`` alone is reused once its object is freed, and a reader of another store's
+    files was then returned for a new store (wrong data, seen with threads opening
+    stores concurrently).
+    """
+    store = array.store_path.store
+    key = (id(store), array.store_path.path)
+    entry = _DIRECT.get(key)
+    if entry is None or entry[0] is not store:
         if len(_DIRECT) > 4096:  # bounded: one entry per opened array
             _DIRECT.clear()
-        _DIRECT[key] = DirectChunkReader.for_array(array)
-    return _DIRECT[key]
+        entry = (store, DirectChunkReader.for_array(array))
+        _DIRECT[key] = entry
+    return entry[1]
 
 
 async def _ready(value: np.ndarray) -> np.ndarray:
