@@ -99,3 +99,25 @@ def test_read_metrics_joins_segments(tmp, tmp_path):
     df = read_metrics(run)
     assert df["step"].tolist() == [0, 1, 2, 3, 4]
     assert df["x"].tolist() == [0, 1, 20, 30, 40]
+
+
+def test_read_metrics_skips_a_log_cut_by_a_kill(tmp_path):
+    """SIGKILL during the logger's rewrite left an empty or truncated metrics.csv, and the
+    resumed run then drew no curves (seen in the kill-and-resume test)."""
+    import pandas as pd
+
+    from icecontext.training.plots import plot_training_curves, read_metrics
+    from icecontext.training.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    previous = tmp_path / "logs" / "csv_previous"
+    previous.mkdir(parents=True)
+    (tmp_path / "logs" / "csv").mkdir(parents=True)
+    (previous / "part-000.csv").write_text("")  # killed before the header was written
+    (previous / "part-001.csv").write_text("step,x\n0,1\n1,2\n2,3,9,9\n")  # cut mid-row
+    pd.DataFrame({"step": [2, 3], "x": [20, 30]}).to_csv(
+        tmp_path / "logs" / "csv" / "metrics.csv", index=False
+    )
+    df = read_metrics(run)
+    assert df["step"].tolist() == [0, 1, 2, 3] and df["x"].tolist() == [1, 2, 20, 30]
+    assert plot_training_curves(run, tmp_path / "curves.png").is_file()

@@ -32,8 +32,13 @@ def read_metrics(run: RunDir) -> Any:
         raise FileNotFoundError(f"{run.logs}: no metrics.csv")
     frames = []
     for i, p in enumerate(parts):
-        df = pd.read_csv(p)
-        if df.empty:
+        # A run killed while its logger rewrote metrics.csv leaves it empty or cut short:
+        # its segment is best effort, the checkpoint is what the resume relies on.
+        try:
+            df = pd.read_csv(p, on_bad_lines="skip")
+        except pd.errors.EmptyDataError:
+            continue
+        if df.empty or "step" not in df:
             continue
         df["_segment"] = i
         frames.append(df)
