@@ -218,3 +218,15 @@ def test_read_into_a_batch_slot_equals_a_fresh_read(stores, window) -> None:
     assert np.isnan(batch[0]).all()
     with pytest.raises(ValueError, match="out must be float32"):
         src.read_window(window, feats, out=np.empty(x0.shape, dtype=np.float64))
+
+
+def test_threads_open_a_store_scene_once(stores) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    prepared = PreparedStore(stores[1])
+    src = prepared.source(prepared.names[0])
+    for _ in range(5):
+        src.release()
+        with ThreadPoolExecutor(4) as pool:
+            layers = list(pool.map(lambda _: src._layers(), range(8)))
+        assert all(la is layers[0] for la in layers)

@@ -22,7 +22,8 @@ from icecontext.inference.tiling import plan_tiles, round_up
 )
 def test_cores_partition_the_padded_scene_and_keep_the_margin(h, w, tile, overlap, align, balance):
     t = round_up(tile, align)
-    if (t - 2 * overlap) // align * align <= 0:
+    one_tile = round_up(h, align) <= t and round_up(w, align) <= t  # any margin is met
+    if (t - 2 * overlap) // align * align <= 0 and not one_tile:
         with pytest.raises(ConfigError, match="tile"):
             plan_tiles((h, w), tile, overlap, align, balance=balance)
         return
@@ -97,3 +98,12 @@ def test_bad_settings_name_the_option(kwargs, option):
     with pytest.raises(ConfigError) as exc:
         plan_tiles((300, 300), align=32, **kwargs)
     assert exc.value.option == option
+
+
+def test_a_scene_within_one_tile_takes_any_margin():
+    """``--overlap rf`` of a wide-field model on a scene smaller than the tile: one tile."""
+    layout = plan_tiles((900, 1000), 2048, 1246)
+    assert len(layout.tiles) == 1 and layout.tiles[0].window == (0, 0, 928, 1024)
+    assert layout.tiles[0].core == (0, 0, 928, 1024) and layout.margin == 1246
+    with pytest.raises(ConfigError, match="tile"):
+        plan_tiles((3000, 1000), 2048, 1246)

@@ -58,11 +58,8 @@ class BatchBufferPool:
         if len(self._buffers) < self.size:
             self._buffers.append((dict(layout), arrays, []))
             return self._lease(len(self._buffers) - 1, arrays)
-        # all busy (or of other shapes): drop one that is free, or hand out unpooled
-        for i, (_, _, leases) in enumerate(self._buffers):
-            if all(ref() is None for ref in leases):
-                self._buffers[i] = (dict(layout), arrays, [])
-                return self._lease(i, arrays)
+        # all busy, or of another shape (an epoch's short last batch): unpooled, so the
+        # full-size buffers stay for the batches that follow
         return arrays
 
     def _lease(self, i: int, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -127,24 +127,27 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
         layout = {
             "x": ((n, len(self.sampler.features), p, p), np.float32),
             "charts": ((len(CHARTS), n, p, p), np.uint8),
+            "scene": ((n,), np.int64),
+            "window": ((n, 4), np.int64),
+            "augment": ((n, 3), np.int64),
         }
         arrays, tensors = self.assembler.allocate(layout)
         x, charts = arrays["x"], arrays["charts"]
-        meta = np.empty((n, 8), dtype=np.int64)  # scene, window (4), augment (3)
 
         def fill(i: int) -> None:
             patch = self.sampler.draw(self._rng(keys[i]), out=x[i])
             charts[:, i] = patch.charts
             t = patch.transform
-            meta[i] = (patch.scene, *patch.window, t.hflip, t.vflip, t.k)
+            arrays["scene"][i] = patch.scene
+            arrays["window"][i] = patch.window
+            arrays["augment"][i] = (t.hflip, t.vflip, t.k)
 
         self.assembler.fill(fill, n)
         out = {"x": tensors["x"]}
         for j, c in enumerate(CHARTS):
             out[c] = tensors["charts"][j]
-        out["scene"] = torch.from_numpy(meta[:, 0].copy())
-        out["window"] = torch.from_numpy(meta[:, 1:5].copy())
-        out["augment"] = torch.from_numpy(meta[:, 5:8].copy())
+        for key in ("scene", "window", "augment"):
+            out[key] = tensors[key]
         return out
 
 

@@ -552,37 +552,48 @@ class ZarrSource(SceneSource):
         self._coarse_vars = tuple(coarse_variables)
         self._data: SceneLayers | None = None
         self._pid: int | None = None
+        self._lock = threading.Lock()
+        self._lock_pid = os.getpid()
 
     def _layers(self) -> SceneLayers:
         if self._data is None or self._pid != os.getpid():
-            import zarr
-
-            path = self.store / self.record.name
-            try:
-                with warnings.catch_warnings():
-                    # consolidated metadata is a zarr-python feature, not (yet) in the spec
-                    warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-                    group = zarr.open_group(path, mode="r", use_consolidated=True)
-            except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
-                raise DataError(f"{path}: scene group missing from the store") from exc
-            members = dict(group.members())
-            self._data = SceneLayers(
-                name=self.record.name,
-                full_shape=self.record.full_shape,
-                downsample=self.record.downsample,
-                sar_variables=self._sar_vars,
-                coarse_variables=self._coarse_vars,
-                sar=members.get("sar"),
-                coarse=members.get("coarse"),
-                charts=members["charts"],
-                valid=members["valid"],
-                tiepoints=np.asarray(members["tiepoints"][...]),
-                block_counts=members["block_counts"],
-                coarse_shape=self.record.coarse_shape,
-                histograms_full=self.record.histograms_full,
-            )
-            self._pid = os.getpid()
+            if self._lock_pid != os.getpid():  # a forked worker must not inherit a held lock
+                self._lock, self._lock_pid = threading.Lock(), os.getpid()
+            with self._lock:  # loading threads open the group once, not once each
+                if self._data is None or self._pid != os.getpid():
+                    self._open()
+        assert self._data is not None
         return self._data
+
+    def _open(self) -> None:
+        """Open the scene group and its arrays (in this process)."""
+        import zarr
+
+        path = self.store / self.record.name
+        try:
+            with warnings.catch_warnings():
+                # consolidated metadata is a zarr-python feature, not (yet) in the spec
+                warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+                group = zarr.open_group(path, mode="r", use_consolidated=True)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+            raise DataError(f"{path}: scene group missing from the store") from exc
+        members = dict(group.members())
+        self._data = SceneLayers(
+            name=self.record.name,
+            full_shape=self.record.full_shape,
+            downsample=self.record.downsample,
+            sar_variables=self._sar_vars,
+            coarse_variables=self._coarse_vars,
+            sar=members.get("sar"),
+            coarse=members.get("coarse"),
+            charts=members["charts"],
+            valid=members["valid"],
+            tiepoints=np.asarray(members["tiepoints"][...]),
+            block_counts=members["block_counts"],
+            coarse_shape=self.record.coarse_shape,
+            histograms_full=self.record.histograms_full,
+        )
+        self._pid = os.getpid()
 
     def histograms(self) -> dict[str, np.ndarray]:
         """Chart histograms at the store's resolution, from the manifest (no read)."""
@@ -597,3 +608,7 @@ class ZarrSource(SceneSource):
         state["_data"] = None  # Zarr handles are reopened in the receiving process
         state["_pid"] = None
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._lock, self._lock_pid = threading.Lock(), os.getpid()

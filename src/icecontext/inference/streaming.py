@@ -116,8 +116,11 @@ def _limit_chunk_cache(array: xr.DataArray) -> None:
     data: Any = array.variable._data
     for _ in range(8):
         if hasattr(data, "get_array"):
-            with contextlib.suppress(AttributeError, RuntimeError):
-                data.get_array().set_var_chunk_cache(size=0, nelems=0)
+            # netCDF-C is not thread-safe: hold xarray's lock for the file, as its reads do
+            lock = getattr(getattr(data, "datastore", None), "lock", None)
+            quiet = contextlib.suppress(AttributeError, RuntimeError)
+            with lock or contextlib.nullcontext(), quiet:
+                data.get_array(needs_lock=False).set_var_chunk_cache(size=0, nelems=0)
             return
         data = getattr(data, "array", None)
         if data is None:

@@ -182,6 +182,10 @@ def plan_tiles(
         raise ConfigError("overlap", f"must be >= 0 pixels, got {overlap}")
     tile = round_up(tile, align)
     step = (tile - 2 * overlap) // align * align
+    ph, pw = round_up(h, align), round_up(w, align)
+    if ph <= tile and pw <= tile:  # one tile: the whole scene, any margin is satisfied
+        span_r, span_c = Span(0, ph, 0, ph), Span(0, pw, 0, pw)
+        return TileLayout((h, w), (ph, pw), (ph, pw), overlap, align, (Tile(span_r, span_c),))
     if step <= 0:
         raise ConfigError(
             "tile",
@@ -189,7 +193,6 @@ def plan_tiles(
             f"(need tile > 2 * overlap, in multiples of {align}); increase the tile or "
             "reduce the overlap",
         )
-    ph, pw = round_up(h, align), round_up(w, align)
     tile_h, step_h = _axis_tile(ph, tile, overlap, align, balance)
     tile_w, step_w = _axis_tile(pw, tile, overlap, align, balance)
     row_spans = _axis_spans(ph, tile_h, step_h)
