@@ -243,3 +243,5 @@ def test_overlap_words_and_numbers():
         resolve_overlap(-1, 835, 2048)
     with pytest.raises(ConfigError, match="--overlap.*'rf'"):
         resolve_overlap("wide", 835, 2048)
+    with pytest.raises(ConfigError, match="--overlap.*8.5"):
+        resolve_overlap(8.5, 835, 2048)  # type: ignore[arg-type]

@@ -240,7 +240,9 @@ def resolve_overlap(overlap: int | str, receptive_field: int | None, tile: int) 
                 "give a number of pixels or 'auto'",
             )
         return -(-int(receptive_field) // 2)
-    if isinstance(overlap, str) and not overlap.lstrip("-").isdigit():
+    if (isinstance(overlap, str) and not overlap.lstrip("-").isdigit()) or (
+        isinstance(overlap, float) and not overlap.is_integer()
+    ):
         raise ConfigError("--overlap", f"expected pixels, 'auto' or 'rf', got {overlap!r}")
     if int(overlap) < 0:
         raise ConfigError("--overlap", f"must be >= 0 pixels, 'auto' or 'rf', got {overlap}")
