@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from icecontext.errors import ConfigError
-
 OVERLAP_HELP = (
     "context margin per side: pixels, 'auto' (the receptive-field radius capped at tile/16, "
     "fast) or 'rf' (the whole receptive-field radius: equals a single pass; use tiles of at "
@@ -28,14 +26,11 @@ def add_tiling_options(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_overlap(text: str) -> int | str:
-    """``--overlap``: ``"auto"``, ``"rf"`` or a whole number of pixels.
+    """``--overlap``: ``"auto"``, ``"rf"`` or a whole number of pixels (checked here).
 
     Raises:
         ConfigError: Anything else (names ``--overlap``).
     """
-    if text in ("auto", "rf"):
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError("--overlap", f"expected pixels, 'auto' or 'rf', got {text!r}") from None
+    from icecontext.inference.predictor import resolve_overlap
+
+    return text if text in ("auto", "rf") else resolve_overlap(text, None, 1)

@@ -315,6 +315,9 @@ class IceDataModule(pl.LightningDataModule):
             return 0, 1
         return int(trainer.global_rank), int(trainer.world_size)
 
+    def _dataset(self, sampler: PatchSampler, length: int, stream: int) -> PatchDataset:
+        return PatchDataset(sampler, length, self.seed, stream, threads=self.cfg.num_threads)
+
     def _loader(self, dataset: Dataset[Any], sampler: Any) -> DataLoader[Any]:
         workers = self.cfg.num_workers
         return DataLoader(
@@ -333,13 +336,7 @@ class IceDataModule(pl.LightningDataModule):
         if self.train_sampler is None:
             self.setup("fit")
         assert self.train_sampler is not None
-        dataset = PatchDataset(
-            self.train_sampler,
-            self.cfg.patches_per_epoch,
-            self.seed,
-            TRAIN_STREAM,
-            threads=self.cfg.num_threads,
-        )
+        dataset = self._dataset(self.train_sampler, self.cfg.patches_per_epoch, TRAIN_STREAM)
         rank, world = self._rank()
         return self._loader(dataset, EpochPatchSampler(len(dataset), world, rank))
 
@@ -349,13 +346,7 @@ class IceDataModule(pl.LightningDataModule):
             self.setup("validate")
         if self.val_sampler is None:
             return []
-        dataset = PatchDataset(
-            self.val_sampler,
-            self.cfg.val_patches,
-            self.seed,
-            VAL_STREAM,
-            threads=self.cfg.num_threads,
-        )
+        dataset = self._dataset(self.val_sampler, self.cfg.val_patches, VAL_STREAM)
         rank, world = self._rank()
         sampler = EpochPatchSampler(len(dataset), world, rank, fixed=True)
         return self._loader(dataset, sampler)
