@@ -89,7 +89,7 @@ def test_checkpoints_hold_the_config_and_best_is_the_best(trained):
 
 
 def test_reloaded_best_weights_equal_the_saved_best_and_reproduce_its_score(trained, tiny_store):
-    _, result = trained
+    cfg, result = trained
     saved = model_state_dict(read_checkpoint(result.best_checkpoint))
     loaded = load_checkpoint(result.best_checkpoint)
     state = loaded.model.state_dict()
@@ -98,7 +98,9 @@ def test_reloaded_best_weights_equal_the_saved_best_and_reproduce_its_score(trai
     assert result.best_epoch == 0  # the last epoch scored worse by construction
     last = model_state_dict(read_checkpoint(result.last_checkpoint))
     assert any(not torch.equal(last[k], saved[k]) for k in saved)
-    # predicting the validation scene again with the reloaded weights gives the stored score
+    # predicting the validation scene again with the reloaded weights gives the stored score,
+    # at the precision validation ran in (bf16 autocast on CPUs with native bf16)
+    bf16 = resolve_precision(cfg, "cpu") == "bf16-mixed"
     from icecontext.data.store import PreparedStore
 
     val_names = read_checkpoint(result.best_checkpoint)["FullSceneDataModule"]["val"]
@@ -111,6 +113,7 @@ def test_reloaded_best_weights_equal_the_saved_best_and_reproduce_its_score(trai
         tile=128,
         overlap=32,
         device="cpu",
+        precision="bf16" if bf16 else "32",
     )
     assert scorer.compute()["combined"] == result.best_score
 
