@@ -11,7 +11,9 @@ for each patch size and worker count with
     (valid-pixel check, exact 2 km geometry, augmentation included), whose batches are
     assembled in place by ``--threads`` threads per loading process.
 
-Both go through a torch DataLoader with the same batch size. Example::
+Both go through :class:`~icecontext.data.batching.PatchLoader` (the training loader: a
+torch DataLoader whose workers reuse their shared-memory batch slots for the store's
+in-place batches) with the same batch size. Example::
 
     .venv/bin/python benchmarks/loader.py --scenes 4 --height 2000 --width 2100
 """
@@ -29,8 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import xarray as xr
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from icecontext.data.batching import PatchLoader
 from icecontext.data.datamodule import PatchDataset, collate_patches
 from icecontext.data.format import CHARTS, INPUT_VARIABLES
 from icecontext.data.sampling import PatchSampler, SamplingSettings
@@ -87,7 +90,7 @@ def measure(dataset: Dataset, workers: int, batch: int, n_batches: int, collate)
     unlike the wall-clock rate it does not depend on other jobs sharing the cores.
     """
     global LAST_CPU_S
-    loader = DataLoader(
+    loader = PatchLoader(  # a plain DataLoader unless the dataset assembles batches in place
         dataset,
         batch_size=batch,
         num_workers=workers,

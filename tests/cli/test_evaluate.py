@@ -112,6 +112,39 @@ def test_evaluate_writes_the_challenge_metric_of_the_tiled_predictions(setup, tm
     assert (out / "provenance.json").is_file()
 
 
+@pytest.mark.xdist_group("cli_evaluate")
+def test_overlap_rf_scores_what_a_single_pass_scores(setup, tmp_path):
+    """With the whole receptive-field radius as margin, tiles change nothing."""
+    ckpt, _ = setup
+    test = tmp_path / "big"  # several 256 px tiles around a 78 px margin
+    write_scene_files(test, 1, height=300, width=340, seed=41, test_set=True)
+    out = tmp_path / "eval_rf"
+    argv = ["evaluate", "-k", str(ckpt), "-d", str(test), "-o", str(out), "--no-plots"]
+    assert main([*argv, "--tile", "256", "--overlap", "rf", "--device", "cpu"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"]["overlap"] == "rf" and metrics["settings"]["tile"] == 256
+
+    loaded = load_checkpoint(ckpt)
+    radius = -(-loaded.model.receptive_field() // 2)
+    assert metrics["settings"]["margin_px"] == radius == 78
+    refs: dict[str, list[np.ndarray]] = {c: [] for c in CHARTS}
+    preds: dict[str, list[np.ndarray]] = {c: [] for c in CHARTS}
+    for scene in open_eval_scenes(test, loaded.features, 1, "nearest"):
+        single = predict_scene(  # one tile covers the scene
+            loaded.model, scene.source, loaded.features, tile=512, overlap=0, device="cpu"
+        )
+        ref = scene.reference()
+        for c in CHARTS:
+            refs[c].append(ref[c].ravel())
+            preds[c].append(single.classes[c].ravel())
+    expected = score_charts(
+        {c: np.concatenate(v) for c, v in refs.items()},
+        {c: np.concatenate(v) for c, v in preds.items()},
+    )
+    for key in (*CHARTS, "combined"):
+        assert metrics["unrounded"][key] == pytest.approx(expected["unrounded"][key], abs=1e-9)
+
+
 def test_unlabelled_scenes_only_is_an_error_naming_the_folder(setup, tmp_path, capsys):
     ckpt, _ = setup
     bare = tmp_path / "bare"
@@ -131,4 +164,4 @@ def test_missing_checkpoint_and_bad_overlap_are_named(setup, tmp_path, capsys):
     ckpt, _ = setup
     argv = ["evaluate", "--checkpoint", str(ckpt), "--data", str(test), "--overlap", "wide"]
     assert main(argv) == 2
-    assert "'--overlap'" in capsys.readouterr().err
+    assert "'--overlap': expected pixels, 'auto' or 'rf'" in capsys.readouterr().err

@@ -120,6 +120,7 @@ def test_list_layers(setup, capsys):
         (["--class", "9"], "option '--class': SOD classes are 0..5"),
         (["--compare", "nowhere"], "option '--compare': 'nowhere'"),
         (["--tile", "64", "--overlap", "40"], "option '--tile'"),
+        (["--overlap", "wide"], "option '--overlap': expected pixels, 'auto' or 'rf'"),
     ],
 )
 def test_bad_options_exit_2_naming_the_option(setup, capsys, extra, needle):

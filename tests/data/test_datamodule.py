@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from icecontext.data.batching import PatchLoader
 from icecontext.data.config import DataConfig, default_threads, default_workers
 from icecontext.data.datamodule import (
     EpochPatchSampler,
@@ -82,6 +83,35 @@ def test_batches_do_not_depend_on_the_worker_count(store: Path) -> None:
     # threads in the training process, and threads inside each worker
     assert_same(serial, batches(make_dm(store, threads=3).train_dataloader()))
     assert_same(serial, batches(make_dm(store, workers=2, threads=2).train_dataloader()))
+
+
+def test_workers_reuse_their_batch_slots_without_changing_a_batch(store: Path) -> None:
+    """Held batches are never overwritten; dropped ones free their worker slot for reuse."""
+
+    def cloned(loader) -> list[dict[str, torch.Tensor]]:
+        out = []
+        for batch in loader:
+            assert set(batch) == {"x", "SIC", "SOD", "FLOE", "scene", "window", "augment"}
+            out.append({k: v.clone() for k, v in batch.items()})
+            del batch  # the slot is free from here on
+        return out
+
+    kw = {"patches_per_epoch": 42, "batch_size": 4}  # 11 batches, the last one short
+    serial = make_dm(store, **kw).train_dataloader()
+    loader = make_dm(store, workers=2, **kw).train_dataloader()
+    per_worker = loader.prefetch_factor + 2
+    assert 2 * per_worker < 11
+    # epoch 0: every batch held, more batches than slots (the surplus comes unpooled)
+    assert_same(batches(serial), batches(loader))
+    for epoch in (1, 2):  # persistent workers keep their slots across epochs
+        serial.sampler.set_epoch(epoch)
+        loader.sampler.set_epoch(epoch)
+        assert_same(cloned(serial), cloned(loader))
+    returner = loader._returner
+    assert len({owner for owner, _ in returner._mapped}) == 2  # both workers pool
+    assert all(k < per_worker for _, k in returner._mapped)
+    # more batches came in pooled slots than there are slots: reuse
+    assert len(returner._mapped) < returner.tickets <= 33
 
 
 def test_assembled_batches_equal_stacked_patches(store: Path) -> None:
@@ -198,9 +228,11 @@ class _Recorder(pl.LightningModule):
         super().__init__()
         self.layer = torch.nn.Conv2d(13, 11, 1)
         self.windows: dict[int, list[torch.Tensor]] = {}
+        self.sums: dict[int, list[torch.Tensor]] = {}
 
     def training_step(self, batch, batch_idx):
         self.windows.setdefault(self.current_epoch, []).append(batch["window"].clone())
+        self.sums.setdefault(self.current_epoch, []).append(batch["x"].double().sum())
         logits = self.layer(batch["x"])
         return torch.nn.functional.cross_entropy(logits, batch["SIC"].long(), ignore_index=255)
 
@@ -211,8 +243,7 @@ class _Recorder(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
-def test_lightning_keeps_the_sampler_and_advances_epochs(store: Path, tmp_path: Path) -> None:
-    dm = make_dm(store)
+def _fit_recorder(store: Path, root: Path, workers: int) -> tuple[pl.Trainer, _Recorder]:
     model = _Recorder()
     trainer = pl.Trainer(
         max_epochs=2,
@@ -223,10 +254,22 @@ def test_lightning_keeps_the_sampler_and_advances_epochs(store: Path, tmp_path: 
         enable_progress_bar=False,
         enable_model_summary=False,
         limit_val_batches=0,
-        default_root_dir=tmp_path,
+        default_root_dir=root,
     )
-    trainer.fit(model, datamodule=dm)
+    trainer.fit(model, datamodule=make_dm(store, workers=workers))
+    return trainer, model
+
+
+def test_lightning_keeps_the_sampler_and_advances_epochs(store: Path, tmp_path: Path) -> None:
+    trainer, model = _fit_recorder(store, tmp_path / "serial", workers=0)
     assert isinstance(trainer.train_dataloader.sampler, EpochPatchSampler)
     assert len(model.windows[0]) == len(model.windows[1]) == 3
     assert not torch.equal(torch.cat(model.windows[0]), torch.cat(model.windows[1]))
     np.testing.assert_array_equal(torch.cat(model.windows[0])[:, 2:].numpy(), 64)
+    # with loader workers Lightning keeps the slot-returning loader and sees the same data
+    trainer, parallel = _fit_recorder(store, tmp_path / "workers", workers=2)
+    assert isinstance(trainer.train_dataloader, PatchLoader)
+    assert trainer.train_dataloader._returner.tickets > 0
+    for epoch in (0, 1):
+        assert torch.equal(torch.cat(model.windows[epoch]), torch.cat(parallel.windows[epoch]))
+        assert torch.equal(torch.stack(model.sums[epoch]), torch.stack(parallel.sums[epoch]))

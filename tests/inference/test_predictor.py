@@ -237,6 +237,15 @@ def test_overlap_words_and_numbers():
     assert resolve_overlap("rf", 835, 2048) == 418  # the whole radius, uncapped
     assert resolve_overlap("auto", 835, 2048) == overlap_for_rf(835, 2048) == 128
     assert resolve_overlap(40, 835, 2048) == resolve_overlap("40", None, 64) == 40
+    from icecontext.inference.predictor import model_overlap
+
+    class WithField(torch.nn.Module):
+        def receptive_field(self) -> int:
+            return 835
+
+    assert model_overlap(WithField(), "rf", 2048) == 418
+    assert model_overlap(WithField(), "auto", 2048) == 128
+    assert model_overlap(torch.nn.Conv2d(1, 1, 1), "auto", 2048) == 128  # no field: the cap
     with pytest.raises(ConfigError, match="--overlap.*pools globally"):
         resolve_overlap("rf", None, 2048)
     with pytest.raises(ConfigError, match="--overlap.*>= 0"):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from icecontext.cli.tiling_options import parse_overlap
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
@@ -23,7 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--scenes", nargs="+", default=None, help="only these scene names")
     parser.add_argument("--tile", type=int, default=None, help="tile side in pixels")
-    parser.add_argument("--overlap", default=None, help="context margin in pixels, or auto")
+    parser.add_argument(
+        "--overlap",
+        default=None,
+        help="context margin per side: pixels, 'auto' or 'rf' as for predict "
+        "(default: the run's validation setting)",
+    )
     parser.add_argument("--batch", type=int, default=None, help="tiles per forward pass")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument(
@@ -34,15 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the score table."""
-    from icecontext.errors import ConfigError
     from icecontext.training.evaluate import evaluate_checkpoint
 
-    overlap = args.overlap
-    if overlap is not None and overlap != "auto":
-        try:
-            overlap = int(overlap)
-        except ValueError:
-            raise ConfigError("--overlap", f"expected pixels or 'auto', got {overlap!r}") from None
+    overlap = None if args.overlap is None else parse_overlap(args.overlap)
     result = evaluate_checkpoint(
         args.checkpoint,
         args.data,

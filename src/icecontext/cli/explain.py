@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from icecontext.cli.tiling_options import parse_overlap
 from icecontext.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tile", type=int, default=None, help="tile side (default: the run's)")
     parser.add_argument(
-        "--overlap", default="auto", help="tile context margin in pixels, or auto (default)"
+        "--overlap",
+        default="auto",
+        help="tile context margin: pixels, 'rf' (the receptive-field radius) or 'auto' "
+        "(default: the radius, with tiles grown to 4x it)",
     )
     parser.add_argument("--batch", type=int, default=1, help="tiles per forward/backward pass")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
@@ -283,12 +287,7 @@ def run(args: argparse.Namespace) -> int:
     from icecontext.provenance import write_run_record
 
     spec = TargetSpec(args.task, args.class_index, args.mask)
-    overlap: Any = args.overlap
-    if overlap != "auto":
-        try:
-            overlap = int(overlap)
-        except ValueError:
-            raise ConfigError("--overlap", f"expected pixels or 'auto', got {overlap!r}") from None
+    overlap = parse_overlap(args.overlap)
     if args.batch < 1:
         raise ConfigError("--batch", f"must be >= 1, got {args.batch}")
     if args.bin_km is not None and not args.bin_km > 0:

@@ -6,9 +6,18 @@ reading five patches, and stacking copied every patch once more. So the loading
 process keeps a few batch buffers and reuses one as soon as nothing refers to its last
 batch any more, and patches are read into their slots by a small thread pool (the
 chunk decompression, file reads and array copies release the GIL; two threads read
-1.5x the patches of one). Loader *worker processes* cannot reuse buffers (the training
-process maps their shared memory and only it knows when a batch is dropped), so there
-each batch is a fresh shared-memory block, as ``default_collate`` makes it.
+1.5x the patches of one).
+
+Loader *worker processes* send their batches to the training process through shared
+memory, and only the training process knows when a batch is dropped. Under a
+:class:`PatchLoader` each worker keeps a few shared-memory batch slots
+(:class:`SharedSlotPool`); a :class:`SlotTicket` travels with each batch, and the
+loader's :class:`SlotReturner` marks the slot free in a shared lease array once nothing
+in the training process refers to the batch any more (or at once, when the batch was
+copied into pinned memory). The training process keeps the slots mapped, so torch's
+shared-memory cache hands it the same mapping again: no new shared-memory block, no
+page faults on either side. Under a plain ``DataLoader`` each batch is a fresh
+shared-memory block, as ``default_collate`` makes it.
 
 Nothing here is specific to sea ice; it is written by hand because torch's DataLoader
 offers neither in-place batch assembly nor buffer reuse.
@@ -25,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import get_worker_info
+from torch.utils.data import DataLoader, get_worker_info
 
 Layout = dict[str, tuple[tuple[int, ...], Any]]
 """Name -> (shape, numpy dtype) of the arrays of one batch."""
@@ -75,6 +84,176 @@ def shared_empty(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     return torch.empty(0, dtype=dtype).set_(storage).view(*shape)
 
 
+TICKET_KEY = "_slot"
+"""Batch key of the :class:`SlotTicket` (removed by :class:`PatchLoader`)."""
+
+
+class SlotTicket:
+    """Which pooled shared-memory slot of a loader worker holds a batch.
+
+    Pickled with the batch: ``leases`` and ``tensors`` are shared-memory tensors, so the
+    training process receives the worker's memory, not a copy. Deliberately not a
+    tensor, mapping or sequence, so ``pin_memory`` passes it through untouched.
+
+    Args:
+        owner: Process id of the worker.
+        slot: Index of the slot in the worker's pool.
+        leases: The worker's shared lease flags (1 = the batch is in use).
+        tensors: The slot's shared tensors (to keep them mapped in the training process).
+    """
+
+    def __init__(
+        self, owner: int, slot: int, leases: torch.Tensor, tensors: dict[str, torch.Tensor]
+    ) -> None:
+        self.owner = owner
+        self.slot = slot
+        self.leases = leases
+        self.tensors = tensors
+
+    def release(self) -> None:
+        """Let the worker fill the slot again."""
+        self.leases[self.slot] = 0
+
+
+class SharedSlotPool:
+    """Shared-memory batch slots of one loader worker, reused once the trainer frees them.
+
+    A slot is taken only while its lease flag is 0 and the worker sets it to 1; only the
+    training process sets it back (:meth:`SlotTicket.release`). When every slot is busy,
+    or the batch has another shape (an epoch's short last batch), a fresh unpooled
+    shared batch is returned without a ticket: the pool never waits.
+
+    Args:
+        size: Slots kept (at most).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = int(size)
+        self.leases = torch.zeros(self.size, dtype=torch.uint8).share_memory_()
+        self._flags = self.leases.numpy()
+        self._slots: list[tuple[Layout, dict[str, torch.Tensor]]] = []
+
+    def take(self, layout: Layout) -> tuple[dict[str, torch.Tensor], SlotTicket | None]:
+        """Shared tensors of the given layout, and the ticket of their slot (if pooled)."""
+        for k, (known, tensors) in enumerate(self._slots):
+            if known == layout and self._flags[k] == 0:
+                return tensors, self._lease(k, tensors)
+        tensors = _shared_batch(layout)
+        if len(self._slots) < self.size:
+            self._slots.append((dict(layout), tensors))
+            return tensors, self._lease(len(self._slots) - 1, tensors)
+        return tensors, None
+
+    def _lease(self, k: int, tensors: dict[str, torch.Tensor]) -> SlotTicket:
+        self._flags[k] = 1
+        return SlotTicket(os.getpid(), k, self.leases, tensors)
+
+
+class SlotReturner:
+    """The training process's side of :class:`SharedSlotPool`: frees slots when batches die.
+
+    :meth:`receive` takes the ticket out of a batch. If the batch still lives in the
+    slot's memory, its tensors are handed out as views guarded by weak references (the
+    same rule as :class:`BatchBufferPool`) and the slot is released by a later
+    :meth:`poll` once they are all gone; if the batch was copied (pinned memory), the
+    slot is released at once. Tickets are kept per worker slot, which keeps the slot
+    mapped here: torch's shared-memory cache then rebuilds the next batch on the same
+    mapping instead of mapping (and faulting in) the memory again.
+    """
+
+    def __init__(self) -> None:
+        self.tickets = 0  # batches received in pooled slots
+        self._mapped: dict[tuple[int, int], SlotTicket] = {}
+        self._pending: list[tuple[SlotTicket, list[weakref.ref[Any]]]] = []
+
+    def poll(self) -> None:
+        """Release the slots whose batches nobody holds any more."""
+        busy = []
+        for ticket, refs in self._pending:
+            if all(ref() is None for ref in refs):
+                ticket.release()
+            else:
+                busy.append((ticket, refs))
+        self._pending = busy
+
+    def receive(self, batch: Any) -> Any:
+        """The batch without its ticket, with the slot's release arranged."""
+        self.poll()
+        if not isinstance(batch, dict) or TICKET_KEY not in batch:
+            return batch
+        batch = dict(batch)
+        ticket: SlotTicket = batch.pop(TICKET_KEY)
+        self.tickets += 1
+        self._mapped[(ticket.owner, ticket.slot)] = ticket
+        slot_memory = {t.untyped_storage().data_ptr() for t in ticket.tensors.values()}
+        refs: list[weakref.ref[Any]] = []
+        for key, value in batch.items():
+            if not isinstance(value, torch.Tensor):
+                continue
+            if value.untyped_storage().data_ptr() in slot_memory:
+                view = value.numpy()[...]
+                refs.append(weakref.ref(view))
+                batch[key] = torch.from_numpy(view)
+        if refs:
+            self._pending.append((ticket, refs))
+        else:
+            ticket.release()
+        return batch
+
+
+class PatchLoader(DataLoader):  # type: ignore[type-arg]
+    """A ``DataLoader`` whose workers reuse their shared-memory batch slots.
+
+    Takes exactly the ``DataLoader`` arguments. Over a dataset with a
+    :class:`BatchAssembler` (``dataset.assembler``) and with worker processes, each
+    worker keeps ``prefetch_factor + 2`` batch slots (:class:`SharedSlotPool`); the
+    batches this loader yields carry no ticket. Anything else behaves as a plain
+    ``DataLoader``.
+    """
+
+    _returner: SlotReturner | None = None
+    _inner: Any = None
+
+    def __iter__(self) -> Any:
+        assembler = getattr(self.dataset, "assembler", None)
+        if self.num_workers == 0 or not isinstance(assembler, BatchAssembler):
+            return super().__iter__()
+        # set before super().__iter__() starts (and copies the dataset to) the workers
+        assembler.worker_slots = (self.prefetch_factor or 2) + 2
+        inner = super().__iter__()
+        if inner is not self._inner:  # new workers: forget the old ones' slots
+            self._inner, self._returner = inner, SlotReturner()
+        assert self._returner is not None
+        return _ReturningIterator(inner, self._returner)
+
+
+class _ReturningIterator:
+    """Passes batches through :meth:`SlotReturner.receive`; the rest goes to the inner one."""
+
+    def __init__(self, inner: Any, returner: SlotReturner) -> None:
+        self._inner = inner
+        self._returner = returner
+
+    def __iter__(self) -> _ReturningIterator:
+        return self
+
+    def __next__(self) -> Any:
+        return self._returner.receive(next(self._inner))
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _shared_batch(layout: Layout) -> dict[str, torch.Tensor]:
+    return {
+        name: shared_empty(shape, _TORCH_DTYPES[np.dtype(dtype)])
+        for name, (shape, dtype) in layout.items()
+    }
+
+
 _TORCH_DTYPES = {
     np.dtype(np.float32): torch.float32,
     np.dtype(np.uint8): torch.uint8,
@@ -91,6 +270,10 @@ class BatchAssembler:
     Args:
         threads: Threads filling slots (1 = in the calling thread).
         pool_size: Batch buffers reused by the consuming process.
+
+    Attributes:
+        worker_slots: Shared-memory slots per loader worker (0: a fresh shared batch
+            each time). Set by :class:`PatchLoader`, whose iterator returns the slots.
     """
 
     def __init__(self, threads: int = 1, pool_size: int = 4) -> None:
@@ -98,33 +281,45 @@ class BatchAssembler:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.threads = int(threads)
         self.pool_size = int(pool_size)
+        self.worker_slots = 0
         self._pid: int | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._buffers: BatchBufferPool | None = None
+        self._slots: SharedSlotPool | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_pid=None, _executor=None, _buffers=None)
+        state.update(_pid=None, _executor=None, _buffers=None, _slots=None)
         return state
 
     def _local(self) -> None:
         if self._pid != os.getpid():  # first use, or a forked worker: new pools
             self._executor = None
             self._buffers = BatchBufferPool(self.pool_size)
+            self._slots = None
             self._pid = os.getpid()
 
-    def allocate(self, layout: Layout) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
-        """Numpy views to fill and the tensors that share their memory."""
+    def allocate(
+        self, layout: Layout
+    ) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor], SlotTicket | None]:
+        """Numpy views to fill, the tensors that share their memory, and a slot ticket.
+
+        The ticket is not None only in a loader worker with :attr:`worker_slots`; it
+        must travel with the batch under :data:`TICKET_KEY`.
+        """
         self._local()
+        ticket = None
         if get_worker_info() is not None:
-            tensors = {
-                name: shared_empty(shape, _TORCH_DTYPES[np.dtype(dtype)])
-                for name, (shape, dtype) in layout.items()
-            }
-            return {name: t.numpy() for name, t in tensors.items()}, tensors
+            if self.worker_slots > 0:
+                if self._slots is None:
+                    self._slots = SharedSlotPool(self.worker_slots)
+                tensors, ticket = self._slots.take(layout)
+            else:
+                tensors = _shared_batch(layout)
+            return {name: t.numpy() for name, t in tensors.items()}, tensors, ticket
         assert self._buffers is not None
         arrays = self._buffers.take(layout)
-        return arrays, {name: torch.from_numpy(a) for name, a in arrays.items()}
+        return arrays, {name: torch.from_numpy(a) for name, a in arrays.items()}, None
 
     def fill(self, fill_slot: Callable[[int], None], n: int) -> None:
         """Call ``fill_slot(i)`` for ``i < n`` (in threads when ``threads > 1``)."""

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
-from icecontext.data.batching import BatchAssembler
+from icecontext.data.batching import TICKET_KEY, BatchAssembler, PatchLoader
 from icecontext.data.config import DataConfig
 from icecontext.data.format import CHARTS
 from icecontext.data.sampling import Patch, PatchSampler, SamplingSettings
@@ -131,7 +131,7 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
             "window": ((n, 4), np.int64),
             "augment": ((n, 3), np.int64),
         }
-        arrays, tensors = self.assembler.allocate(layout)
+        arrays, tensors, ticket = self.assembler.allocate(layout)
         x, charts = arrays["x"], arrays["charts"]
 
         def fill(i: int) -> None:
@@ -148,6 +148,8 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
             out[c] = tensors["charts"][j]
         for key in ("scene", "window", "augment"):
             out[key] = tensors[key]
+        if ticket is not None:  # a worker's pooled slot: PatchLoader returns it
+            out[TICKET_KEY] = ticket  # type: ignore[assignment]
         return out
 
 
@@ -320,7 +322,7 @@ class IceDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset: Dataset[Any], sampler: Any) -> DataLoader[Any]:
         workers = self.cfg.num_workers
-        return DataLoader(
+        return PatchLoader(
             dataset,
             batch_size=self.cfg.batch_size,
             sampler=sampler,

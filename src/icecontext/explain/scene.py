@@ -62,6 +62,7 @@ from icecontext.explain.gradcam import (
     upsample_cam,
 )
 from icecontext.explain.targets import TargetSpec, classes_fn_for, make_targets
+from icecontext.inference.predictor import model_overlap, receptive_field_of
 from icecontext.inference.tiling import DEFAULT_ALIGN, Tile, plan_tiles, round_up
 
 log = logging.getLogger(__name__)
@@ -243,7 +244,7 @@ def auto_tiling(model: nn.Module, tile: int) -> tuple[int, int, int | None]:
     Returns:
         ``(tile, margin, receptive field px or None)``.
     """
-    rf = model.receptive_field() if hasattr(model, "receptive_field") else None
+    rf = receptive_field_of(model)
     if rf is None:
         return tile, max(0, tile // 4), None
     margin = -(-int(rf) // 2)
@@ -259,7 +260,7 @@ def explain_scene(
     layer: str | None = None,
     window: Window | None = None,
     tile: int = 512,
-    overlap: int | Literal["auto"] = "auto",
+    overlap: int | Literal["auto", "rf"] = "auto",
     batch: int = 1,
     device: str | torch.device = "cpu",
     classes: np.ndarray | None = None,
@@ -320,8 +321,8 @@ def explain_scene(
                 margin_px,
             )
     else:
-        margin_px = int(overlap)
-        rf = model.receptive_field() if hasattr(model, "receptive_field") else None
+        margin_px = model_overlap(model, overlap, tile)
+        rf = receptive_field_of(model)
     layout = plan_tiles((h, w), tile, margin_px, DEFAULT_ALIGN)
     ph, pw = layout.padded_shape
     dev = torch.device(device)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from icecontext.errors import ConfigError, DataError
+from icecontext.inference.predictor import receptive_field_of
 
 ModelKind = Literal["checkpoint", "torchscript"]
 
@@ -100,7 +101,7 @@ def load_inference_model(
     loaded = load_checkpoint(path, map_location=device)
     cfg = loaded.config
     model = loaded.model
-    rf = model.receptive_field() if hasattr(model, "receptive_field") else None
+    rf = receptive_field_of(model)
     return InferenceModel(
         model=model,
         features=list(loaded.features),

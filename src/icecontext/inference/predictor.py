@@ -249,10 +249,19 @@ def resolve_overlap(overlap: int | str, receptive_field: int | None, tile: int) 
     return int(overlap)
 
 
+def receptive_field_of(model: nn.Module) -> int | None:
+    """The model's theoretical receptive field in pixels (``None``: global pooling or unknown)."""
+    return model.receptive_field() if hasattr(model, "receptive_field") else None
+
+
 def auto_overlap(model: nn.Module, tile: int) -> int:
     """Context margin for a model: :func:`overlap_for_rf` of its theoretical receptive field."""
-    rf = model.receptive_field() if hasattr(model, "receptive_field") else None
-    return overlap_for_rf(rf, tile)
+    return overlap_for_rf(receptive_field_of(model), tile)
+
+
+def model_overlap(model: nn.Module, overlap: int | str, tile: int) -> int:
+    """:func:`resolve_overlap` with the model's receptive field."""
+    return resolve_overlap(overlap, receptive_field_of(model), tile)
 
 
 def _batches(tiles: Sequence[Tile], size: int) -> Iterator[list[Tile]]:

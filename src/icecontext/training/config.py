@@ -133,8 +133,9 @@ class ValidationConfig(Section):
     Attributes:
         every_n_epochs: Validate after every this many epochs.
         tile: Tile side in pixels (at the data's resolution).
-        overlap: Context margin around each tile core; ``auto`` = half the model's
-            theoretical receptive field, capped at ``tile / 4``.
+        overlap: Context margin around each tile core in pixels; ``auto`` = the
+            radius of the model's theoretical receptive field capped at ``tile / 16``;
+            ``rf`` = the whole radius (validation equals a single pass, slower).
         batch: Tiles per forward pass.
         precision: ``auto`` (bf16 when training in bf16), ``32`` or ``bf16``.
         max_scenes: Validate on at most this many validation scenes (``null`` = all).
@@ -142,7 +143,7 @@ class ValidationConfig(Section):
 
     every_n_epochs: PositiveInt = 1
     tile: PositiveInt = 512
-    overlap: NonNegativeInt | Literal["auto"] = "auto"
+    overlap: NonNegativeInt | Literal["auto", "rf"] = "auto"
     batch: PositiveInt = 4
     precision: ValPrecision = "auto"
     max_scenes: PositiveInt | None = None

@@ -41,7 +41,7 @@ from icecontext.atomic import write_text_atomic
 from icecontext.data.format import CHART_FILL, CHARTS
 from icecontext.errors import ConfigError, DataError
 from icecontext.evaluation import ChartScorer, scene_groups
-from icecontext.inference.predictor import InferencePrecision, auto_overlap, predict_scene
+from icecontext.inference.predictor import InferencePrecision, model_overlap, predict_scene
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def score_scenes(
     scenes: Sequence[EvalScene],
     *,
     tile: int = 512,
-    overlap: int | Literal["auto"] = "auto",
+    overlap: int | Literal["auto", "rf"] = "auto",
     batch: int = 4,
     device: DeviceChoice = "auto",
     precision: InferencePrecision = "32",
@@ -209,7 +209,7 @@ def score_scenes(
 
     dev = resolve_device(device)
     model = model.to(dev).eval()
-    margin = auto_overlap(model, tile) if overlap == "auto" else int(overlap)
+    margin = model_overlap(model, overlap, tile)
     scorer = ChartScorer()
     scored: list[str] = []
     unlabelled: list[str] = []
@@ -334,7 +334,7 @@ def evaluate_checkpoint(
     *,
     scenes: Sequence[str] | None = None,
     tile: int | None = None,
-    overlap: int | Literal["auto"] | None = None,
+    overlap: int | Literal["auto", "rf"] | None = None,
     batch: int | None = None,
     device: DeviceChoice = "auto",
     precision: InferencePrecision = "32",
@@ -405,7 +405,13 @@ def evaluate_checkpoint(
         "unlabelled": unlabelled,
         "resolution_m": resolution,
         "features": loaded.features,
-        "settings": {"tile": tile, "overlap": overlap, "batch": batch, "precision": precision},
+        "settings": {
+            "tile": tile,
+            "overlap": overlap,
+            "margin_px": model_overlap(loaded.model, overlap, tile),
+            "batch": batch,
+            "precision": precision,
+        },
     }
     files = write_evaluation(scorer, out, extra=extra, plots=plots)
     write_run_record(out, cfg, cfg.seed, extra={"evaluate": extra})

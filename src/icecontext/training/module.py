@@ -33,7 +33,7 @@ from torch.utils.data import IterableDataset
 from icecontext import __version__
 from icecontext.data.format import CHARTS
 from icecontext.evaluation import ChartScorer, scene_groups
-from icecontext.inference.predictor import auto_overlap, predict_scene
+from icecontext.inference.predictor import model_overlap, predict_scene
 from icecontext.training.checkpoint import CHECKPOINT_KEY
 from icecontext.training.config import RunConfig
 from icecontext.training.losses import MultiTaskLoss
@@ -180,9 +180,7 @@ class IceChartModule(pl.LightningModule):
 
     def _overlap(self) -> int:
         val = self.cfg.train.validation
-        if val.overlap != "auto":
-            return int(val.overlap)
-        return auto_overlap(self.model, val.tile)
+        return model_overlap(self.model, val.overlap, val.tile)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         """Predict one whole scene with the tiled predictor and add it to the scorer."""
