@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -40,6 +41,7 @@ from icecontext.data.format import (
     reference_file_name,
 )
 from icecontext.data.scene import write_scene
+from icecontext.data.store import prepare_store
 from icecontext.data.variables import normalise
 
 # (SIC, SOD, FLOE) triplets that satisfy the chart invariants of the real data.
@@ -287,3 +289,86 @@ def write_scene_files(
             write_scene(ds, path)
         paths.append(path)
     return paths
+
+
+TINY_FEATURES = ("sar", "amsr2:18.7")
+"""Features of :func:`tiny_run_config` (a store for it needs only these)."""
+
+
+def tiny_run_config(
+    store: str | os.PathLike[str],
+    root: str | os.PathLike[str] | None = None,
+    *,
+    name: str | None = None,
+    seed: int = 3,
+    **sections: Any,
+) -> dict[str, Any]:
+    """A run-config mapping that trains in seconds on a CPU.
+
+    A ResNet-18 cut after ``layer2`` (output stride 8) with 8-channel ASPP decoders at
+    rates (1, 2), 64-pixel patches, 4 steps per epoch, 2 epochs, one validation scene
+    scored in 128-pixel tiles; one thread and no loader workers.
+
+    Args:
+        store: Prepared store holding at least :data:`TINY_FEATURES`.
+        root: ``output.root``; ``None`` leaves ``output`` out (a study sets it).
+        name: ``output.name`` (with ``root``).
+        seed: The run's seed.
+        **sections: Merged into the top-level sections one level deep:
+            ``train={"max_epochs": 1}`` changes one key of ``train``; a non-mapping
+            value replaces the section.
+
+    Returns:
+        The mapping, for ``RunConfig.model_validate`` or a YAML file.
+    """
+    cfg: dict[str, Any] = {
+        "seed": seed,
+        "data": {
+            "store": str(store),
+            "features": list(TINY_FEATURES),
+            "patch_size": 64,
+            "batch_size": 4,
+            "patches_per_epoch": 16,
+            "workers": 0,
+            "val_patches": 0,
+            "splits": {"val_count": 1},
+        },
+        "model": {
+            "encoder": {"name": "resnet18", "depth": "layer2", "output_stride": 8},
+            "aspp": {"rates": [1, 2], "channels": 8, "dropout": 0.1},
+        },
+        "train": {
+            "max_epochs": 2,
+            "progress_bar": False,
+            "log_every_n_steps": 1,
+            "validation": {"tile": 128, "overlap": 32},
+        },
+        "trainer": {"threads": 1},
+    }
+    if root is not None:
+        cfg["output"] = {"root": str(root), **({"name": name} if name else {})}
+    for key, value in sections.items():
+        base = cfg.get(key)
+        cfg[key] = {**base, **value} if isinstance(value, dict) and base else value
+    return cfg
+
+
+def write_tiny_store(
+    folder: str | os.PathLike[str],
+    count: int = 3,
+    height: int = 160,
+    width: int = 170,
+    seed: int = 0,
+) -> Path:
+    """``count`` labelled scenes in ``folder/scenes``, prepared into ``folder/store.zarr``.
+
+    The store holds :data:`TINY_FEATURES`, which is what :func:`tiny_run_config` reads.
+
+    Returns:
+        The store's path.
+    """
+    folder = Path(folder)
+    write_scene_files(folder / "scenes", count, height=height, width=width, seed=seed)
+    store = folder / "store.zarr"
+    prepare_store(folder / "scenes", store, features=list(TINY_FEATURES), progress=False)
+    return store

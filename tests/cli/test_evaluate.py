@@ -11,49 +11,47 @@ import pytest
 
 from icecontext.cli.main import main
 from icecontext.data.format import CHARTS
-from icecontext.data.store import prepare_store
 from icecontext.evaluation import score_charts
 from icecontext.inference.predictor import predict_scene
-from icecontext.testing import write_scene_files
+from icecontext.testing import tiny_run_config, write_scene_files, write_tiny_store
 from icecontext.training.checkpoint import load_checkpoint
 from icecontext.training.config import RunConfig
 from icecontext.training.evaluate import open_eval_scenes
 from icecontext.training.fit import train
 
-FEATURES = ["sar", "amsr2:18.7"]
+
+def pooled_scores(loaded, folder: Path, tile: int, overlap: int) -> dict:
+    """``score_charts`` of the scenes of ``folder`` predicted with ``predict_scene``."""
+    refs: dict[str, list[np.ndarray]] = {c: [] for c in CHARTS}
+    preds: dict[str, list[np.ndarray]] = {c: [] for c in CHARTS}
+    for scene in open_eval_scenes(folder, loaded.features, 1, "nearest"):
+        pred = predict_scene(
+            loaded.model, scene.source, loaded.features, tile=tile, overlap=overlap, device="cpu"
+        )
+        ref = scene.reference()
+        for c in CHARTS:
+            refs[c].append(ref[c].ravel())
+            preds[c].append(pred.classes[c].ravel())
+    return score_charts(
+        {c: np.concatenate(v) for c, v in refs.items()},
+        {c: np.concatenate(v) for c, v in preds.items()},
+    )
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> tuple[Path, Path]:
     """A checkpoint trained for one tiny epoch and a test folder of two labelled scenes."""
     folder = tmp_path_factory.mktemp("cli_eval")
-    write_scene_files(folder / "scenes", 2, height=140, width=150, seed=7)
-    prepare_store(folder / "scenes", folder / "store.zarr", features=FEATURES, progress=False)
+    write_tiny_store(folder, 2, height=140, width=150, seed=7)
     cfg = RunConfig.model_validate(
-        {
-            "seed": 2,
-            "data": {
-                "store": str(folder / "store.zarr"),
-                "features": FEATURES,
-                "patch_size": 64,
-                "batch_size": 4,
-                "patches_per_epoch": 8,
-                "workers": 0,
-                "val_patches": 0,
-                "splits": {"val_count": 1},
-            },
-            "model": {
-                "encoder": {"name": "resnet18", "depth": "layer2", "output_stride": 8},
-                "aspp": {"rates": [1, 2], "channels": 8},
-            },
-            "train": {
-                "max_epochs": 1,
-                "progress_bar": False,
-                "validation": {"tile": 96, "overlap": 24},
-            },
-            "trainer": {"threads": 1},
-            "output": {"root": str(folder / "runs"), "name": "e"},
-        }
+        tiny_run_config(
+            folder / "store.zarr",
+            folder / "runs",
+            name="e",
+            seed=2,
+            data={"patches_per_epoch": 8},
+            train={"max_epochs": 1, "validation": {"tile": 96, "overlap": 24}},
+        )
     )
     result = train(cfg)
     test = folder / "test"
@@ -73,21 +71,7 @@ def test_evaluate_writes_the_challenge_metric_of_the_tiled_predictions(setup, tm
     metrics = json.loads((out / "metrics.json").read_text())
 
     # the same predictions, pooled and scored by score_charts, give the same numbers
-    loaded = load_checkpoint(ckpt)
-    refs: dict[str, list[np.ndarray]] = {c: [] for c in CHARTS}
-    preds: dict[str, list[np.ndarray]] = {c: [] for c in CHARTS}
-    for scene in open_eval_scenes(test, loaded.features, 1, "nearest"):
-        pred = predict_scene(
-            loaded.model, scene.source, loaded.features, tile=96, overlap=24, device="cpu"
-        )
-        ref = scene.reference()
-        for c in CHARTS:
-            refs[c].append(ref[c].ravel())
-            preds[c].append(pred.classes[c].ravel())
-    expected = score_charts(
-        {c: np.concatenate(v) for c, v in refs.items()},
-        {c: np.concatenate(v) for c, v in preds.items()},
-    )
+    expected = pooled_scores(load_checkpoint(ckpt), test, tile=96, overlap=24)
     for key in (*CHARTS, "combined"):
         assert metrics["unrounded"][key] == pytest.approx(expected["unrounded"][key], abs=1e-9)
         assert metrics["scores"][key] == expected[key], key
@@ -127,20 +111,7 @@ def test_overlap_rf_scores_what_a_single_pass_scores(setup, tmp_path):
     loaded = load_checkpoint(ckpt)
     radius = -(-loaded.model.receptive_field() // 2)
     assert metrics["settings"]["margin_px"] == radius == 78
-    refs: dict[str, list[np.ndarray]] = {c: [] for c in CHARTS}
-    preds: dict[str, list[np.ndarray]] = {c: [] for c in CHARTS}
-    for scene in open_eval_scenes(test, loaded.features, 1, "nearest"):
-        single = predict_scene(  # one tile covers the scene
-            loaded.model, scene.source, loaded.features, tile=512, overlap=0, device="cpu"
-        )
-        ref = scene.reference()
-        for c in CHARTS:
-            refs[c].append(ref[c].ravel())
-            preds[c].append(single.classes[c].ravel())
-    expected = score_charts(
-        {c: np.concatenate(v) for c, v in refs.items()},
-        {c: np.concatenate(v) for c, v in preds.items()},
-    )
+    expected = pooled_scores(loaded, test, tile=512, overlap=0)  # one tile: a single pass
     for key in (*CHARTS, "combined"):
         assert metrics["unrounded"][key] == pytest.approx(expected["unrounded"][key], abs=1e-9)
 

@@ -17,21 +17,15 @@ import torch
 import yaml
 
 from icecontext.cli.main import main
-from icecontext.data.store import prepare_store
 from icecontext.experiments.grid import load_study
 from icecontext.experiments.sweep import DONE_MARKER, SweepRunner
-from icecontext.testing import write_scene_files
-
-TINY_FEATURES = ["sar", "amsr2:18.7"]
+from icecontext.testing import tiny_run_config, write_tiny_store
 
 
 @pytest.fixture(scope="session")
 def study_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three labelled 160 x 170 scenes prepared with SAR and AMSR2 18.7 GHz (read-only)."""
-    folder = tmp_path_factory.mktemp("study-store")
-    write_scene_files(folder / "scenes", 3, height=160, width=170, seed=0)
-    prepare_store(folder / "scenes", folder / "store.zarr", features=TINY_FEATURES, progress=False)
-    return folder / "store.zarr"
+    return write_tiny_store(tmp_path_factory.mktemp("study-store"))
 
 
 def tiny_study(store: Path, *, rates=((1,), (2,)), seeds=(0,), epochs=2, **study) -> dict:
@@ -46,26 +40,12 @@ def tiny_study(store: Path, *, rates=((1,), (2,)), seeds=(0,), epochs=2, **study
             },
             **study,
         },
-        "seed": 0,
-        "data": {
-            "store": str(store),
-            "patch_size": 64,
-            "batch_size": 4,
-            "patches_per_epoch": 16,
-            "workers": 0,
-            "val_patches": 0,
-            "splits": {"val_count": 1},
-        },
-        "model": {
-            "encoder": {"name": "resnet18", "depth": "layer2", "output_stride": 8},
-            "aspp": {"rates": [1], "channels": 8, "dropout": 0.1},
-        },
-        "train": {
-            "max_epochs": epochs,
-            "log_every_n_steps": 1,
-            "validation": {"tile": 128, "overlap": 32},
-        },
-        "trainer": {"accelerator": "cpu", "threads": 1},
+        **tiny_run_config(
+            store,
+            seed=0,
+            train={"max_epochs": epochs},
+            trainer={"accelerator": "cpu", "threads": 1},
+        ),
     }
 
 

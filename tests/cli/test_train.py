@@ -9,45 +9,19 @@ import pytest
 import yaml
 
 from icecontext.cli.main import main
-from icecontext.data.store import prepare_store
-from icecontext.testing import write_scene_files
-
-FEATURES = ["sar", "amsr2:18.7"]
+from icecontext.testing import tiny_run_config, write_tiny_store
 
 
 def _config(store: Path, root: Path) -> dict:
-    return {
-        "seed": 1,
-        "data": {
-            "store": str(store),
-            "features": FEATURES,
-            "patch_size": 64,
-            "batch_size": 4,
-            "patches_per_epoch": 8,
-            "workers": 0,
-            "val_patches": 0,
-            "splits": {"val_count": 1},
-        },
-        "model": {
-            "encoder": {"name": "resnet18", "depth": "layer2", "output_stride": 8},
-            "aspp": {"rates": [1, 2], "channels": 8},
-        },
-        "train": {
-            "max_epochs": 1,
-            "progress_bar": False,
-            "log_every_n_steps": 1,
-            "validation": {"tile": 128, "overlap": 32},
-        },
-        "trainer": {"threads": 1},
-        "output": {"root": str(root)},
-    }
+    return tiny_run_config(
+        store, root, seed=1, data={"patches_per_epoch": 8}, train={"max_epochs": 1}
+    )
 
 
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("cli_train")
-    write_scene_files(folder / "scenes", 2, height=140, width=150, seed=5)
-    prepare_store(folder / "scenes", folder / "store.zarr", features=FEATURES, progress=False)
+    write_tiny_store(folder, 2, height=140, width=150, seed=5)
     path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump(_config(folder / "store.zarr", folder / "runs")))
     return path

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from icecontext.cli.tiling_options import add_tiling_options, parse_overlap
+from icecontext.cli.tiling_options import add_tiling_options, predict_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,21 +62,15 @@ def _formats(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Predict the scenes and list the files written."""
-    from icecontext.inference.scenes import PredictSettings, predict_scenes
+    from icecontext.inference.scenes import predict_scenes
     from icecontext.provenance import write_run_record
 
-    overlap = parse_overlap(args.overlap)
-    settings = PredictSettings(
-        tile=args.tile,
-        overlap=overlap,
-        batch=args.batch,
-        device=args.device,
-        precision=args.precision,
-        formats=_formats(args),  # type: ignore[arg-type]
+    settings = predict_settings(
+        args,
+        formats=_formats(args),
         crs=args.crs or "EPSG:3413",
         probabilities=args.probabilities,
         confidence=args.confidence,
-        progress=not args.no_progress,
     )
     result = predict_scenes(args.checkpoint, args.scenes, args.out, settings)
     cfg = result.model.config if hasattr(result.model.config, "model_dump") else None

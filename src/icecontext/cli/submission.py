@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from icecontext.cli.tiling_options import add_tiling_options, parse_overlap
+from icecontext.cli.tiling_options import add_tiling_options, predict_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,19 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the upload package and summarise it."""
-    from icecontext.inference.scenes import PredictSettings
     from icecontext.inference.submission import write_submission
 
-    overlap = parse_overlap(args.overlap)
-    settings = PredictSettings(
-        tile=args.tile,
-        overlap=overlap,
-        batch=args.batch,
-        device=args.device,
-        precision=args.precision,
-        progress=not args.no_progress,
-    )
-    result = write_submission(args.checkpoint, args.test_dir, args.out, settings)
+    result = write_submission(args.checkpoint, args.test_dir, args.out, predict_settings(args))
     n = len(result.scenes)
     print(f"wrote {result.path}: {n} scene(s), {3 * n} uint8 variables")
     if not result.official:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from icecontext.inference.scenes import PredictSettings
 
 OVERLAP_HELP = (
     "context margin per side: pixels, 'auto' (the receptive-field radius capped at tile/16, "
@@ -34,3 +38,22 @@ def parse_overlap(text: str) -> int | str:
     from icecontext.inference.predictor import resolve_overlap
 
     return text if text in ("auto", "rf") else resolve_overlap(text, None, 1)
+
+
+def predict_settings(args: argparse.Namespace, **options: Any) -> PredictSettings:
+    """The tiling options of ``args`` (see :func:`add_tiling_options`) plus ``options``.
+
+    Raises:
+        ConfigError: A bad ``--overlap`` (see :func:`parse_overlap`).
+    """
+    from icecontext.inference.scenes import PredictSettings
+
+    return PredictSettings(
+        tile=args.tile,
+        overlap=parse_overlap(args.overlap),
+        batch=args.batch,
+        device=args.device,
+        precision=args.precision,
+        progress=not args.no_progress,
+        **options,
+    )
