@@ -16,7 +16,12 @@ from icecontext.training import fit as fit_module
 from icecontext.training.checkpoint import load_checkpoint, model_state_dict, read_checkpoint
 from icecontext.training.config import RunConfig
 from icecontext.training.evaluate import EvalScene, _source_reference, score_scenes
-from icecontext.training.fit import resolve_precision, train
+from icecontext.training.fit import (
+    resolve_precision,
+    step_autocast,
+    train,
+    validation_precision,
+)
 from icecontext.training.module import IceChartModule
 from icecontext.training.rundir import run_dir_for
 
@@ -157,9 +162,20 @@ def test_precision_is_validated_against_the_hardware(
     assert exc.value.option == "trainer.precision"
     with pytest.raises(ConfigError):
         resolve_precision(cfg_with("16-mixed"), "cpu")
+    with step_autocast(cfg_with("auto"), "cpu"):
+        assert not torch.is_autocast_enabled("cpu")
+    assert validation_precision(cfg_with("auto"), "cpu") == "32"
     monkeypatch.setattr(fit_module, "cpu_has_native_bf16", lambda: True)
     assert resolve_precision(cfg_with("auto"), "cpu") == "bf16-mixed"
     assert resolve_precision(cfg_with("bf16-mixed"), "cpu") == "bf16-mixed"
+    # what the quickstart's calibration times: the training step's autocast
+    with step_autocast(cfg_with("auto"), "cpu"):
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+    with step_autocast(cfg_with("32"), "cpu"):
+        assert not torch.is_autocast_enabled("cpu")
+    assert validation_precision(cfg_with("auto"), "cpu") == "bf16"
+    assert validation_precision(cfg_with("32"), "cpu") == "32"
 
 
 def test_class_weights_from_the_store_histograms(tiny_store, tiny_config, tmp_path):

@@ -142,6 +142,29 @@ def resolve_precision(cfg: RunConfig, accelerator: str) -> str:
     return p
 
 
+def step_autocast(cfg: RunConfig, accelerator: str) -> torch.autocast:
+    """The autocast a training step runs under: what Lightning's precision plugin sets.
+
+    For code that times or reproduces a training step outside the trainer (the
+    quickstart's calibration).
+    """
+    precision = resolve_precision(cfg, accelerator)
+    device = "cuda" if accelerator == "gpu" else "cpu"
+    if precision == "bf16-mixed":
+        return torch.autocast(device, dtype=torch.bfloat16)
+    if precision == "16-mixed":
+        return torch.autocast(device, dtype=torch.float16)
+    return torch.autocast(device, enabled=False)
+
+
+def validation_precision(cfg: RunConfig, accelerator: str) -> str:
+    """``train.validation.precision`` resolved: ``auto`` follows the training precision."""
+    val = cfg.train.validation.precision
+    if val != "auto":
+        return val
+    return "bf16" if resolve_precision(cfg, accelerator) == "bf16-mixed" else "32"
+
+
 # ----------------------------------------------------------------------------- data
 
 

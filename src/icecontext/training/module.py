@@ -190,7 +190,7 @@ class IceChartModule(pl.LightningModule):
         source = self.val_sources[index]
         val = self.cfg.train.validation
         ctx: contextlib.AbstractContextManager = contextlib.nullcontext()
-        precision = "32"
+        precision = "32"  # with "auto", the trainer's own autocast applies
         if val.precision == "32":
             ctx = torch.autocast(self.device.type, enabled=False)
         elif val.precision == "bf16":

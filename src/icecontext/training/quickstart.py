@@ -261,6 +261,7 @@ def calibrate(cfg: Any, steps: int, threads: list[int] | None = None) -> dict[st
     from icecontext.data.datamodule import IceDataModule, steps_per_epoch
     from icecontext.inference.predictor import auto_overlap, predict_scene
     from icecontext.models.multitask import build_model
+    from icecontext.training.fit import step_autocast, validation_precision
     from icecontext.training.losses import MultiTaskLoss
     from icecontext.training.optim import build_optimizer, parameter_groups
 
@@ -282,7 +283,9 @@ def calibrate(cfg: Any, steps: int, threads: list[int] | None = None) -> dict[st
             except StopIteration:
                 loader = iter(dm.train_dataloader())
                 batch = next(loader)
-            loss, _ = crit(model(batch["x"]), {t: batch[t] for t in ("SIC", "SOD", "FLOE")})
+            with step_autocast(cfg, "cpu"):  # bf16 on CPUs with native bf16, as in training
+                outputs = model(batch["x"])
+                loss, _ = crit(outputs, {t: batch[t] for t in ("SIC", "SOD", "FLOE")})
             loss.backward()
             opt.step()
             opt.zero_grad()
@@ -308,6 +311,7 @@ def calibrate(cfg: Any, steps: int, threads: list[int] | None = None) -> dict[st
             tile=cfg.train.validation.tile,
             overlap=auto_overlap(model, cfg.train.validation.tile),
             batch=cfg.train.validation.batch,
+            precision=validation_precision(cfg, "cpu"),  # type: ignore[arg-type]
         )
         val_s = time.perf_counter() - t0
     del model, opt, loader
