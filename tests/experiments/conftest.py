@@ -18,9 +18,14 @@ def write_fake_run(
     seed: int,
     scores: dict[str, float],
     per_scene: list[dict] | None = None,
+    groups: dict[str, list[dict]] | None = None,
     downsample: int = 1,
 ) -> Path:
-    """A finished run directory as the sweep and training leave it (no checkpoints)."""
+    """A finished run directory as the sweep and training leave it (no checkpoints).
+
+    ``groups`` maps ``service``/``month`` to the pooled rows training saves as
+    ``per_service``/``per_month``; without it the run looks like an older one.
+    """
     d = runs_dir / run_id
     d.mkdir(parents=True)
     spec = {
@@ -34,9 +39,9 @@ def write_fake_run(
         "seed": seed,
     }
     (d / "study.json").write_text(json.dumps(spec))
-    (d / "metrics.json").write_text(
-        json.dumps({"last_scores": scores, "steps": 10, "per_scene": per_scene or []})
-    )
+    metrics = {"last_scores": scores, "steps": 10, "per_scene": per_scene or []}
+    metrics.update({f"per_{by}": rows for by, rows in (groups or {}).items()})
+    (d / "metrics.json").write_text(json.dumps(metrics))
     config = {
         "data": {"features": ["sar"], "downsample": downsample},
         "model": {

@@ -136,6 +136,70 @@ def test_report_files_numbers_and_command(runs_dir, tmp_path):
     assert months == {1, 7}
 
 
+def _pooled_groups(c: float) -> dict[str, list[dict]]:
+    """Pooled group rows deliberately unlike the pixel-weighted scene means (dmi -3, cis +7)."""
+    return {
+        "service": [
+            {"service": "dmi", **_scores(c - 3), "n_SIC": 300},
+            {"service": "cis", **_scores(c + 7), "n_SIC": 100},
+        ],
+        "month": [
+            {"month": 1, **_scores(c - 3), "n_SIC": 300},
+            {"month": 7, **_scores(c + 7), "n_SIC": 100},
+        ],
+    }
+
+
+def test_pooled_group_scores_are_used_when_every_run_has_them(tmp_path, fake_run):
+    for rates, values in COMBINED.items():
+        for seed, c in enumerate(values):
+            fake_run(
+                tmp_path / "runs",
+                f"r{rates[0]}-{rates[1]}_f-sar_s{seed}",
+                rates=list(rates),
+                features="sar",
+                seed=seed,
+                scores=_scores(c),
+                per_scene=[
+                    _scene("20190115T101010_dmi_prep", c - 2, 300),
+                    _scene("20190712T101010_cis_prep", c + 4, 100),
+                ],
+                groups=_pooled_groups(c),
+            )
+    rep = write_report(tmp_path / "runs", tmp_path / "report", command="icecontext study-report")
+    assert rep.pooled_groups
+    svc = rep.by_service.set_index(["config_id", "service"])
+    assert svc.loc[("r1-2_f-sar", "dmi"), "combined_mean"] == pytest.approx(61 - 3)
+    assert svc.loc[("r1-2_f-sar", "cis"), "combined_mean"] == pytest.approx(61 + 7)
+    assert svc.loc[("r1-2_f-sar", "cis"), "n_scenes"] == 1
+    sd = np.std([v + 7 for v in COMBINED[(4, 8)]], ddof=1)
+    assert svc.loc[("r4-8_f-sar", "cis"), "combined_sd"] == pytest.approx(sd)
+    month = rep.by_month.set_index(["config_id", "month"])
+    assert month.loc[("r4-8_f-sar", 1), "SOD_mean"] == pytest.approx(
+        np.mean(COMBINED[(4, 8)]) - 3 - 5
+    )
+    assert (
+        "pooled over the group's validation pixels" in (tmp_path / "report/report.md").read_text()
+    )
+    # one older run without pooled groups: every run falls back to the weighted means
+    fake_run(
+        tmp_path / "runs",
+        "r1-2_f-sar_s3",
+        rates=[1, 2],
+        features="sar",
+        seed=3,
+        scores=_scores(61.0),
+        per_scene=[_scene("20190115T101010_dmi_prep", 59.0, 300)],
+    )
+    rep = write_report(tmp_path / "runs", tmp_path / "report2", command="icecontext study-report")
+    assert not rep.pooled_groups
+    svc = rep.by_service.set_index(["config_id", "service"])
+    assert svc.loc[("r4-8_f-sar", "dmi"), "combined_mean"] == pytest.approx(
+        np.mean(COMBINED[(4, 8)]) - 2
+    )
+    assert "an approximation of the pooled score" in (tmp_path / "report2/report.md").read_text()
+
+
 def test_feature_filter_keeps_only_those_runs(runs_dir, fake_run):
     scores = _scores(10.0)
     fake_run(runs_dir, "r1-2_f-amsr2_s0", rates=[1, 2], features="amsr2", seed=0, scores=scores)

@@ -71,6 +71,15 @@ def test_run_directory_layout(trained):
     assert saved["model"]["aspp"]["rates"] == [1, 2]
     summary = json.loads(run.summary.read_text())
     assert summary["epochs"] == 2 and summary["steps"] == 8
+    # pooled per-service and per-month scores of the final validation (one scene here)
+    (scene,) = summary["per_scene"]
+    groups = scene_groups(scene["scene"])
+    for by in ("service", "month"):
+        (row,) = summary[f"per_{by}"]
+        assert row[by] == groups[by]
+        assert {k: row[k] for k in ("combined", "n_SIC")} == {
+            k: scene[k] for k in ("combined", "n_SIC")
+        }
     assert summary["best_score"] == pytest.approx(result.best_score)
 
 

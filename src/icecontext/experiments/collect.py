@@ -114,6 +114,27 @@ def read_breakdown(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def read_group_scores(run_dir: Path, by: str) -> list[dict[str, Any]] | None:
+    """Pooled scores per ``by`` (``service`` or ``month``) of a run's final validation.
+
+    ``None`` when the run's ``metrics.json`` predates them (then only the per-scene
+    scores of :func:`read_breakdown` are there).
+    """
+    metrics = _load_json(run_dir / "metrics.json")
+    rows = metrics.get(f"per_{by}")
+    if rows is None:
+        return None
+    n_scenes: dict[Any, int] = {}
+    for rec in read_breakdown(run_dir):
+        n_scenes[rec[by]] = n_scenes.get(rec[by], 0) + 1
+    return [
+        {by: rec.get(by), "n_scenes": n_scenes.get(rec.get(by), 0)}
+        | {k: rec.get(k) for k in SCORES}
+        | {f"n_{t}": rec.get(f"n_{t}") for t in TASKS}
+        for rec in rows
+    ]
+
+
 def collect_runs(runs_dir: str | Path, features: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per finished run of the sweep in ``runs_dir``.
 
@@ -174,6 +195,19 @@ def collect_breakdowns(runs: pd.DataFrame) -> pd.DataFrame:
     frames = []
     for _, run in runs.iterrows():
         rows = read_breakdown(Path(run["run_dir"]))
+        for r in rows:
+            r.update(run_id=run["run_id"], config_id=run["config_id"], seed=run["seed"])
+        frames.extend(rows)
+    return pd.DataFrame(frames)
+
+
+def collect_group_scores(runs: pd.DataFrame, by: str) -> pd.DataFrame | None:
+    """Pooled per-``by`` rows of every run in ``runs``; ``None`` if any run lacks them."""
+    frames = []
+    for _, run in runs.iterrows():
+        rows = read_group_scores(Path(run["run_dir"]), by)
+        if rows is None:
+            return None
         for r in rows:
             r.update(run_id=run["run_id"], config_id=run["config_id"], seed=run["seed"])
         frames.extend(rows)

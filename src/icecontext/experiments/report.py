@@ -24,10 +24,17 @@ import numpy as np
 import pandas as pd
 
 from icecontext.atomic import atomic_path, write_text_atomic
-from icecontext.experiments.collect import SCORES, TASKS, collect_breakdowns, collect_studies
+from icecontext.experiments.collect import (
+    SCORES,
+    TASKS,
+    collect_breakdowns,
+    collect_group_scores,
+    collect_studies,
+)
 from icecontext.experiments.stats import (
     best_per_task,
     paired_comparisons,
+    seed_breakdown,
     summarise,
     weighted_breakdown,
 )
@@ -43,6 +50,7 @@ class StudyReport:
     paired: pd.DataFrame
     by_service: pd.DataFrame
     by_month: pd.DataFrame
+    pooled_groups: bool = True
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -132,14 +140,25 @@ def build_report(
         sub = runs[runs["study"] == study]
         ids = best.set_index("score")["config_id"]
         pairs += [paired_comparisons(sub, score, reference=str(ids[score])) for score in SCORES]
-    per_scene = collect_breakdowns(runs)
+    groups: dict[str, pd.DataFrame] = {}
+    pooled = True
+    for by in ("service", "month"):
+        per_run = collect_group_scores(runs, by)
+        if per_run is None:  # a run from before pooled groups: approximate them all alike
+            pooled = False
+            break
+        groups[by] = seed_breakdown(per_run, by)
+    if not pooled:
+        per_scene = collect_breakdowns(runs)
+        groups = {by: weighted_breakdown(per_scene, by) for by in ("service", "month")}
     return StudyReport(
         runs=runs,
         summary=summary,
         best=pd.concat(bests, ignore_index=True),
         paired=pd.concat(pairs, ignore_index=True),
-        by_service=weighted_breakdown(per_scene, "service"),
-        by_month=weighted_breakdown(per_scene, "month"),
+        by_service=groups["service"],
+        by_month=groups["month"],
+        pooled_groups=pooled,
     )
 
 
@@ -295,8 +314,14 @@ def _markdown(
     parts += [
         "## Combined score per ice service",
         "",
-        "Per run: mean of the validation scenes' scores weighted by their scored pixels "
-        "(an approximation of the pooled score); then mean ± sd over seeds.",
+        (
+            "Per run: the score pooled over the group's validation pixels (the challenge "
+            "metric of the group); then mean ± sd over seeds."
+            if rep.pooled_groups
+            else "Per run: mean of the validation scenes' scores weighted by their scored "
+            "pixels (an approximation of the pooled score: some runs predate the pooled "
+            "breakdowns); then mean ± sd over seeds."
+        ),
         "",
         _breakdown_md(rep.by_service, "service", summary),
         "",

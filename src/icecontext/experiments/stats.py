@@ -152,12 +152,32 @@ def paired_comparisons(
     return pd.DataFrame(rows)
 
 
+def seed_breakdown(per_run: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Scores per ``by`` and configuration: mean ± sd over seeds of each run's group score.
+
+    Args:
+        per_run: One row per run and group: ``config_id``, ``seed``, ``by``,
+            ``n_scenes`` and the scores (e.g. the pooled rows of
+            :func:`~icecontext.experiments.collect.collect_group_scores`).
+        by: ``service`` or ``month``.
+    """
+    if per_run.empty or by not in per_run.columns:
+        return pd.DataFrame()
+    grouped = per_run.groupby(["config_id", by], sort=False, dropna=False)
+    out = grouped["n_scenes"].first().to_frame()
+    for s in SCORES:
+        out[f"{s}_mean"] = grouped[s].mean()
+        out[f"{s}_sd"] = grouped[s].std(ddof=1)
+    return out.reset_index()
+
+
 def weighted_breakdown(per_scene: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Scores per ``by`` (``service`` or ``month``) and configuration: mean ± sd over seeds.
+    """:func:`seed_breakdown` from per-scene scores (for runs without pooled groups).
 
     Within a run, the score of a group is the mean of its scenes' scores weighted by
     their scored pixels (``n_<task>``; the combined score by ``n_SIC``) — an
-    approximation of the pooled score, which needs the confusion matrices.
+    approximation of the pooled score, which needs the confusion matrices (runs
+    trained since the pooled breakdowns were added carry them).
     """
     if per_scene.empty or by not in per_scene.columns:
         return pd.DataFrame()
@@ -170,10 +190,4 @@ def weighted_breakdown(per_scene: pd.DataFrame, by: str) -> pd.DataFrame:
             ok = ~np.isnan(v)
             row[s] = float(np.average(v[ok], weights=w[ok])) if w[ok].sum() > 0 else math.nan
         rows.append(row)
-    per_run = pd.DataFrame(rows)
-    grouped = per_run.groupby(["config_id", by], sort=False, dropna=False)
-    out = grouped["n_scenes"].first().to_frame()
-    for s in SCORES:
-        out[f"{s}_mean"] = grouped[s].mean()
-        out[f"{s}_sd"] = grouped[s].std(ddof=1)
-    return out.reset_index()
+    return seed_breakdown(pd.DataFrame(rows), by)

@@ -356,6 +356,8 @@ def _write_summary(run: RunDir, result: RunResult, module: IceChartModule) -> No
     data = asdict(result)
     data = {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
     data["per_scene"] = module.last_breakdown
+    for by in ("service", "month"):  # pooled over the group's pixels
+        data[f"per_{by}"] = module.last_groups.get(by, [])
     write_text_atomic(run.summary, json.dumps(data, indent=2, default=str) + "\n")
 
 

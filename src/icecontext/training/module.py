@@ -121,6 +121,7 @@ class IceChartModule(pl.LightningModule):
         self.scorer = ChartScorer()
         self.last_scores: dict[str, Any] = {}
         self.last_breakdown: list[dict[str, Any]] = []
+        self.last_groups: dict[str, list[dict[str, Any]]] = {}
         self.seen_samples: list[str] = []
 
     # ------------------------------------------------------------------ forward
@@ -226,11 +227,14 @@ class IceChartModule(pl.LightningModule):
         self.last_scores = {k: scores[k] for k in VAL_KEYS}
         self.last_scores["epoch"] = int(self.current_epoch)
         self.last_scores["step"] = int(self.global_step)
-        try:
-            table = scorer.breakdown("scene")
-            self.last_breakdown = table.reset_index().to_dict(orient="records")
+        try:  # pooled scores per scene, and per service and month (from the same matrices)
+            self.last_breakdown = scorer.breakdown("scene").reset_index().to_dict("records")
+            self.last_groups = {
+                by: scorer.breakdown(by).reset_index().to_dict("records")
+                for by in ("service", "month")
+            }
         except Exception:  # a breakdown is a convenience; never fail validation on it
-            self.last_breakdown = []
+            self.last_breakdown, self.last_groups = [], {}
         for key in VAL_KEYS:
             value = float(scores[key])
             self.log(f"val/{key}", value, prog_bar=key == "combined", sync_dist=False)
