@@ -1,4 +1,4 @@
-"""``icecontext export``: TorchScript + metadata that reproduce the eager model."""
+"""``icecontext export``: TorchScript or ONNX + metadata that reproduce the eager model."""
 
 from __future__ import annotations
 
@@ -54,20 +54,88 @@ def test_metadata_describes_inputs_and_classes(exported):
     assert loaded.kind == "torchscript" and loaded.features == meta["features"]
 
 
-def test_predict_accepts_the_exported_model(exported, capsys):
+@pytest.fixture(scope="module")
+def exported_onnx(exported):
+    root, ckpt, _ = exported
+    out = root / "deploy" / "model.onnx"
+    assert main(["export", "-k", str(ckpt), "-o", str(out), "--format", "onnx"]) == 0
+    return out
+
+
+def test_onnx_export_reproduces_eager_outputs_at_any_size(exported, exported_onnx):
+    import onnxruntime as ort
+
+    _, ckpt, _ = exported
+    eager = load_inference_model(ckpt)
+    session = ort.InferenceSession(str(exported_onnx), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["x"]
+    assert [o.name for o in session.get_outputs()] == list(CHARTS)
+    gen = torch.Generator().manual_seed(2)
+    for shape in ((2, 64, 96), (1, 160, 224)):  # batch, height and width are dynamic
+        x = torch.randn(shape[0], len(eager.features), *shape[1:], generator=gen)
+        with torch.no_grad():
+            a = eager.model(x)
+        b = dict(zip(CHARTS, session.run(None, {"x": x.numpy()}), strict=True))
+        for task in CHARTS:
+            np.testing.assert_allclose(b[task], a[task].numpy(), atol=1e-4, rtol=1e-4)
+    meta = json.loads(exported_onnx.with_name("model.onnx.json").read_text())
+    assert meta["format"] == "onnx" and meta["verified_max_abs_diff"] < 1e-4
+    loaded = load_inference_model(exported_onnx)
+    assert loaded.kind == "onnx" and loaded.receptive_field == meta["receptive_field_px"]
+
+
+def test_onnx_export_of_a_sic_regression_model_gives_the_same_classes(tmp_path):
+    ckpt = save_tiny_checkpoint(tmp_path / "run" / "best.ckpt", sic_mode="regression")
+    out = tmp_path / "model.onnx"
+    assert main(["export", "-k", str(ckpt), "-o", str(out), "--format", "onnx"]) == 0
+    eager, onnx = load_inference_model(ckpt), load_inference_model(out)
+    x = 3 * torch.randn(1, len(eager.features), 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        a, b = eager.model(x), onnx.model(x)
+    assert b["SIC"].shape == (1, 1, 64, 64)
+    ca, cb = eager.model.to_classes(a), onnx.model.to_classes(b)
+    for task in CHARTS:
+        assert torch.equal(ca[task], cb[task]), task
+
+
+def test_predict_accepts_the_exported_models(exported, exported_onnx, capsys):
     root, ckpt, out = exported
     scenes = root / "scenes"
     write_scene_files(scenes, 1, height=90, width=110, seed=2)
-    for label, model in (("eager", ckpt), ("script", out)):
+    for label, model in (("eager", ckpt), ("script", out), ("onnx", exported_onnx)):
         rc = main(["predict", "-k", str(model), "-s", str(scenes), "-o", str(root / label),
                    "--formats", "netcdf", "--tile", "64", "--no-progress"])  # fmt: skip
         assert rc == 0, capsys.readouterr().err
     a = xr.open_dataset(next((root / "eager").glob("*.nc")), mask_and_scale=False)
-    b = xr.open_dataset(next((root / "script").glob("*.nc")), mask_and_scale=False)
-    assert b.attrs["model_kind"] == "torchscript"
-    for chart in CHARTS:
-        assert a[chart].shape == (90, 110)
-        np.testing.assert_array_equal(a[chart].values, b[chart].values)
+    for label, kind in (("script", "torchscript"), ("onnx", "onnx")):
+        b = xr.open_dataset(next((root / label).glob("*.nc")), mask_and_scale=False)
+        assert b.attrs["model_kind"] == kind
+        for chart in CHARTS:
+            assert a[chart].shape == (90, 110)
+            np.testing.assert_array_equal(a[chart].values, b[chart].values)
+    argv = ["predict", "-k", str(exported_onnx), "-s", str(scenes), "-o", str(root / "bf16")]
+    assert main([*argv, "--precision", "bf16"]) == 2
+    assert "option '--precision'" in capsys.readouterr().err
+    assert not (root / "bf16").exists()
+
+
+def test_onnx_without_its_packages_is_a_clear_error(exported, tmp_path, monkeypatch, capsys):
+    import builtins
+
+    _, ckpt, _ = exported
+    real_import = builtins.__import__
+
+    def no_onnxruntime(name, *args, **kwargs):
+        if name == "onnxruntime":
+            raise ImportError("No module named 'onnxruntime'", name="onnxruntime")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+    out = tmp_path / "model.onnx"
+    assert main(["export", "-k", str(ckpt), "-o", str(out), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "option '--format'" in err and "icecontext[onnx]" in err and "onnxruntime" in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_export_errors_name_the_problem(exported, tmp_path, capsys):

@@ -254,3 +254,15 @@ def test_overlap_words_and_numbers():
         resolve_overlap("wide", 835, 2048)
     with pytest.raises(ConfigError, match="--overlap.*8.5"):
         resolve_overlap(8.5, 835, 2048)  # type: ignore[arg-type]
+
+
+def test_default_classes_round_sic_halves_away_from_zero_like_the_model():
+    """A model without to_classes gets the project's SIC rule, not torch.round's half-to-even."""
+    from icecontext.inference.predictor import default_to_classes
+
+    sic = torch.tensor([2.5, 3.5, 0.49, 10.6, -0.5, float("nan")]).view(1, 1, 1, 6)
+    sod = torch.zeros(1, 6, 1, 6)
+    sod[0, 4] = 1.0
+    classes = default_to_classes({"SIC": sic, "SOD": sod})
+    assert classes["SIC"].flatten().tolist() == [3, 4, 0, 10, 0, 255]
+    assert classes["SOD"].flatten().tolist() == [4] * 6

@@ -1,9 +1,10 @@
-"""``icecontext export --checkpoint K --out model.pt [--format torchscript]``.
+"""``icecontext export --checkpoint K [--out FILE] [--format torchscript|onnx]``.
 
-Writes the network of a checkpoint as TorchScript (runs with torch alone) and
+Writes the network of a checkpoint as TorchScript (``model.pt``, runs with torch alone)
+or ONNX (``model.onnx``, for ONNX Runtime; needs ``icecontext[onnx]``) and
 ``model.json`` beside it (input channels and their z-scoring constants, downsampling,
 class names, receptive field). The export is checked against the eager model before
-it is written. ``icecontext predict --checkpoint model.pt`` uses it.
+it is written. ``icecontext predict --checkpoint model.pt`` (or ``model.onnx``) uses it.
 """
 
 from __future__ import annotations
@@ -15,17 +16,23 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
     parser.add_argument("--checkpoint", "-k", type=Path, required=True, help="best.ckpt of a run")
-    parser.add_argument("--out", "-o", type=Path, default=Path("model.pt"), help="model file (.pt)")
     parser.add_argument(
-        "--format", choices=("torchscript",), default="torchscript", help="export format"
+        "--out", "-o", type=Path, default=None, help="model file (default model.pt / model.onnx)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("torchscript", "onnx"),
+        default="torchscript",
+        help="torchscript (torch alone) or onnx (ONNX Runtime; needs icecontext[onnx])",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """Export and report the files and the eager-vs-export check."""
-    from icecontext.inference.export import export_model
+    from icecontext.inference.export import DEFAULT_NAMES, export_model
 
-    result = export_model(args.checkpoint, args.out, fmt=args.format)
+    out = args.out or Path(DEFAULT_NAMES[args.format])
+    result = export_model(args.checkpoint, out, fmt=args.format)
     print(f"wrote {result.model_path} ({args.format}) and {result.metadata_path}")
     meta = result.metadata
     print(

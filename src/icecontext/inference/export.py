@@ -1,4 +1,4 @@
-"""Export the deployable inference path of a checkpoint: TorchScript plus metadata JSON.
+"""Export the deployable inference path of a checkpoint: TorchScript or ONNX, plus JSON.
 
 ``model.pt`` is the network scripted with :func:`torch.jit.script` (``forward(x) ->
 {"SIC", "SOD", "FLOE"}`` at the input size, and the exported ``to_classes`` /
@@ -9,14 +9,15 @@ constants, the data downsampling ``K``, the 2 km upsampling mode, class names, t
 receptive field (for tile margins) and the tiling defaults. ``icecontext predict``
 and ``submission`` accept ``model.pt`` in place of a checkpoint.
 
-The export is verified before it is written: eager and scripted outputs of a seeded
-random input must agree within ``atol`` (recorded in the JSON as
-``verified_max_abs_diff``).
+``--format onnx`` writes ``model.onnx`` instead (:mod:`icecontext.inference.onnx_model`:
+input ``x``, outputs ``SIC``/``SOD``/``FLOE``, dynamic batch, height and width), for
+ONNX Runtime in any language; it needs the optional extra ``icecontext[onnx]``.
+``predict`` and ``submission`` run it through onnxruntime.
 
-ONNX is not offered: ``torch.onnx`` needs the ``onnx``/``onnxscript`` packages, which
-are not dependencies of icecontext. ``torch.export`` programs also work for this model
-(tested in ``tests/models``), but TorchScript remains the format that loads in every
-torch 2.x runtime and C++ (libtorch).
+The export is verified before it is written: eager and exported outputs of a seeded
+random input must agree within ``atol`` (recorded in the JSON as
+``verified_max_abs_diff``). TorchScript remains the default: it loads in every torch
+2.x runtime and in C++ (libtorch) with no other package.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ from icecontext.inference.exports.output import ExportError
 from icecontext.inference.loading import InferenceModel, load_inference_model, metadata_path
 from icecontext.inference.tiling import DEFAULT_ALIGN
 
-ExportFormat = Literal["torchscript"]
-EXPORT_FORMATS: tuple[ExportFormat, ...] = ("torchscript",)
+ExportFormat = Literal["torchscript", "onnx"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = ("torchscript", "onnx")
+DEFAULT_NAMES: dict[str, str] = {"torchscript": "model.pt", "onnx": "model.onnx"}
 
 
 @dataclass
@@ -47,7 +49,7 @@ class ExportResult:
     """What :func:`export_model` wrote.
 
     Attributes:
-        model_path: The TorchScript file.
+        model_path: The TorchScript or ONNX file.
         metadata_path: The metadata JSON.
         max_abs_diff: Largest difference between eager and exported outputs on the check.
         metadata: The JSON content.
@@ -145,20 +147,22 @@ def export_model(
     fmt: ExportFormat = "torchscript",
     atol: float = 1e-4,
 ) -> ExportResult:
-    """Export a checkpoint's network as TorchScript with its metadata JSON.
+    """Export a checkpoint's network as TorchScript or ONNX with its metadata JSON.
 
     Args:
         checkpoint: ``best.ckpt`` / ``last.ckpt`` of a run.
-        out: The model file (``model.pt``); the JSON goes to the same name with ``.json``.
-        fmt: ``"torchscript"``.
+        out: The model file (``model.pt`` / ``model.onnx``); the JSON goes to the same
+            name with ``.json``.
+        fmt: ``"torchscript"`` or ``"onnx"`` (needs ``icecontext[onnx]``).
         atol: Largest eager-vs-exported output difference accepted.
 
     Returns:
         The written files and the check's difference.
 
     Raises:
-        ConfigError: ``--format`` unknown, ``--out`` ending in ``.json``, missing checkpoint.
-        DataError: Not a checkpoint, not scriptable, or the exported outputs differ.
+        ConfigError: ``--format`` unknown or its packages missing, ``--out`` ending in
+            ``.json``, missing checkpoint.
+        DataError: Not a checkpoint, not exportable, or the exported outputs differ.
         ExportError: The output folder is not writable (nothing is left behind).
     """
     if fmt not in EXPORT_FORMATS:
@@ -166,24 +170,20 @@ def export_model(
     out = Path(out)
     if out.suffix == ".json":
         raise ConfigError("--out", f"{out}: the model file cannot be the metadata .json")
+    if fmt == "onnx":
+        from icecontext.inference.onnx_model import require_onnx
+
+        require_onnx()  # before any work
     loaded = load_inference_model(checkpoint, "cpu")
     if loaded.kind != "checkpoint":
         raise DataError(f"{checkpoint}: already an exported model; export a training checkpoint")
-    scripted = script_model(loaded.model)
-    diff = compare_outputs(loaded.model, scripted, len(loaded.features))
-    if not diff <= atol:
-        raise DataError(
-            f"{checkpoint}: the TorchScript outputs differ from the eager ones by {diff:.3g} "
-            f"(> {atol}); not exported"
-        )
     meta = export_metadata(loaded, fmt)
-    meta["verified_max_abs_diff"] = diff
     meta_file = metadata_path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out) as tmp, warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # jit.save is deprecated in 2.14
-            torch.jit.save(scripted, str(tmp))
+        with atomic_path(out) as tmp:
+            diff = _write_verified(loaded, fmt, tmp, meta, atol)
+        meta["verified_max_abs_diff"] = diff
         write_text_atomic(meta_file, json.dumps(meta, indent=2, default=str) + "\n")
     except OSError as exc:
         if out.exists() and not meta_file.exists():
@@ -193,3 +193,32 @@ def export_model(
             f"writable ({exc.strerror or exc})"
         ) from exc
     return ExportResult(out, meta_file, diff, meta)
+
+
+def _write_verified(
+    loaded: InferenceModel, fmt: ExportFormat, path: Path, meta: dict[str, Any], atol: float
+) -> float:
+    """Write the export to ``path`` and return its eager-vs-export difference.
+
+    Raises:
+        DataError: The export fails or differs from the eager model by more than ``atol``.
+    """
+    n = len(loaded.features)
+    if fmt == "onnx":
+        from icecontext.inference.onnx_model import export_onnx, load_onnx_model
+
+        export_onnx(loaded.model, path, n)
+        exported: torch.nn.Module = load_onnx_model(path, meta)
+    else:
+        exported = script_model(loaded.model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # jit.save is deprecated in 2.14
+            torch.jit.save(exported, str(path))
+    diff = compare_outputs(loaded.model, exported, n)
+    if not diff <= atol:
+        label = "ONNX" if fmt == "onnx" else "TorchScript"
+        raise DataError(
+            f"{loaded.path}: the {label} outputs differ from the eager ones by {diff:.3g} "
+            f"(> {atol}); not exported"
+        )
+    return diff

@@ -5,7 +5,9 @@
 * a training checkpoint (``best.ckpt`` / ``last.ckpt``), rebuilt by the training
   package's one loader, :func:`icecontext.training.checkpoint.load_checkpoint`;
 * a TorchScript file written by ``icecontext export`` (``model.pt``) with its metadata
-  JSON beside it (``model.json``: features, downsampling, receptive field, ...).
+  JSON beside it (``model.json``: features, downsampling, receptive field, ...);
+* an ONNX file of ``icecontext export --format onnx`` (``model.onnx`` with
+  ``model.onnx.json``), run by onnxruntime.
 
 Both give an :class:`InferenceModel`: the network plus everything the predictor needs
 to feed it (channel names and order, data downsampling ``K``, 2 km upsampling mode) and
@@ -27,7 +29,7 @@ from torch import nn
 from icecontext.errors import ConfigError, DataError
 from icecontext.inference.predictor import receptive_field_of
 
-ModelKind = Literal["checkpoint", "torchscript"]
+ModelKind = Literal["checkpoint", "torchscript", "onnx"]
 
 
 @dataclass
@@ -63,8 +65,15 @@ class InferenceModel:
 
 
 def metadata_path(model_path: str | os.PathLike[str]) -> Path:
-    """The metadata JSON of an exported model: ``model.pt`` -> ``model.json``."""
-    return Path(model_path).with_suffix(".json")
+    """The metadata JSON of an exported model.
+
+    ``model.pt`` -> ``model.json``; ``model.onnx`` -> ``model.onnx.json``, so that both
+    exports of a checkpoint can share a folder.
+    """
+    path = Path(model_path)
+    if path.suffix == ".onnx":
+        return path.with_name(path.name + ".json")
+    return path.with_suffix(".json")
 
 
 def is_exported(path: str | os.PathLike[str]) -> bool:
@@ -73,7 +82,7 @@ def is_exported(path: str | os.PathLike[str]) -> bool:
     if not meta.is_file() or Path(path).suffix == ".json":
         return False
     try:
-        return json.loads(meta.read_text()).get("format") == "torchscript"
+        return json.loads(meta.read_text()).get("format") in ("torchscript", "onnx")
     except (OSError, ValueError):
         return False
 
@@ -127,12 +136,17 @@ def _load_exported(path: Path, device: str | torch.device) -> InferenceModel:
     missing = [k for k in ("features", "downsample", "upsampling") if k not in meta]
     if missing:
         raise DataError(f"{meta_file}: metadata lacks {missing}; re-run 'icecontext export'")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # jit.load is deprecated in 2.14
-            model = torch.jit.load(str(path), map_location=device)
-    except Exception as exc:  # torch raises RuntimeError/ValueError for foreign files
-        raise DataError(f"{path}: cannot be loaded as TorchScript: {exc}") from exc
+    if meta.get("format") == "onnx":
+        from icecontext.inference.onnx_model import load_onnx_model
+
+        model: nn.Module = load_onnx_model(path, meta, device)
+    else:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # jit.load: deprecated in 2.14
+                model = torch.jit.load(str(path), map_location=device)
+        except Exception as exc:  # torch raises RuntimeError/ValueError for foreign files
+            raise DataError(f"{path}: cannot be loaded as TorchScript: {exc}") from exc
     model.eval()
     rf = meta.get("receptive_field_px")
     return InferenceModel(
@@ -141,7 +155,7 @@ def _load_exported(path: Path, device: str | torch.device) -> InferenceModel:
         downsample=int(meta["downsample"]),
         upsampling=str(meta["upsampling"]),
         path=path,
-        kind="torchscript",
+        kind="onnx" if meta.get("format") == "onnx" else "torchscript",
         receptive_field=None if rf is None else int(rf),
         config=meta.get("config"),
         tile=meta.get("tile"),

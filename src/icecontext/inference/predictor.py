@@ -185,14 +185,15 @@ def _to_classes(model: nn.Module, outputs: Mapping[str, Tensor]) -> dict[str, Te
 
 
 def default_to_classes(outputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Class maps of raw outputs: argmax, or for a 1-channel SIC head round and clip to 0..10."""
-    out: dict[str, Tensor] = {}
-    for task, logits in outputs.items():
-        if logits.shape[1] == 1:
-            out[task] = torch.round(logits[:, 0].float()).clamp(0, 10).long()
-        else:
-            out[task] = logits.argmax(dim=1)
-    return out
+    """Class maps of a model without ``to_classes``.
+
+    Argmax, or for a 1-channel SIC head the project's rounding rule
+    (:func:`~icecontext.models.multitask.outputs_to_classes`).
+    """
+    from icecontext.models.multitask import outputs_to_classes
+
+    sic = outputs.get("SIC")
+    return outputs_to_classes(dict(outputs), sic is not None and sic.shape[1] == 1)
 
 
 MAX_OVERLAP_FRACTION = 16

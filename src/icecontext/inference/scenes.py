@@ -257,6 +257,12 @@ def prepare_prediction(
     if s.overlap not in ("auto", "rf"):
         resolve_overlap(s.overlap, None, 1)  # a bad number fails before the model loads
     loaded = model or load_inference_model(model_path, device)
+    if loaded.kind == "onnx" and s.precision != "32":
+        raise ConfigError(
+            "--precision",
+            f"{s.precision} applies to torch models; an ONNX model runs in float32 "
+            "(use --precision 32, or the checkpoint or TorchScript export)",
+        )
     loaded.model.to(device).eval()
     tile = s.tile or DEFAULT_TILE
     overlap = resolve_overlap(s.overlap, loaded.receptive_field, tile)

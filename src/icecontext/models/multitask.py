@@ -118,41 +118,13 @@ class MultiTaskModel(nn.Module):
 
     @torch.jit.export
     def to_classes(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Turn outputs into class maps ``(B, H, W)`` (int64).
-
-        SIC regression: the project's one rule, :func:`icecontext.evaluation.sic_to_classes`
-        with ``rule="round"``: round half away from zero (2.5 -> 3), clip to 0..10, NaN ->
-        255. Written out here so the method stays TorchScript-able; a test keeps the
-        two equal. Class outputs: argmax over channels.
-        """
-        classes: dict[str, torch.Tensor] = {}
-        for task, y in outputs.items():
-            if task == "SIC" and self.sic_regression:
-                x = y[:, 0].float()
-                a = x.abs()
-                fl = a.floor()
-                # a - floor(a) is exact in floating point, so halves are detected exactly
-                r = torch.copysign(fl + (a - fl >= 0.5).to(x.dtype), x)
-                out = torch.nan_to_num(r, nan=0.0).clamp(0, 10).long()  # SIC classes 0..10
-                classes[task] = torch.where(torch.isnan(x), torch.full_like(out, 255), out)
-            else:
-                classes[task] = y.argmax(dim=1)
-        return classes
+        """Class maps ``(B, H, W)`` (int64): :func:`outputs_to_classes`."""
+        return outputs_to_classes(outputs, self.sic_regression)
 
     @torch.jit.export
     def to_probabilities(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Softmax over channels for class outputs.
-
-        A SIC regression output has no distribution; it is returned as the value
-        clipped to ``[0, 10]``, shape ``(B, 1, H, W)``.
-        """
-        probs: dict[str, torch.Tensor] = {}
-        for task, y in outputs.items():
-            if task == "SIC" and self.sic_regression:
-                probs[task] = y.clamp(0.0, 10.0)
-            else:
-                probs[task] = torch.softmax(y, dim=1)
-        return probs
+        """Softmax over channels for class outputs: :func:`outputs_to_probabilities`."""
+        return outputs_to_probabilities(outputs, self.sic_regression)
 
     @torch.jit.ignore
     def layer_names(self, task: str | None = None) -> dict[str, str]:
@@ -189,6 +161,48 @@ class MultiTaskModel(nn.Module):
 
         sizes = [rf.total_px for rf in theoretical_receptive_fields(self).values()]
         return None if any(s is None for s in sizes) else max(s for s in sizes if s is not None)
+
+
+def outputs_to_classes(
+    outputs: dict[str, torch.Tensor], sic_regression: bool
+) -> dict[str, torch.Tensor]:
+    """Turn network outputs into class maps ``(B, H, W)`` (int64).
+
+    SIC regression: the project's one rule, :func:`icecontext.evaluation.sic_to_classes`
+    with ``rule="round"``: round half away from zero (2.5 -> 3), clip to 0..10, NaN ->
+    255. Written out here so it stays TorchScript-able (the model's ``to_classes``
+    calls it); a test keeps the two equal. Class outputs: argmax over channels.
+    """
+    classes: dict[str, torch.Tensor] = {}
+    for task, y in outputs.items():
+        if task == "SIC" and sic_regression:
+            x = y[:, 0].float()
+            a = x.abs()
+            fl = a.floor()
+            # a - floor(a) is exact in floating point, so halves are detected exactly
+            r = torch.copysign(fl + (a - fl >= 0.5).to(x.dtype), x)
+            out = torch.nan_to_num(r, nan=0.0).clamp(0, 10).long()  # SIC classes 0..10
+            classes[task] = torch.where(torch.isnan(x), torch.full_like(out, 255), out)
+        else:
+            classes[task] = y.argmax(dim=1)
+    return classes
+
+
+def outputs_to_probabilities(
+    outputs: dict[str, torch.Tensor], sic_regression: bool
+) -> dict[str, torch.Tensor]:
+    """Softmax over channels for class outputs.
+
+    A SIC regression output has no distribution; it is returned as the value clipped to
+    ``[0, 10]``, shape ``(B, 1, H, W)``.
+    """
+    probs: dict[str, torch.Tensor] = {}
+    for task, y in outputs.items():
+        if task == "SIC" and sic_regression:
+            probs[task] = y.clamp(0.0, 10.0)
+        else:
+            probs[task] = torch.softmax(y, dim=1)
+    return probs
 
 
 def build_model(cfg: ModelConfig, in_channels: int, *, seed: int | None = None) -> MultiTaskModel:
