@@ -149,3 +149,26 @@ def test_export_errors_name_the_problem(exported, tmp_path, capsys):
     assert main(["export", "-k", str(ckpt), "-o", str(blocker / "model.pt")]) == 2
     assert str(blocker) in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_the_export_check_scales_with_the_outputs():
+    """Untrained deep presets have logits of 1e5+: the tolerance is per unit of scale."""
+    from icecontext.inference.export import compare_outputs
+
+    class Big(torch.nn.Module):
+        def __init__(self, offset: float) -> None:
+            super().__init__()
+            self.offset = offset
+
+        def forward(self, x):
+            return {"SIC": x[:, :1] * 0 + 1e6 + self.offset, "SOD": x[:, :6] * 0}
+
+    diff, scale = compare_outputs(Big(0.0), Big(2.0), in_channels=6, size=32)
+    assert diff == pytest.approx(2.0) and scale == pytest.approx(1e6)
+    assert compare_outputs(Big(0.0), Big(0.0), 6, size=32) == (0.0, pytest.approx(1e6))
+
+    class Tiny(torch.nn.Module):
+        def forward(self, x):
+            return {"SIC": x[:, :1] * 0 + 1e-3}
+
+    assert compare_outputs(Tiny(), Tiny(), 1, size=32) == (0.0, 1.0)  # the scale is >= 1

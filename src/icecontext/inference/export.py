@@ -15,9 +15,11 @@ ONNX Runtime in any language; it needs the optional extra ``icecontext[onnx]``.
 ``predict`` and ``submission`` run it through onnxruntime.
 
 The export is verified before it is written: eager and exported outputs of a seeded
-random input must agree within ``atol`` (recorded in the JSON as
-``verified_max_abs_diff``). TorchScript remains the default: it loads in every torch
-2.x runtime and in C++ (libtorch) with no other package.
+random input must agree within ``atol`` times the outputs' scale (their largest
+magnitude, at least 1: untrained deep models have logits of 1e5 and more), recorded in
+the JSON as ``verified_max_abs_diff`` and ``verified_output_scale``. TorchScript
+remains the default: it loads in every torch 2.x runtime and in C++ (libtorch) with no
+other package.
 """
 
 from __future__ import annotations
@@ -78,8 +80,13 @@ def compare_outputs(
     in_channels: int,
     size: int = 96,
     seed: int = 0,
-) -> float:
-    """Largest absolute difference between two models' outputs on a seeded random batch."""
+) -> tuple[float, float]:
+    """Largest absolute difference between two models' outputs on a seeded random batch.
+
+    Returns:
+        ``(difference, scale)``: the scale is the eager outputs' largest magnitude, at
+        least 1.
+    """
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(2, in_channels, size, size + 32, generator=gen)
     with torch.no_grad():
@@ -87,7 +94,9 @@ def compare_outputs(
         b = exported.eval()(x)
     if set(a) != set(b):
         raise DataError(f"exported outputs {sorted(b)} differ from the eager ones {sorted(a)}")
-    return max(float((a[k] - b[k]).abs().max()) for k in a)
+    diff = max(float((a[k] - b[k].to(a[k].dtype)).abs().max()) for k in a)
+    scale = max(1.0, *(float(a[k].abs().max()) for k in a))
+    return diff, scale
 
 
 def export_metadata(model: InferenceModel, fmt: ExportFormat) -> dict[str, Any]:
@@ -154,7 +163,8 @@ def export_model(
         out: The model file (``model.pt`` / ``model.onnx``); the JSON goes to the same
             name with ``.json``.
         fmt: ``"torchscript"`` or ``"onnx"`` (needs ``icecontext[onnx]``).
-        atol: Largest eager-vs-exported output difference accepted.
+        atol: Largest eager-vs-exported output difference accepted, per unit of the
+            outputs' scale (their largest magnitude, at least 1).
 
     Returns:
         The written files and the check's difference.
@@ -182,8 +192,9 @@ def export_model(
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out) as tmp:
-            diff = _write_verified(loaded, fmt, tmp, meta, atol)
+            diff, scale = _write_verified(loaded, fmt, tmp, atol)
         meta["verified_max_abs_diff"] = diff
+        meta["verified_output_scale"] = scale
         write_text_atomic(meta_file, json.dumps(meta, indent=2, default=str) + "\n")
     except OSError as exc:
         if out.exists() and not meta_file.exists():
@@ -196,9 +207,9 @@ def export_model(
 
 
 def _write_verified(
-    loaded: InferenceModel, fmt: ExportFormat, path: Path, meta: dict[str, Any], atol: float
-) -> float:
-    """Write the export to ``path`` and return its eager-vs-export difference.
+    loaded: InferenceModel, fmt: ExportFormat, path: Path, atol: float
+) -> tuple[float, float]:
+    """Write the export to ``path``; return its eager-vs-export difference and output scale.
 
     Raises:
         DataError: The export fails or differs from the eager model by more than ``atol``.
@@ -208,17 +219,21 @@ def _write_verified(
         from icecontext.inference.onnx_model import export_onnx, load_onnx_model
 
         export_onnx(loaded.model, path, n)
-        exported: torch.nn.Module = load_onnx_model(path, meta)
+        rf = loaded.receptive_field
+        sic_mode = getattr(getattr(loaded.config, "model", None), "sic_mode", None)
+        exported: torch.nn.Module = load_onnx_model(
+            path, {"receptive_field_px": rf, "sic_mode": sic_mode}
+        )
     else:
         exported = script_model(loaded.model)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # jit.save is deprecated in 2.14
             torch.jit.save(exported, str(path))
-    diff = compare_outputs(loaded.model, exported, n)
-    if not diff <= atol:
+    diff, scale = compare_outputs(loaded.model, exported, n)
+    if not diff <= atol * scale:
         label = "ONNX" if fmt == "onnx" else "TorchScript"
         raise DataError(
             f"{loaded.path}: the {label} outputs differ from the eager ones by {diff:.3g} "
-            f"(> {atol}); not exported"
+            f"(> {atol} x output scale {scale:.3g}); not exported"
         )
-    return diff
+    return diff, scale
