@@ -141,3 +141,19 @@ def test_a_batch_copied_before_it_arrives_releases_its_slot_at_once():
     assert ticket.leases.tolist() == [0]
     plain = {"x": torch.zeros(1)}
     assert SlotReturner().receive(plain) is plain  # no ticket: untouched
+
+
+def test_reclaim_frees_slots_an_abandoned_iteration_never_delivered():
+    pool = SharedSlotPool(size=3)
+    a, ticket_a = pool.take(LAYOUT, iteration=1)
+    pool.take(LAYOUT, iteration=1)  # slot 1: its batch is discarded with the iteration
+    returner = SlotReturner()
+    batch = returner.receive({"x": a["x"], TICKET_KEY: ticket_a})  # slot 0: still held
+    pool.take(LAYOUT, iteration=2)  # slot 2: taken by the new iteration
+    assert ticket_a.leases.tolist() == [1, 1, 2]
+    assert returner.reclaim(2) == 1
+    assert ticket_a.leases.tolist() == [1, 0, 2]  # held and current slots untouched
+    del batch
+    gc.collect()
+    returner.poll()
+    assert ticket_a.leases.tolist() == [0, 0, 2]

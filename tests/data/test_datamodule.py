@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
-from icecontext.data.batching import PatchLoader
+from icecontext.data.batching import TICKET_KEY, PatchLoader
 from icecontext.data.config import DataConfig, default_threads, default_workers
 from icecontext.data.datamodule import (
     EpochPatchSampler,
@@ -112,6 +114,26 @@ def test_workers_reuse_their_batch_slots_without_changing_a_batch(store: Path) -
     assert all(k < per_worker for _, k in returner._mapped)
     # more batches came in pooled slots than there are slots: reuse
     assert len(returner._mapped) < returner.tickets <= 33
+
+
+def test_abandoned_iterations_do_not_strand_worker_slots(store: Path) -> None:
+    """Batches torch discards with an abandoned iteration free their slots on the next one."""
+    loader = make_dm(store, workers=2, patches_per_epoch=40, batch_size=4).train_dataloader()
+    for _ in range(4):  # e.g. a `break`, or Lightning's limit_*_batches
+        it = iter(loader)
+        next(it)
+        next(it)
+        del it
+    for batch in loader:  # a full epoch, each batch dropped before the next
+        del batch
+    gc.collect()
+    returner = loader._returner
+    returner.poll()
+    leases = torch.cat(list(returner._leases.values()))
+    assert len(returner._leases) == 2 and leases.eq(0).all(), leases.tolist()
+    # a plain DataLoader over the same dataset gets plain batches (no ticket)
+    plain = DataLoader(loader.dataset, batch_size=4, num_workers=1, collate_fn=collate_patches)
+    assert TICKET_KEY not in next(iter(plain))
 
 
 def test_assembled_batches_equal_stacked_patches(store: Path) -> None:

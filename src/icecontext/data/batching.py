@@ -98,7 +98,8 @@ class SlotTicket:
     Args:
         owner: Process id of the worker.
         slot: Index of the slot in the worker's pool.
-        leases: The worker's shared lease flags (1 = the batch is in use).
+        leases: The worker's shared lease flags (0 = free, else the loader iteration
+            that took the slot).
         tensors: The slot's shared tensors (to keep them mapped in the training process).
     """
 
@@ -118,10 +119,13 @@ class SlotTicket:
 class SharedSlotPool:
     """Shared-memory batch slots of one loader worker, reused once the trainer frees them.
 
-    A slot is taken only while its lease flag is 0 and the worker sets it to 1; only the
-    training process sets it back (:meth:`SlotTicket.release`). When every slot is busy,
-    or the batch has another shape (an epoch's short last batch), a fresh unpooled
-    shared batch is returned without a ticket: the pool never waits.
+    A slot is taken only while its lease is 0; the worker then writes the current loader
+    iteration (a number >= 1) into it, and only the training process sets it back to 0
+    (:meth:`SlotTicket.release`, or :meth:`SlotReturner.reclaim` for batches of an
+    abandoned iteration that were never delivered). A slot keeps the layout of the
+    first batch it held; when no free slot has the layout and the pool is full (every
+    slot busy, or an epoch's short last batch), a fresh unpooled shared batch is
+    returned without a ticket: the pool never waits.
 
     Args:
         size: Slots kept (at most).
@@ -129,23 +133,25 @@ class SharedSlotPool:
 
     def __init__(self, size: int) -> None:
         self.size = int(size)
-        self.leases = torch.zeros(self.size, dtype=torch.uint8).share_memory_()
+        self.leases = torch.zeros(self.size, dtype=torch.int32).share_memory_()
         self._flags = self.leases.numpy()
         self._slots: list[tuple[Layout, dict[str, torch.Tensor]]] = []
 
-    def take(self, layout: Layout) -> tuple[dict[str, torch.Tensor], SlotTicket | None]:
+    def take(
+        self, layout: Layout, iteration: int = 1
+    ) -> tuple[dict[str, torch.Tensor], SlotTicket | None]:
         """Shared tensors of the given layout, and the ticket of their slot (if pooled)."""
         for k, (known, tensors) in enumerate(self._slots):
             if known == layout and self._flags[k] == 0:
-                return tensors, self._lease(k, tensors)
+                return tensors, self._lease(k, tensors, iteration)
         tensors = _shared_batch(layout)
         if len(self._slots) < self.size:
             self._slots.append((dict(layout), tensors))
-            return tensors, self._lease(len(self._slots) - 1, tensors)
+            return tensors, self._lease(len(self._slots) - 1, tensors, iteration)
         return tensors, None
 
-    def _lease(self, k: int, tensors: dict[str, torch.Tensor]) -> SlotTicket:
-        self._flags[k] = 1
+    def _lease(self, k: int, tensors: dict[str, torch.Tensor], iteration: int) -> SlotTicket:
+        self._flags[k] = max(1, int(iteration))
         return SlotTicket(os.getpid(), k, self.leases, tensors)
 
 
@@ -165,6 +171,7 @@ class SlotReturner:
         self.tickets = 0  # batches received in pooled slots
         self._mapped: dict[tuple[int, int], SlotTicket] = {}
         self._pending: list[tuple[SlotTicket, list[weakref.ref[Any]]]] = []
+        self._leases: dict[int, torch.Tensor] = {}  # each worker's lease array
 
     def poll(self) -> None:
         """Release the slots whose batches nobody holds any more."""
@@ -176,6 +183,32 @@ class SlotReturner:
                 busy.append((ticket, refs))
         self._pending = busy
 
+    def reclaim(self, iteration: int) -> int:
+        """Free the slots that earlier iterations took but never delivered; return how many.
+
+        Call once a new iteration of the same (persistent) workers has started: torch
+        discards the batches an abandoned iteration left in flight before it resumes
+        the workers, so a slot leased by an older iteration is either held here (a
+        pending batch: kept) or was discarded (freed). Slots of the new iteration carry
+        its number and are left alone.
+        """
+        self.poll()
+        held = {(t.owner, t.slot) for t, _ in self._pending}
+        freed = 0
+        for owner, leases in self._leases.items():  # every slot of every worker seen
+            flags = leases.numpy()
+            for k in range(len(flags)):
+                if int(flags[k]) not in (0, iteration) and (owner, k) not in held:
+                    flags[k] = 0
+                    freed += 1
+        return freed
+
+    def forget(self) -> None:
+        """Drop every slot (their workers are gone): unmaps them here once unused."""
+        self._mapped.clear()
+        self._pending.clear()
+        self._leases.clear()
+
     def receive(self, batch: Any) -> Any:
         """The batch without its ticket, with the slot's release arranged."""
         self.poll()
@@ -185,6 +218,7 @@ class SlotReturner:
         ticket: SlotTicket = batch.pop(TICKET_KEY)
         self.tickets += 1
         self._mapped[(ticket.owner, ticket.slot)] = ticket
+        self._leases[ticket.owner] = ticket.leases
         slot_memory = {t.untyped_storage().data_ptr() for t in ticket.tensors.values()}
         refs: list[weakref.ref[Any]] = []
         for key, value in batch.items():
@@ -206,39 +240,62 @@ class PatchLoader(DataLoader):  # type: ignore[type-arg]
 
     Takes exactly the ``DataLoader`` arguments. Over a dataset with a
     :class:`BatchAssembler` (``dataset.assembler``) and with worker processes, each
-    worker keeps ``prefetch_factor + 2`` batch slots (:class:`SharedSlotPool`); the
-    batches this loader yields carry no ticket. Anything else behaves as a plain
-    ``DataLoader``.
+    worker keeps up to ``prefetch_factor + 2`` batch slots (``+ 1`` with
+    ``pin_memory``, where a slot is free again as soon as its batch is copied) in a
+    :class:`SharedSlotPool`; the batches this loader yields carry no ticket. Anything
+    else behaves as a plain ``DataLoader``.
     """
 
     _returner: SlotReturner | None = None
-    _inner: Any = None
+    _inner: weakref.ref[Any] | None = None
+    _iteration: torch.Tensor | None = None
 
     def __iter__(self) -> Any:
         assembler = getattr(self.dataset, "assembler", None)
         if self.num_workers == 0 or not isinstance(assembler, BatchAssembler):
             return super().__iter__()
-        # set before super().__iter__() starts (and copies the dataset to) the workers
-        assembler.worker_slots = (self.prefetch_factor or 2) + 2
-        inner = super().__iter__()
-        if inner is not self._inner:  # new workers: forget the old ones' slots
-            self._inner, self._returner = inner, SlotReturner()
-        assert self._returner is not None
-        return _ReturningIterator(inner, self._returner)
+        if self._iteration is None:  # shared with the workers, which stamp their leases
+            self._iteration = torch.zeros(1, dtype=torch.int32).share_memory_()
+        self._iteration += 1
+        # set before super().__iter__() starts (and copies the dataset to) the workers,
+        # and unset after, so a plain DataLoader over the same dataset sends no tickets
+        assembler.worker_slots = (self.prefetch_factor or 2) + (1 if self.pin_memory else 2)
+        assembler.iteration = self._iteration
+        try:
+            inner = super().__iter__()
+        finally:
+            assembler.worker_slots, assembler.iteration = 0, None
+        known = self._inner() if self._inner is not None else None
+        if inner is not known or self._returner is None:  # new workers: new slots
+            self._inner, self._returner = weakref.ref(inner), SlotReturner()
+        else:  # the same persistent workers: free what an abandoned iteration left
+            self._returner.reclaim(int(self._iteration))
+        return _ReturningIterator(inner, self._returner, forget=not self.persistent_workers)
 
 
 class _ReturningIterator:
-    """Passes batches through :meth:`SlotReturner.receive`; the rest goes to the inner one."""
+    """Passes batches through :meth:`SlotReturner.receive`; the rest goes to the inner one.
 
-    def __init__(self, inner: Any, returner: SlotReturner) -> None:
+    With non-persistent workers the slots are forgotten when the epoch ends (the
+    workers exit), so the training process does not keep their memory mapped.
+    """
+
+    def __init__(self, inner: Any, returner: SlotReturner, forget: bool) -> None:
         self._inner = inner
         self._returner = returner
+        self._forget = forget
 
     def __iter__(self) -> _ReturningIterator:
         return self
 
     def __next__(self) -> Any:
-        return self._returner.receive(next(self._inner))
+        try:
+            batch = next(self._inner)
+        except StopIteration:
+            if self._forget:
+                self._returner.forget()
+            raise
+        return self._returner.receive(batch)
 
     def __len__(self) -> int:
         return len(self._inner)
@@ -274,6 +331,7 @@ class BatchAssembler:
     Attributes:
         worker_slots: Shared-memory slots per loader worker (0: a fresh shared batch
             each time). Set by :class:`PatchLoader`, whose iterator returns the slots.
+        iteration: The loader's shared iteration counter (stamped into slot leases).
     """
 
     def __init__(self, threads: int = 1, pool_size: int = 4) -> None:
@@ -282,6 +340,7 @@ class BatchAssembler:
         self.threads = int(threads)
         self.pool_size = int(pool_size)
         self.worker_slots = 0
+        self.iteration: torch.Tensor | None = None
         self._pid: int | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._buffers: BatchBufferPool | None = None
@@ -313,7 +372,8 @@ class BatchAssembler:
             if self.worker_slots > 0:
                 if self._slots is None:
                     self._slots = SharedSlotPool(self.worker_slots)
-                tensors, ticket = self._slots.take(layout)
+                iteration = 1 if self.iteration is None else int(self.iteration)
+                tensors, ticket = self._slots.take(layout, iteration)
             else:
                 tensors = _shared_batch(layout)
             return {name: t.numpy() for name, t in tensors.items()}, tensors, ticket
