@@ -151,24 +151,21 @@ def test_export_errors_name_the_problem(exported, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
-def test_the_export_check_scales_with_the_outputs():
-    """Untrained deep presets have logits of 1e5+: the tolerance is per unit of scale."""
+def test_the_export_check_judges_each_output_at_its_own_scale():
+    """Untrained deep presets have logits of 1e5+; a small SIC error must still show."""
     from icecontext.inference.export import compare_outputs
 
-    class Big(torch.nn.Module):
-        def __init__(self, offset: float) -> None:
+    class Heads(torch.nn.Module):
+        def __init__(self, sic_error: float = 0.0, sod_error: float = 0.0) -> None:
             super().__init__()
-            self.offset = offset
+            self.sic_error, self.sod_error = sic_error, sod_error
 
         def forward(self, x):
-            return {"SIC": x[:, :1] * 0 + 1e6 + self.offset, "SOD": x[:, :6] * 0}
+            zero = x[:, :1] * 0
+            return {"SIC": zero + 4.0 + self.sic_error, "SOD": zero + 1e6 + self.sod_error}
 
-    diff, scale = compare_outputs(Big(0.0), Big(2.0), in_channels=6, size=32)
-    assert diff == pytest.approx(2.0) and scale == pytest.approx(1e6)
-    assert compare_outputs(Big(0.0), Big(0.0), 6, size=32) == (0.0, pytest.approx(1e6))
-
-    class Tiny(torch.nn.Module):
-        def forward(self, x):
-            return {"SIC": x[:, :1] * 0 + 1e-3}
-
-    assert compare_outputs(Tiny(), Tiny(), 1, size=32) == (0.0, 1.0)  # the scale is >= 1
+    # 2 on logits of 1e6 is rounding: judged against 1e6
+    assert compare_outputs(Heads(), Heads(sod_error=2.0), 6) == (2.0, pytest.approx(1e6))
+    # 3 on a SIC value of 4 is an error, even beside huge SOD logits
+    assert compare_outputs(Heads(), Heads(sic_error=3.0, sod_error=2.0), 6) == (3.0, 4.0)
+    assert compare_outputs(Heads(), Heads(), 6) == (0.0, 1.0)

@@ -2,8 +2,9 @@
 
 Writes the network of a checkpoint as TorchScript (``model.pt``, runs with torch alone)
 or ONNX (``model.onnx``, for ONNX Runtime; needs ``icecontext[onnx]``) and
-``model.json`` beside it (input channels and their z-scoring constants, downsampling,
-class names, receptive field). The export is checked against the eager model before
+its metadata JSON beside it (``model.json``, or ``model.onnx.json`` for ``model.onnx``:
+input channels and their z-scoring constants, downsampling, class names, receptive
+field). The export is checked against the eager model before
 it is written. ``icecontext predict --checkpoint model.pt`` (or ``model.onnx``) uses it.
 """
 

@@ -117,12 +117,13 @@ def read_breakdown(run_dir: Path) -> list[dict[str, Any]]:
 def read_group_scores(run_dir: Path, by: str) -> list[dict[str, Any]] | None:
     """Pooled scores per ``by`` (``service`` or ``month``) of a run's final validation.
 
-    ``None`` when the run's ``metrics.json`` predates them (then only the per-scene
-    scores of :func:`read_breakdown` are there).
+    ``None`` when the run's ``metrics.json`` predates them, or has none although it
+    has per-scene scores (the breakdown failed): then only the per-scene scores of
+    :func:`read_breakdown` can be used.
     """
     metrics = _load_json(run_dir / "metrics.json")
     rows = metrics.get(f"per_{by}")
-    if rows is None:
+    if rows is None or (not rows and metrics.get("per_scene")):
         return None
     n_scenes: dict[Any, int] = {}
     for rec in read_breakdown(run_dir):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -29,17 +30,24 @@ ONNX_INPUT = "x"
 ONNX_OUTPUTS: tuple[str, ...] = tuple(CHARTS)
 ONNX_EXTRA = "pip install 'icecontext[onnx]'"
 
+log = logging.getLogger(__name__)
 
-def require_onnx(option: str = "--format") -> Any:
-    """Import ``onnxruntime`` (and check ``onnx``/``onnxscript``); return ``onnxruntime``.
+
+def require_onnx(option: str = "--format", *, runtime_only: bool = False) -> Any:
+    """Import ``onnxruntime`` (and for exporting ``onnx``/``onnxscript``); return it.
+
+    Args:
+        option: The option to name in the error.
+        runtime_only: Running an export needs only ``onnxruntime``.
 
     Raises:
         ConfigError: Naming ``option`` when the optional packages are missing.
     """
     try:
-        import onnx  # noqa: F401
+        if not runtime_only:
+            import onnx  # noqa: F401
+            import onnxscript  # noqa: F401
         import onnxruntime
-        import onnxscript  # noqa: F401
     except ImportError as exc:
         raise ConfigError(
             option,
@@ -98,8 +106,8 @@ class OnnxModel(nn.Module):
     ``forward(x)`` returns ``{"SIC", "SOD", "FLOE"}`` tensors on ``x``'s device;
     ``to_classes``, ``to_probabilities`` and ``receptive_field`` behave as the network's,
     so the tiled predictor runs it unchanged. It holds no parameters; the session runs
-    on the CPU, or on CUDA when ``device`` is a GPU and onnxruntime has its CUDA
-    provider.
+    on the CPU, or on the CUDA device ``device`` names when onnxruntime has its CUDA
+    provider (``onnxruntime-gpu``); without it the CPU is used, with a warning.
 
     Args:
         path: The ``.onnx`` file.
@@ -118,16 +126,18 @@ class OnnxModel(nn.Module):
         threads: int | None = None,
     ) -> None:
         super().__init__()
-        ort = require_onnx("--checkpoint")
-        providers = ["CPUExecutionProvider"]
-        if torch.device(device).type == "cuda":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise ConfigError(
-                    "--device",
-                    "this onnxruntime has no CUDA provider (install onnxruntime-gpu); "
-                    "use --device cpu",
+        ort = require_onnx("--checkpoint", runtime_only=True)
+        providers: list[Any] = ["CPUExecutionProvider"]
+        dev = torch.device(device)
+        if dev.type == "cuda":
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                providers.insert(0, ("CUDAExecutionProvider", {"device_id": dev.index or 0}))
+            else:
+                log.warning(
+                    "onnxruntime has no CUDA provider (install onnxruntime-gpu for %s): "
+                    "the ONNX model runs on the CPU",
+                    dev,
                 )
-            providers.insert(0, "CUDAExecutionProvider")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         try:

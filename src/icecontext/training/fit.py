@@ -158,11 +158,15 @@ def step_autocast(cfg: RunConfig, accelerator: str) -> torch.autocast:
 
 
 def validation_precision(cfg: RunConfig, accelerator: str) -> str:
-    """``train.validation.precision`` resolved: ``auto`` follows the training precision."""
+    """``train.validation.precision`` resolved: ``auto`` follows the training precision.
+
+    Returns:
+        ``"32"``, ``"bf16"`` or ``"16"`` (float16 autocast, under ``16-mixed`` on a GPU).
+    """
     val = cfg.train.validation.precision
     if val != "auto":
         return val
-    return "bf16" if resolve_precision(cfg, accelerator) == "bf16-mixed" else "32"
+    return {"bf16-mixed": "bf16", "16-mixed": "16"}.get(resolve_precision(cfg, accelerator), "32")
 
 
 # ----------------------------------------------------------------------------- data

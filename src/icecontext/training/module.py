@@ -227,14 +227,19 @@ class IceChartModule(pl.LightningModule):
         self.last_scores = {k: scores[k] for k in VAL_KEYS}
         self.last_scores["epoch"] = int(self.current_epoch)
         self.last_scores["step"] = int(self.global_step)
-        try:  # pooled scores per scene, and per service and month (from the same matrices)
+        # pooled scores per scene, and per service and month (from the same matrices); a
+        # breakdown is a convenience: never fail validation on one
+        try:
             self.last_breakdown = scorer.breakdown("scene").reset_index().to_dict("records")
+        except Exception:
+            self.last_breakdown = []
+        try:
             self.last_groups = {
                 by: scorer.breakdown(by).reset_index().to_dict("records")
                 for by in ("service", "month")
             }
-        except Exception:  # a breakdown is a convenience; never fail validation on it
-            self.last_breakdown, self.last_groups = [], {}
+        except Exception:
+            self.last_groups = {}
         for key in VAL_KEYS:
             value = float(scores[key])
             self.log(f"val/{key}", value, prog_bar=key == "combined", sync_dist=False)

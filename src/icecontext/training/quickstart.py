@@ -259,7 +259,7 @@ def calibrate(cfg: Any, steps: int, threads: list[int] | None = None) -> dict[st
     import torch
 
     from icecontext.data.datamodule import IceDataModule, steps_per_epoch
-    from icecontext.inference.predictor import auto_overlap, predict_scene
+    from icecontext.inference.predictor import model_overlap, predict_scene
     from icecontext.models.multitask import build_model
     from icecontext.training.fit import step_autocast, validation_precision
     from icecontext.training.losses import MultiTaskLoss
@@ -309,7 +309,7 @@ def calibrate(cfg: Any, steps: int, threads: list[int] | None = None) -> dict[st
             val[0],
             dm.features,
             tile=cfg.train.validation.tile,
-            overlap=auto_overlap(model, cfg.train.validation.tile),
+            overlap=model_overlap(model, cfg.train.validation.overlap, cfg.train.validation.tile),
             batch=cfg.train.validation.batch,
             precision=validation_precision(cfg, "cpu"),  # type: ignore[arg-type]
         )
