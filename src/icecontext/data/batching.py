@@ -189,8 +189,9 @@ class SlotReturner:
         Call once a new iteration of the same (persistent) workers has started: torch
         discards the batches an abandoned iteration left in flight before it resumes
         the workers, so a slot leased by an older iteration is either held here (a
-        pending batch: kept) or was discarded (freed). Slots of the new iteration carry
-        its number and are left alone.
+        pending batch: kept) or was discarded (freed). Slots carrying the new number are
+        left alone; among them may be one a worker took for a discarded batch just after
+        the number changed, which the iteration after frees (never one in use).
         """
         self.poll()
         held = {(t.owner, t.slot) for t, _ in self._pending}
