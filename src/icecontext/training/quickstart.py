@@ -261,14 +261,21 @@ def calibrate(cfg: Any, steps: int, threads: list[int] | None = None) -> dict[st
     from icecontext.data.datamodule import IceDataModule, steps_per_epoch
     from icecontext.inference.predictor import model_overlap, predict_scene
     from icecontext.models.multitask import build_model
-    from icecontext.training.fit import step_autocast, validation_precision
+    from icecontext.training.fit import (
+        resolve_accelerator,
+        step_autocast,
+        validation_precision,
+    )
     from icecontext.training.losses import MultiTaskLoss
     from icecontext.training.optim import build_optimizer, parameter_groups
 
     threads = threads or thread_candidates(cfg.trainer.threads)
+    # time where and how training will run: the same device and autocast
+    accelerator = resolve_accelerator(cfg)
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
     dm = IceDataModule(cfg.data.model_copy(update={"workers": 0}), seed=cfg.seed)
     dm.setup("fit")
-    model = build_model(cfg.model, len(dm.features), seed=cfg.seed)
+    model = build_model(cfg.model, len(dm.features), seed=cfg.seed).to(device)
     crit = MultiTaskLoss(cfg.sic_loss, cfg.train.loss.task_weights.model_dump())
     opt = build_optimizer(parameter_groups(model, 0.0), cfg.train.optimizer)
     loader = iter(dm.train_dataloader())
@@ -283,12 +290,15 @@ def calibrate(cfg: Any, steps: int, threads: list[int] | None = None) -> dict[st
             except StopIteration:
                 loader = iter(dm.train_dataloader())
                 batch = next(loader)
-            with step_autocast(cfg, "cpu"):  # bf16 on CPUs with native bf16, as in training
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with step_autocast(cfg, accelerator):  # e.g. bf16 on CPUs with native bf16
                 outputs = model(batch["x"])
                 loss, _ = crit(outputs, {t: batch[t] for t in ("SIC", "SOD", "FLOE")})
             loss.backward()
             opt.step()
             opt.zero_grad()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             times.append(time.perf_counter() - t0)
             timed = times[1:]
             if (
@@ -311,7 +321,8 @@ def calibrate(cfg: Any, steps: int, threads: list[int] | None = None) -> dict[st
             tile=cfg.train.validation.tile,
             overlap=model_overlap(model, cfg.train.validation.overlap, cfg.train.validation.tile),
             batch=cfg.train.validation.batch,
-            precision=validation_precision(cfg, "cpu"),  # type: ignore[arg-type]
+            device=device,
+            precision=validation_precision(cfg, accelerator),  # type: ignore[arg-type]
         )
         val_s = time.perf_counter() - t0
     del model, opt, loader
