@@ -140,6 +140,28 @@ def test_abandoned_iterations_do_not_strand_worker_slots(store: Path) -> None:
     assert TICKET_KEY not in next(iter(plain))
 
 
+def test_slot_reuse_works_with_spawned_workers(store: Path) -> None:
+    """macOS and Windows start workers with spawn: the slots and leases are pickled."""
+    serial = make_dm(store, patches_per_epoch=40).train_dataloader()
+    base = make_dm(store, patches_per_epoch=40).train_dataloader()
+    loader = PatchLoader(
+        base.dataset,
+        batch_size=4,
+        sampler=base.sampler,
+        num_workers=2,
+        collate_fn=collate_patches,
+        persistent_workers=True,
+        multiprocessing_context="spawn",
+    )
+    got = []
+    for batch in loader:
+        got.append({k: v.clone() for k, v in batch.items()})
+        del batch
+    assert_same(batches(serial), got)
+    returner = loader._returner
+    assert 0 < len(returner._mapped) < returner.tickets <= 10  # slots were reused
+
+
 def test_assembled_batches_equal_stacked_patches(store: Path) -> None:
     dm = make_dm(store)
     dm.setup("fit")
