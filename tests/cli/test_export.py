@@ -84,10 +84,12 @@ def test_onnx_export_reproduces_eager_outputs_at_any_size(exported, exported_onn
     assert loaded.kind == "onnx" and loaded.receptive_field == meta["receptive_field_px"]
 
 
-def test_onnx_export_of_a_sic_regression_model_gives_the_same_classes(tmp_path):
+def test_onnx_export_of_a_sic_regression_model_gives_the_same_classes(tmp_path, monkeypatch):
     ckpt = save_tiny_checkpoint(tmp_path / "run" / "best.ckpt", sic_mode="regression")
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "-k", str(ckpt), "--format", "onnx"]) == 0  # default name
     out = tmp_path / "model.onnx"
-    assert main(["export", "-k", str(ckpt), "-o", str(out), "--format", "onnx"]) == 0
+    assert (tmp_path / "model.onnx.json").is_file() and not (tmp_path / "model.pt").exists()
     eager, onnx = load_inference_model(ckpt), load_inference_model(out)
     x = 3 * torch.randn(1, len(eager.features), 64, 64, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-k",
         type=Path,
         required=True,
-        help="best.ckpt of a run, or model.pt of 'icecontext export'",
+        help="best.ckpt of a run, or model.pt / model.onnx of 'icecontext export'",
     )
     parser.add_argument(
         "--scenes", "-s", type=Path, nargs="+", required=True, help="_prep.nc files or folders"

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-k",
         type=Path,
         required=True,
-        help="best.ckpt of a run, or model.pt of 'icecontext export'",
+        help="best.ckpt of a run, or model.pt / model.onnx of 'icecontext export'",
     )
     parser.add_argument(
         "--test-dir", "-d", type=Path, nargs="+", required=True, help="test _prep.nc folder(s)"
