@@ -133,8 +133,8 @@ def test_abandoned_iterations_do_not_strand_worker_slots(store: Path) -> None:
     gc.collect()
     returner = loader._returner
     returner.poll()
-    leases = torch.cat(list(returner._leases.values()))
-    assert len(returner._leases) == 2 and leases.eq(0).all(), leases.tolist()
+    leases = torch.cat(list(returner.worker_leases.values()))
+    assert len(returner.worker_leases) == 2 and leases.eq(0).all(), leases.tolist()
     # a plain DataLoader over the same dataset gets plain batches (no ticket)
     plain = DataLoader(loader.dataset, batch_size=4, num_workers=1, collate_fn=collate_patches)
     assert TICKET_KEY not in next(iter(plain))

@@ -171,7 +171,6 @@ class SlotReturner:
         self.tickets = 0  # batches received in pooled slots
         self._mapped: dict[tuple[int, int], SlotTicket] = {}
         self._pending: list[tuple[SlotTicket, list[weakref.ref[Any]]]] = []
-        self._leases: dict[int, torch.Tensor] = {}  # each worker's lease array
 
     def poll(self) -> None:
         """Release the slots whose batches nobody holds any more."""
@@ -182,6 +181,11 @@ class SlotReturner:
             else:
                 busy.append((ticket, refs))
         self._pending = busy
+
+    @property
+    def worker_leases(self) -> dict[int, torch.Tensor]:
+        """The lease array of every worker seen, by process id."""
+        return {t.owner: t.leases for t in self._mapped.values()}
 
     def reclaim(self, iteration: int) -> int:
         """Free the slots that earlier iterations took but never delivered; return how many.
@@ -196,7 +200,7 @@ class SlotReturner:
         self.poll()
         held = {(t.owner, t.slot) for t, _ in self._pending}
         freed = 0
-        for owner, leases in self._leases.items():  # every slot of every worker seen
+        for owner, leases in self.worker_leases.items():
             flags = leases.numpy()
             for k in range(len(flags)):
                 if int(flags[k]) not in (0, iteration) and (owner, k) not in held:
@@ -208,7 +212,6 @@ class SlotReturner:
         """Drop every slot (their workers are gone): unmaps them here once unused."""
         self._mapped.clear()
         self._pending.clear()
-        self._leases.clear()
 
     def receive(self, batch: Any) -> Any:
         """The batch without its ticket, with the slot's release arranged."""
@@ -219,7 +222,6 @@ class SlotReturner:
         ticket: SlotTicket = batch.pop(TICKET_KEY)
         self.tickets += 1
         self._mapped[(ticket.owner, ticket.slot)] = ticket
-        self._leases[ticket.owner] = ticket.leases
         slot_memory = {t.untyped_storage().data_ptr() for t in ticket.tensors.values()}
         refs: list[weakref.ref[Any]] = []
         for key, value in batch.items():

@@ -95,9 +95,12 @@ def read_run(run_dir: Path) -> dict[str, Any] | None:
 
 def read_breakdown(run_dir: Path) -> list[dict[str, Any]]:
     """Per-scene scores of a run's final validation, with service and month of each scene."""
+    return _scene_rows(_load_json(run_dir / "metrics.json"))
+
+
+def _scene_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     from icecontext.data.format import scene_service, scene_time
 
-    metrics = _load_json(run_dir / "metrics.json")
     rows = []
     for rec in metrics.get("per_scene") or []:
         scene = str(rec.get("scene"))
@@ -126,7 +129,7 @@ def read_group_scores(run_dir: Path, by: str) -> list[dict[str, Any]] | None:
     if rows is None or (not rows and metrics.get("per_scene")):
         return None
     n_scenes: dict[Any, int] = {}
-    for rec in read_breakdown(run_dir):
+    for rec in _scene_rows(metrics):  # the same file, parsed once
         n_scenes[rec[by]] = n_scenes.get(rec[by], 0) + 1
     return [
         {by: rec.get(by), "n_scenes": n_scenes.get(rec.get(by), 0)}

@@ -201,7 +201,7 @@ def export_model(
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out) as tmp:
-            diff, scale = _write_verified(loaded, fmt, tmp, atol)
+            diff, scale = _write_verified(loaded, fmt, tmp, meta, atol)
         meta["verified_max_abs_diff"] = diff
         meta["verified_output_scale"] = scale
         write_text_atomic(meta_file, json.dumps(meta, indent=2, default=str) + "\n")
@@ -216,9 +216,11 @@ def export_model(
 
 
 def _write_verified(
-    loaded: InferenceModel, fmt: ExportFormat, path: Path, atol: float
+    loaded: InferenceModel, fmt: ExportFormat, path: Path, meta: dict[str, Any], atol: float
 ) -> tuple[float, float]:
     """Write the export to ``path``; return its eager-vs-export difference and output scale.
+
+    ``meta`` is the export's metadata (what loads the ONNX file back for the check).
 
     Raises:
         DataError: The export fails or differs from the eager model by more than ``atol``.
@@ -228,11 +230,7 @@ def _write_verified(
         from icecontext.inference.onnx_model import export_onnx, load_onnx_model
 
         export_onnx(loaded.model, path, n)
-        rf = loaded.receptive_field
-        sic_mode = getattr(getattr(loaded.config, "model", None), "sic_mode", None)
-        exported: torch.nn.Module = load_onnx_model(
-            path, {"receptive_field_px": rf, "sic_mode": sic_mode}
-        )
+        exported: torch.nn.Module = load_onnx_model(path, meta)
     else:
         exported = script_model(loaded.model)
         with warnings.catch_warnings():
