@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import (
+    Field,
+    PositiveInt,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from icecontext.config import Section, apply_overrides, load_yaml, validate
 from icecontext.data.format import CHARTS, N_CLASSES
@@ -156,6 +163,11 @@ class ModelConfig(Section):
             ``classification`` (11 classes).
         in_channels: Number of input channels, when the config states it; it must
             agree with ``data.features`` when both are given.
+        allow_untrained_taps: Train even when an atrous rate's taps read only zero
+            padding in the training patches (they keep their random weights and run at
+            inference; see :mod:`icecontext.models.trained_context`). Off by default:
+            training refuses such a configuration. Saved in the resolved config only
+            when true, so configs written before the option existed still match.
     """
 
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
@@ -165,6 +177,16 @@ class ModelConfig(Section):
     project_channels: PositiveInt | None = None
     sic_mode: SicMode = "regression"
     in_channels: PositiveInt | None = None
+    allow_untrained_taps: bool = False
+
+    @model_serializer(mode="wrap")
+    def _omit_default_allow(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Resuming compares the saved config key by key, and the sweep identifies runs by
+        # their config: the default must serialise as before the option existed.
+        data = handler(self)
+        if not self.allow_untrained_taps:
+            data.pop("allow_untrained_taps", None)
+        return data
 
     @field_validator("task_rates")
     @classmethod
@@ -266,12 +288,29 @@ class ModelSpec:
         in_channels: Number of input channels.
         downsample: Data downsampling factor (``data.downsample``, default 1).
         features: Channel names from ``data.features``, or ``None``.
+        patch_size: Training patch side ``data.patch_size``, or ``None`` when the config
+            has none.
+        tile: Inference tile side ``train.validation.tile``, or ``None``.
     """
 
     model: ModelConfig
     in_channels: int
     downsample: int
     features: tuple[str, ...] | None
+    patch_size: int | None = None
+    tile: int | None = None
+
+
+def _optional_size(data: Mapping[str, Any], option: str) -> int | None:
+    """The positive integer at dotted ``option`` of ``data``, ``None`` where absent."""
+    node: Any = data
+    for key in option.split("."):
+        if not isinstance(node, Mapping) or node.get(key) is None:
+            return None
+        node = node[key]
+    if isinstance(node, bool) or not isinstance(node, int) or node < 1:
+        raise ConfigError(option, f"expected an integer >= 1, got {node!r}")
+    return node
 
 
 def model_spec_from_mapping(
@@ -279,8 +318,9 @@ def model_spec_from_mapping(
 ) -> ModelSpec:
     """Validate the ``model`` section of a full config mapping and read the data facts.
 
-    Only ``data.features`` and ``data.downsample`` are read from ``data``; every
-    other key of ``data``/``train``/... is ignored, so full run configs work.
+    Only ``data.features``, ``data.downsample``, ``data.patch_size`` and
+    ``train.validation.tile`` are read besides ``model``; every other key of
+    ``data``/``train``/... is ignored, so full run configs work.
 
     Raises:
         ConfigError: Naming the dotted option of the first problem.
@@ -314,7 +354,9 @@ def model_spec_from_mapping(
         from icecontext.data.variables import resolve_features
 
         names = tuple(resolve_features(features, option="data.features"))
-    return ModelSpec(cfg, in_channels, downsample, names)
+    patch = _optional_size(data, "data.patch_size")
+    tile = _optional_size(data, "train.validation.tile")
+    return ModelSpec(cfg, in_channels, downsample, names, patch, tile)
 
 
 def load_model_spec(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> ModelSpec:

@@ -12,7 +12,8 @@ output ``j`` is the output stride ``OS``; every later layer has stride 1, so
 where a 3x3 branch of rate ``r`` contributes ``2 r``, an ``avg:K`` pooling branch
 ``K - 1``, the 1x1 branch 0, and the final ``+ 1`` is the bilinear upsampling (an
 output pixel between two feature cells reads both). Global pooling makes the field the
-whole input. The task's field is the widest branch.
+whole input. The task's field is the widest branch. Which of these branches a training
+patch can train, and the field that remains, is :mod:`icecontext.models.trained_context`.
 
 Measurement. :func:`measure_receptive_fields` backpropagates from the central output
 pixel to the input:
@@ -118,12 +119,14 @@ class BranchRF:
         module: Full module name of the branch.
         total_px: Receptive field of the output through this branch, in input pixels;
             ``None`` for global pooling (the whole input).
+        rate: The atrous rate of a 3x3 branch; ``None`` for the 1x1 and pooling branches.
     """
 
     index: int
     name: str
     module: str
     total_px: int | None
+    rate: int | None = None
 
 
 @dataclass(frozen=True)
@@ -166,10 +169,12 @@ def theoretical_receptive_fields(model: MultiTaskModel) -> dict[str, TaskRF]:
         prefix = f"decoders.{dname}"
         tail = _decoder_tail(decoder, model.heads[task], prefix)
         branches = []
+        n_rates = len(decoder.aspp.rates)
         for i, (bname, branch) in enumerate(
             zip(decoder.aspp.branch_names(), decoder.aspp.branches, strict=True)
         ):
             module = f"{prefix}.aspp.branches.{i}"
+            rate = decoder.aspp.rates[i - 1] if 1 <= i <= n_rates else None
             if isinstance(branch, GlobalPoolBranch):
                 branches.append(BranchRF(i, bname, module, None))
                 continue
@@ -177,7 +182,7 @@ def theoretical_receptive_fields(model: MultiTaskModel) -> dict[str, TaskRF]:
             # + the bilinear upsampling: a 2-tap kernel on the feature grid
             layers.append(LayerGeometry("upsample", 2))
             rf, _ = chain_receptive_field(layers, enc_rf, jump)
-            branches.append(BranchRF(i, bname, module, rf))
+            branches.append(BranchRF(i, bname, module, rf, rate))
         sizes = [b.total_px for b in branches]
         total = None if any(s is None for s in sizes) else max(s for s in sizes if s is not None)
         out[task] = TaskRF(task, dname, enc_rf, jump, branches, total)
