@@ -17,6 +17,9 @@ Layout (``K`` = downsampling, ``H' x W' = ceil(H/K) x ceil(W/K)``):
   the block is 255, else the block's mode (ties to the higher class).
 * ``valid``   bool ``(H', W')``: SAR data present (the format's ``HH != 0`` rule); at
   ``K > 1`` true if any pixel of the block is valid.
+* ``charts_full`` uint8 ``(3, H, W)``: the original 80 m charts, kept only at ``K > 1``
+  when asked for (``prepare`` stores them so validation and evaluation score at 80 m);
+  at ``K = 1`` ``charts`` already is the 80 m grid.
 * ``tiepoints`` float64 ``(2, 21, 21)``: latitude and longitude tie points as in the file.
 * ``block_counts`` uint16 ``(1 + 24, nb_r, nb_c)``: per 32 x 32 block of the source
   grid, the number of labelled pixels (any chart not 255) followed by the pixel count of
@@ -93,6 +96,8 @@ class SceneLayers:
         coarse_shape: ``(h2, w2)``.
         histograms_full: 256-bin histograms of the 80 m charts (``None`` when unknown,
             e.g. for layers opened from a store, whose manifest holds them).
+        charts_full: ``(3, H, W)`` uint8 charts at 80 m when ``downsample > 1`` and they
+            were kept (``None`` otherwise; at ``K = 1`` ``charts`` is the 80 m grid).
     """
 
     name: str
@@ -108,6 +113,7 @@ class SceneLayers:
     block_counts: Any
     coarse_shape: tuple[int, int]
     histograms_full: dict[str, list[int]] | None = None
+    charts_full: Any = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -147,6 +153,8 @@ def scene_layers(
     ds: xr.Dataset,
     features: list[str] | tuple[str, ...] = INPUT_VARIABLES,
     downsample: int = 1,
+    *,
+    keep_full_charts: bool = False,
 ) -> SceneLayers:
     """Load a scene's arrays in the pipeline layout, downsampled by ``downsample``.
 
@@ -155,6 +163,8 @@ def scene_layers(
         features: Channel names; only file variables are loaded (derived channels are
             computed by the sources from ``tiepoints`` and the scene name).
         downsample: Integer factor ``K`` >= 1.
+        keep_full_charts: At ``K > 1``, also keep the original 80 m charts
+            (:attr:`SceneLayers.charts_full`, 3 bytes per 80 m pixel).
 
     Returns:
         The layers as numpy arrays.
@@ -180,12 +190,16 @@ def scene_layers(
     coarse = None
     if coarse_vars:
         coarse = np.stack([np.asarray(ds[v].values, dtype=np.float32) for v in coarse_vars])
-    charts_list, histograms_full = [], {}
+    charts_list, histograms_full, full_list = [], {}, []
     for c in CHARTS:
         chart80 = np.asarray(ds[c].values, dtype=np.uint8)
         histograms_full[c] = np.bincount(chart80.ravel(), minlength=256).tolist()
         charts_list.append(block_chart(chart80, k, N_CLASSES[c]))
+        if keep_full_charts and k > 1:
+            full_list.append(chart80)
     charts = np.stack(charts_list).astype(np.uint8)
+    charts_full = np.stack(full_list) if full_list else None
+    del full_list
     tiepoints = np.stack([np.asarray(ds[v].values, dtype=np.float64) for v in LATLON_VARIABLES])
     return SceneLayers(
         name=_scene_name(ds),
@@ -201,4 +215,5 @@ def scene_layers(
         block_counts=compute_block_counts(charts),
         coarse_shape=(int(ds.sizes[AMSR_DIMS[0]]), int(ds.sizes[AMSR_DIMS[1]])),
         histograms_full=histograms_full,
+        charts_full=charts_full,
     )

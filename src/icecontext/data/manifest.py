@@ -26,7 +26,10 @@ from icecontext.data.format import CHART_FILL, CHARTS, scene_service, scene_time
 from icecontext.errors import DataError
 
 STORE_FORMAT: Final = "icecontext-store"
-STORE_VERSION: Final = 1
+STORE_VERSION: Final = 2
+"""Format written. 2 added, per scene group, the source fingerprint and, at ``K > 1``,
+the 80 m charts (``charts_full``); format 1 stores are still read (see ``docs/pipeline.md``)."""
+READABLE_VERSIONS: Final = (1, 2)
 MANIFEST_NAME: Final = "manifest.json"
 
 
@@ -138,6 +141,8 @@ class Manifest:
         coarse_variables: 2 km channels stored (in order of the ``coarse`` array).
         chunk: Spatial chunk side of the SAR-grid arrays.
         scenes: Records by scene name.
+        version: Store format the manifest was read with (written: always
+            :data:`STORE_VERSION`).
     """
 
     downsample: int
@@ -145,6 +150,7 @@ class Manifest:
     coarse_variables: tuple[str, ...]
     chunk: int
     scenes: dict[str, SceneRecord] = field(default_factory=dict)
+    version: int = STORE_VERSION
 
     def settings(self) -> dict[str, Any]:
         """The store-wide settings (what must match for a later run to add scenes)."""
@@ -187,10 +193,18 @@ class Manifest:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise DataError(f"{path}: unreadable manifest: {exc}") from exc
-        if data.get("format") != STORE_FORMAT or data.get("version") != STORE_VERSION:
+        if data.get("format") != STORE_FORMAT or data.get("version") not in READABLE_VERSIONS:
+            newer = (
+                "; it was written by a newer icecontext"
+                if data.get("format") == STORE_FORMAT
+                and isinstance(data.get("version"), int)
+                and data["version"] > STORE_VERSION
+                else ""
+            )
             raise DataError(
-                f"{path}: not an {STORE_FORMAT} v{STORE_VERSION} manifest "
-                f"(format={data.get('format')!r}, version={data.get('version')!r})"
+                f"{path}: not an {STORE_FORMAT} manifest of format "
+                f"{' or '.join(map(str, READABLE_VERSIONS))} "
+                f"(format={data.get('format')!r}, version={data.get('version')!r}){newer}"
             )
         return cls(
             downsample=int(data["downsample"]),
@@ -198,4 +212,5 @@ class Manifest:
             coarse_variables=tuple(data["coarse_variables"]),
             chunk=int(data["chunk"]),
             scenes={n: SceneRecord.from_json(r) for n, r in data["scenes"].items()},
+            version=int(data["version"]),
         )

@@ -7,7 +7,10 @@ A :class:`SceneSource` serves any :data:`~icecontext.data.geometry.Window` of on
   exact 2 km window by :func:`~icecontext.data.geometry.read_coarse_window`, derived
   channels (``month``, ``latlon``) computed for the window;
 * :meth:`SceneSource.read_charts` -> ``{"SIC", "SOD", "FLOE"}`` uint8 ``(h, w)``;
-* :meth:`SceneSource.valid_mask` -> bool ``(h, w)`` (SAR data present).
+* :meth:`SceneSource.valid_mask` -> bool ``(h, w)`` (SAR data present);
+* :meth:`SceneSource.read_full_charts` -> the original **80 m** charts of a window of
+  the 80 m grid, whatever the source's downsampling (what validation and evaluation
+  score against; :func:`full_resolution_charts` accepts any source-like object).
 
 Windows may reach past the scene: outside it inputs are 0 (the format's no-data value),
 charts 255 and the valid mask false. That is the padding rule for patches larger than a
@@ -302,6 +305,52 @@ class SceneSource:
         stack = self.read_chart_stack(window)
         return {c: stack[i] for i, c in enumerate(CHARTS)}
 
+    def _full_charts_array(self) -> Any:
+        """The ``(3, H, W)`` 80 m charts (numpy or Zarr), or ``None`` if not available."""
+        return self._layers().charts_full
+
+    def has_full_charts(self) -> bool:
+        """Whether :meth:`read_full_charts` can serve the original 80 m charts."""
+        return self.downsample == 1 or self._full_charts_array() is not None
+
+    def read_full_charts(self, window: Window | None = None) -> dict[str, np.ndarray]:
+        """Read the original 80 m charts of a window of the **80 m** grid.
+
+        At ``K = 1`` this is :meth:`read_charts`. At ``K > 1`` the charts come from the
+        80 m copy kept beside the block-reduced ones (a store's ``charts_full`` array, or
+        the file for :class:`NetCDFSource`), never from upsampling the reduced charts.
+
+        Args:
+            window: ``(row, col, height, width)`` on the 80 m grid (may reach past the
+                scene: 255 there); ``None`` = the whole scene.
+
+        Returns:
+            ``{"SIC", "SOD", "FLOE"}`` uint8 ``(height, width)``.
+
+        Raises:
+            DataError: If the source holds no 80 m charts (a store prepared before store
+                format 2 with ``--downsample`` > 1), naming it and the fix.
+        """
+        if window is None:
+            window = (0, 0, *self.full_shape)
+        if self.downsample == 1:
+            return self.read_charts(window)
+        full = self._full_charts_array()
+        if full is None:
+            raise DataError(
+                f"{self.where}: no 80 m charts for this scene downsampled {self.downsample}x "
+                "(the store was prepared before store format 2); run the same "
+                "'icecontext prepare --data ... --out ...' again: scenes prepared without a "
+                "source fingerprint are rebuilt, with their 80 m charts"
+            )
+        _, _, height, width = check_window(window)
+        out = np.full((len(CHARTS), height, width), CHART_FILL, dtype=np.uint8)
+        clip = clip_window(window, self.full_shape)
+        if not clip.empty:
+            (block,) = read_blocks([(full, (slice(None), clip.rows, clip.cols))])
+            out[:, clip.out_rows, clip.out_cols] = block
+        return {c: out[i] for i, c in enumerate(CHARTS)}
+
     def valid_mask(self, window: Window) -> np.ndarray:
         """Where the SAR has data (bool ``(h, w)``; false outside the scene)."""
         _, _, height, width = check_window(window)
@@ -330,6 +379,28 @@ class SceneSource:
     def _latlon(self, window: Window) -> dict[str, np.ndarray]:
         lat, lon = latlon_window(self.tiepoints(), self.full_shape, window, self.downsample)
         return latlon_encoding(lat, lon)
+
+
+def full_resolution_charts(source: Any, window: Window | None = None) -> dict[str, np.ndarray]:
+    """The original 80 m reference charts of a scene (or of a window of its 80 m grid).
+
+    The one place validation (``training/module.py``) and ``icecontext evaluate`` get the
+    charts they score against: :meth:`SceneSource.read_full_charts` for sources that have
+    it; for other source-like objects (test doubles, external sources) ``read_charts``
+    when they are not downsampled.
+
+    Raises:
+        DataError: If the 80 m charts are not available (see
+            :meth:`SceneSource.read_full_charts`).
+    """
+    if hasattr(source, "read_full_charts"):
+        return source.read_full_charts(window)  # type: ignore[no-any-return]
+    if int(getattr(source, "downsample", 1)) == 1:
+        return source.read_charts(window if window is not None else (0, 0, *source.shape))  # type: ignore[no-any-return]
+    raise DataError(
+        f"{getattr(source, 'name', source)!s}: the source is downsampled "
+        f"{source.downsample}x and cannot serve its 80 m charts"
+    )
 
 
 def read_blocks(requests: Sequence[tuple[Any, tuple[slice, ...]]]) -> list[np.ndarray]:
@@ -504,6 +575,18 @@ class NetCDFSource(SceneSource):
                         ds.close()
         return self._data
 
+    def _full_charts_array(self) -> Any:
+        """The 80 m charts, read from the file (with its labels file) on each call."""
+        if self._data is not None and self._data.charts_full is not None:
+            return self._data.charts_full
+        from icecontext.data.scene import open_scene
+
+        ds = open_scene(self.path, reference=self._reference, validate=False)
+        try:
+            return np.stack([np.asarray(ds[c].values, dtype=np.uint8) for c in CHARTS])
+        finally:
+            ds.close()
+
     def release(self) -> None:
         """Free the loaded arrays."""
         self._data = None
@@ -592,6 +675,7 @@ class ZarrSource(SceneSource):
             block_counts=members["block_counts"],
             coarse_shape=self.record.coarse_shape,
             histograms_full=self.record.histograms_full,
+            charts_full=members.get("charts_full"),
         )
         self._pid = os.getpid()
 

@@ -10,6 +10,7 @@ Layout (details and the chunk-size measurement in ``docs/pipeline.md``)::
         sar          float32 (n_sar, H', W')  chunks (n_sar, 256, 256)
         coarse       float32 (n_2km, h2, w2)  chunks (n_2km, 64, 64)
         charts       uint8   (3, H', W')      chunks (3, 256, 256)
+        charts_full  uint8   (3, H, W)        chunks (3, 1024, 1024), only at K > 1
         valid        bool    (H', W')         chunks (256, 256)
         tiepoints    float64 (2, 21, 21)
         block_counts uint16  (25, nb_r, nb_c)
@@ -20,11 +21,20 @@ then consolidated metadata) and moved to ``STORE/<scene>`` by one ``rename``: a
 scene group either is complete or does not exist, so a killed run leaves no damage
 and the next run redoes only the missing scenes. ``manifest.json`` is rebuilt from
 the complete groups' attributes at the end of every run.
+
+Each group records the fingerprint of the files it was made from (attribute
+``source_fingerprint``: size, modification time and a SHA-256 of the first 1 MiB and
+last 64 KiB of the scene file and of its ``_prep_reference.nc`` labels, plus the
+parameters of a synthetic scene's ``*_synth.json``). A later run rebuilds a scene whose
+fingerprint changed (other than in its modification time alone), and also a scene
+prepared before fingerprints existed, since nothing shows it is still current.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import multiprocessing
 import os
@@ -48,7 +58,7 @@ from icecontext.data.format import (
 )
 from icecontext.data.geometry import Upsampling
 from icecontext.data.layers import COUNT_BLOCK, COUNT_ROWS, SceneLayers, file_inputs, scene_layers
-from icecontext.data.manifest import Manifest, SceneRecord, make_record
+from icecontext.data.manifest import STORE_VERSION, Manifest, SceneRecord, make_record
 from icecontext.data.sources import ZarrSource
 from icecontext.data.variables import resolve_features
 from icecontext.errors import ConfigError, DataError
@@ -61,8 +71,29 @@ DEFAULT_CHUNK: Final = 256
 COARSE_CHUNK: Final = 64
 """Spatial chunk side of the 2 km arrays (64 cells = 1600 px at 80 m)."""
 
+FULL_CHART_CHUNK: Final = 1024
+"""Spatial chunk side of the 80 m ``charts_full`` array (read whole, for scoring only)."""
+
 INCOMPLETE_DIR: Final = ".incomplete"
 LOCK_NAME: Final = ".lock"
+
+FINGERPRINT_KEY: Final = "source_fingerprint"
+"""Scene-group attribute holding the fingerprint of the files the group was made from."""
+
+HASH_HEAD: Final = 1 << 20
+"""Bytes hashed at the start of a file (the NetCDF/HDF5 header block and more)."""
+
+HASH_TAIL: Final = 64 << 10
+"""Bytes hashed at the end of a file."""
+
+SYNTH_SIDECAR_SUFFIX: Final = "_synth.json"
+"""``{scene}_synth.json``: the generator truth ``icecontext synth`` writes beside a scene."""
+
+SYNTH_PARAMETER_KEYS: Final = ("generator_version", "seed", "params", "scales")
+"""What a synthetic scene's fingerprint takes from its sidecar (the generator's inputs)."""
+
+MTIME_ONLY_CHANGES: Final = frozenset({"mtime", "labels mtime"})
+"""Fingerprint differences that do not rebuild a scene (a ``touch``, a copy)."""
 
 
 def _codecs() -> tuple[Any, Any]:
@@ -83,6 +114,110 @@ def _quiet_consolidated() -> Iterator[None]:
         yield
 
 
+# ----------------------------------------------------------------------------- fingerprints
+
+
+def file_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Size, modification time and a hash of the header block and tail of one file.
+
+    The hash is the SHA-256 of the first :data:`HASH_HEAD` bytes followed by the last
+    :data:`HASH_TAIL` bytes (the whole file when it is shorter than both): 1.1 MiB read
+    per file, whatever its size.
+
+    Returns:
+        ``{"name", "size", "mtime_ns", "sha256_head_tail"}``.
+    """
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        digest.update(fh.read(HASH_HEAD))
+        if st.st_size > HASH_HEAD:
+            fh.seek(max(HASH_HEAD, st.st_size - HASH_TAIL))
+            digest.update(fh.read(HASH_TAIL))
+    return {
+        "name": path.name,
+        "size": int(st.st_size),
+        "mtime_ns": int(st.st_mtime_ns),
+        "sha256_head_tail": digest.hexdigest(),
+    }
+
+
+def synthetic_parameters(sidecar: str | os.PathLike[str]) -> dict[str, Any]:
+    """The generator parameters recorded in a synthetic scene's ``*_synth.json``.
+
+    Returns:
+        The sidecar's :data:`SYNTH_PARAMETER_KEYS` entries, or ``{"sha256": ...}`` of
+        the file's bytes when it is not a JSON object.
+    """
+    raw = Path(sidecar).read_bytes()
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        data = None
+    if not isinstance(data, dict):
+        return {"sha256": hashlib.sha256(raw).hexdigest()}
+    return {k: data[k] for k in SYNTH_PARAMETER_KEYS if k in data}
+
+
+def source_fingerprint(path: str | os.PathLike[str], name: str) -> dict[str, Any]:
+    """Fingerprint of everything a scene group is made from.
+
+    Args:
+        path: The scene file.
+        name: The scene name (names the synthetic sidecar ``{name}_synth.json``).
+
+    Returns:
+        ``{"scene": file fingerprint, "reference": the labels file's fingerprint or
+        None, "synthetic": generator parameters or None}`` (see :func:`file_fingerprint`).
+
+    Raises:
+        OSError: If a file cannot be read.
+    """
+    from icecontext.data.scene import reference_path_for
+
+    path = Path(path)
+    reference = reference_path_for(path)
+    sidecar = path.with_name(f"{name}{SYNTH_SIDECAR_SUFFIX}")
+    return {
+        "scene": file_fingerprint(path),
+        "reference": file_fingerprint(reference) if reference.is_file() else None,
+        "synthetic": synthetic_parameters(sidecar) if sidecar.is_file() else None,
+    }
+
+
+def fingerprint_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between a stored and a current source fingerprint.
+
+    Returns:
+        Reasons, in a fixed order: ``"file name"``, ``"size"``, ``"mtime"``,
+        ``"content"`` (the scene file), ``"labels file"``, ``"labels mtime"`` (its
+        ``_prep_reference.nc``), ``"generator parameters"``. Only
+        :data:`MTIME_ONLY_CHANGES` mean the scene's data are still current.
+    """
+    reasons: list[str] = []
+    before, now = old.get("scene") or {}, new.get("scene") or {}
+    for key, reason in (
+        ("name", "file name"),
+        ("size", "size"),
+        ("mtime_ns", "mtime"),
+        ("sha256_head_tail", "content"),
+    ):
+        if before.get(key) != now.get(key):
+            reasons.append(reason)
+    ref_before, ref_now = old.get("reference"), new.get("reference")
+    if ref_before is None or ref_now is None:
+        if (ref_before is None) != (ref_now is None):  # a labels file appeared or went
+            reasons.append("labels file")
+    elif any(ref_before.get(k) != ref_now.get(k) for k in ("name", "size", "sha256_head_tail")):
+        reasons.append("labels file")
+    elif ref_before.get("mtime_ns") != ref_now.get("mtime_ns"):
+        reasons.append("labels mtime")
+    if old.get("synthetic") != new.get("synthetic"):
+        reasons.append("generator parameters")
+    return reasons
+
+
 # ----------------------------------------------------------------------------- writing
 
 
@@ -91,14 +226,23 @@ def write_scene_group(
     layers: SceneLayers,
     record: SceneRecord,
     chunk: int = DEFAULT_CHUNK,
+    fingerprint: dict[str, Any] | None = None,
 ) -> Path:
     """Write one scene atomically as ``STORE/<name>`` (via ``.incomplete/`` and a rename).
 
+    An existing group of the same name is replaced: it is moved aside, the new group
+    renamed into place, then the old one deleted, so readers see the old or the new
+    group (or, if the process dies between the two renames, none: the next run redoes
+    it).
+
     Args:
         store: Store folder (must exist).
-        layers: The scene's arrays (numpy).
+        layers: The scene's arrays (numpy). ``layers.charts_full`` (the 80 m charts of a
+            downsampled scene) is written as ``charts_full`` when present.
         record: Its manifest record (saved as the group's ``record`` attribute).
         chunk: Spatial chunk side of SAR-grid arrays.
+        fingerprint: The source fingerprint (:func:`source_fingerprint`), saved as the
+            group's ``source_fingerprint`` attribute.
 
     Returns:
         The scene group's path.
@@ -143,6 +287,17 @@ def write_scene_group(
             dimension_names=("chart", *yx),
             attributes={"charts": ["SIC", "SOD", "FLOE"]},
         )
+        if layers.charts_full is not None:
+            full = np.ascontiguousarray(layers.charts_full, dtype=np.uint8)
+            group.create_array(
+                "charts_full",
+                data=full,
+                chunks=(full.shape[0], FULL_CHART_CHUNK, FULL_CHART_CHUNK),
+                compressors=labels,
+                fill_value=CHART_FILL,
+                dimension_names=("chart", "y80m", "x80m"),
+                attributes={"charts": ["SIC", "SOD", "FLOE"], "pixel_spacing_m": 80},
+            )
         group.create_array(
             "valid",
             data=np.ascontiguousarray(layers.valid, dtype=bool),
@@ -168,36 +323,62 @@ def write_scene_group(
             attributes={"block": COUNT_BLOCK, "rows": list(COUNT_ROWS)},
         )
         # completion is marked last, then the metadata is consolidated for one-read opens
-        group.attrs.update({"record": record.to_json(), "complete": True})
+        attrs: dict[str, Any] = {"record": record.to_json()}
+        if fingerprint is not None:
+            attrs[FINGERPRINT_KEY] = fingerprint
+        group.attrs.update({**attrs, "complete": True})
         with _quiet_consolidated():
             zarr.consolidate_metadata(tmp)
         final = store / layers.name
+        old = None
         if final.exists():
-            shutil.rmtree(final)
+            old = tmp.with_name(f"{tmp.name}.old")
+            os.rename(final, old)
         os.rename(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
 
 
-def _read_complete_record(group_path: Path) -> SceneRecord | None:
-    """Return the record of a complete scene group, or ``None`` if incomplete/unreadable."""
-    import json
-
+def _read_complete_attributes(group_path: Path) -> dict[str, Any] | None:
+    """Attributes of a complete scene group, or ``None`` if incomplete/unreadable."""
     meta = group_path / "zarr.json"
     if not meta.is_file():
         return None
     try:
         attrs = json.loads(meta.read_text(encoding="utf-8")).get("attributes", {})
-    except (OSError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError, AttributeError):
         return None
-    if attrs.get("complete") is not True or "record" not in attrs:
+    if not isinstance(attrs, dict) or attrs.get("complete") is not True or "record" not in attrs:
         return None
     try:
-        return SceneRecord.from_json(attrs["record"])
+        SceneRecord.from_json(attrs["record"])
     except (TypeError, KeyError, ValueError):
         return None
+    return attrs
+
+
+def _read_complete_record(group_path: Path) -> SceneRecord | None:
+    """Return the record of a complete scene group, or ``None`` if incomplete/unreadable."""
+    attrs = _read_complete_attributes(group_path)
+    return None if attrs is None else SceneRecord.from_json(attrs["record"])
+
+
+def _update_fingerprint(group_path: Path, fingerprint: dict[str, Any]) -> None:
+    """Replace the stored fingerprint of a complete group (atomic rewrite of its zarr.json).
+
+    Only the group's own metadata file changes; its arrays are not touched.
+    """
+    from icecontext.atomic import write_text_atomic
+
+    meta = group_path / "zarr.json"
+    data = json.loads(meta.read_text(encoding="utf-8"))
+    data["attributes"][FINGERPRINT_KEY] = fingerprint
+    # zarr-python's own layout of metadata files (indent 2), so the file stays familiar
+    write_text_atomic(meta, json.dumps(data, indent=2, allow_nan=True))
 
 
 def _scene_name_of(path: Path) -> str:
@@ -216,9 +397,11 @@ def _prepare_one(
     from icecontext.data.scene import open_scene
 
     try:
+        # fingerprint first: a file changed while it is read is rebuilt by the next run
+        fingerprint = source_fingerprint(path, name)
         ds = open_scene(path, validate=True)
         try:
-            layers = scene_layers(ds, features, downsample)
+            layers = scene_layers(ds, features, downsample, keep_full_charts=True)
         finally:
             ds.close()
         layers.name = name
@@ -233,7 +416,7 @@ def _prepare_one(
             coarse_shape=layers.coarse_shape,
             downsample=downsample,
         )
-        write_scene_group(store, layers, record, chunk)
+        write_scene_group(store, layers, record, chunk, fingerprint)
         return name, record.to_json(), None
     except Exception as exc:  # a corrupt file may raise anything from netCDF4/HDF5
         return name, None, f"{type(exc).__name__}: {exc}"
@@ -248,9 +431,13 @@ class PrepareResult:
 
     Attributes:
         store: The store folder.
-        written: Scenes converted by this run.
-        skipped: Scenes already complete in the store.
+        written: Scenes converted by this run (rebuilt ones included).
+        skipped: Scenes already complete in the store, from unchanged sources.
         failed: Scene name -> error message, for scenes that could not be converted.
+        rebuilt: Scene name -> why it was rebuilt (its source changed, or the group had
+            no fingerprint), for complete groups this run replaced or tried to replace.
+        refreshed: Skipped scenes whose source was only touched: their stored
+            modification time was updated, their data kept.
         manifest: The manifest written at the end.
     """
 
@@ -258,6 +445,8 @@ class PrepareResult:
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    rebuilt: dict[str, str] = field(default_factory=dict)
+    refreshed: list[str] = field(default_factory=list)
     manifest: Manifest | None = None
 
 
@@ -289,6 +478,13 @@ def _open_root(store: Path, settings: dict[str, Any]) -> None:
         existing = dict(zarr.open_group(store, mode="r").attrs)
         if existing.get("format") != "icecontext-store":
             raise DataError(f"{store}: a Zarr group that is not an icecontext store")
+        version = int(existing.get("version", 1))
+        if version > STORE_VERSION:
+            raise DataError(
+                f"{store}: store format {version} was written by a newer icecontext "
+                f"(this one writes format {STORE_VERSION}); upgrade icecontext or use "
+                "another --out folder"
+            )
         for key, option in (
             ("downsample", "--downsample"),
             ("sar_variables", "--features"),
@@ -301,11 +497,16 @@ def _open_root(store: Path, settings: dict[str, Any]) -> None:
                     f"the store {store} was prepared with {key}={existing.get(key)!r}, "
                     f"this run asks for {settings[key]!r}; use another --out folder",
                 )
+        if version < STORE_VERSION:  # groups are upgraded by rebuilding (no fingerprint)
+            zarr.open_group(store, mode="r+").attrs.update({"version": STORE_VERSION})
         return
     if store.exists() and any(p.name not in (LOCK_NAME, INCOMPLETE_DIR) for p in store.iterdir()):
         raise DataError(f"{store}: folder exists, is not empty and is not an icecontext store")
     zarr.open_group(
-        store, mode="a", zarr_format=3, attributes={"format": "icecontext-store", **settings}
+        store,
+        mode="a",
+        zarr_format=3,
+        attributes={"format": "icecontext-store", "version": STORE_VERSION, **settings},
     )
 
 
@@ -354,6 +555,13 @@ def prepare_store(
 ) -> PrepareResult:
     """Convert scenes into a prepared store (idempotent, resumable).
 
+    A scene whose group is complete is skipped when its source fingerprint
+    (:func:`source_fingerprint`) is unchanged, and rebuilt, with a printed line, when it
+    changed or was never recorded; a source that was only touched (same size and hash,
+    new modification time) keeps its data and gets its stored time updated. At
+    ``downsample > 1`` the original 80 m charts are stored too (``charts_full``), so
+    validation and evaluation score at 80 m without the NetCDF files.
+
     Args:
         data: Folder(s) of scenes and/or scene files.
         out: Store folder (created).
@@ -399,11 +607,18 @@ def prepare_store(
         todo: list[str] = []
         for name in sorted(scenes):
             group = store / name
-            if _read_complete_record(group) is not None:
+            attrs = _read_complete_attributes(group)
+            if attrs is None:
+                if group.exists():  # a group without the completion mark: redo it
+                    shutil.rmtree(group)
+                todo.append(name)
+                continue
+            reason = _rebuild_reason(group, attrs, scenes[name], name, result)
+            if reason is None:
                 result.skipped.append(name)
                 continue
-            if group.exists():  # a group without the completion mark: redo it
-                shutil.rmtree(group)
+            result.rebuilt[name] = reason
+            tqdm.write(f"rebuilding {name}: {reason}")
             todo.append(name)
         if result.skipped:
             log.info("%d scene(s) already in %s: skipped", len(result.skipped), store)
@@ -414,6 +629,11 @@ def prepare_store(
                 if error is None:
                     result.written.append(name)
                 else:
+                    if name in result.rebuilt:  # the old group stays; say it is out of date
+                        error += (
+                            "; the store keeps this scene's data from the earlier version "
+                            "of its source (fix the file and run prepare again)"
+                        )
                     result.failed[name] = error
                     bar.write(f"scene {name} ({scenes[name]}): failed: {error}")
                 bar.update(1)
@@ -422,6 +642,32 @@ def prepare_store(
             result.manifest = rebuild_manifest(store)
             shutil.rmtree(store / INCOMPLETE_DIR, ignore_errors=True)
     return result
+
+
+def _rebuild_reason(
+    group: Path, attrs: dict[str, Any], path: Path, name: str, result: PrepareResult
+) -> str | None:
+    """Why a complete group must be rebuilt from ``path``, or ``None`` to keep it.
+
+    Keeps the group (and refreshes its stored modification times) when the source
+    changed in its modification time only.
+    """
+    stored = attrs.get(FINGERPRINT_KEY)
+    if not isinstance(stored, dict):
+        return "no source fingerprint (prepared before fingerprints were recorded)"
+    try:
+        current = source_fingerprint(path, name)
+    except OSError as exc:
+        return f"source fingerprint unreadable ({exc})"
+    changes = fingerprint_changes(stored, current)
+    if not changes:
+        return None
+    if set(changes) <= MTIME_ONLY_CHANGES:
+        _update_fingerprint(group, current)
+        result.refreshed.append(name)
+        log.info("%s: source touched (same size and content hash): kept", name)
+        return None
+    return f"source changed ({', '.join(changes)})"
 
 
 def _run(
@@ -482,6 +728,14 @@ class PreparedStore:
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         self.manifest = Manifest.read(self.path)
+        if self.manifest.version < 2 and self.manifest.downsample > 1:
+            log.warning(
+                "%s: prepared before store format 2, so it holds no 80 m charts; validation "
+                "and evaluation need them at --downsample %d: run 'icecontext prepare' with "
+                "the same --data and --out again to rebuild its scenes",
+                self.path,
+                self.manifest.downsample,
+            )
 
     @property
     def names(self) -> list[str]:
