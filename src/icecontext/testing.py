@@ -359,16 +359,38 @@ def write_tiny_store(
     height: int = 160,
     width: int = 170,
     seed: int = 0,
+    *,
+    downsample: int = 1,
+    **scene_options: Any,
 ) -> Path:
     """``count`` labelled scenes in ``folder/scenes``, prepared into ``folder/store.zarr``.
 
     The store holds :data:`TINY_FEATURES`, which is what :func:`tiny_run_config` reads.
 
+    Args:
+        folder: Output folder (created).
+        count: Number of scenes.
+        height: SAR lines of each scene (80 m pixels).
+        width: SAR samples of each scene.
+        seed: Base seed of the scenes.
+        downsample: ``prepare --downsample`` of the store (set ``data.downsample`` of the
+            run config to match).
+        **scene_options: Passed to :func:`make_scene_dataset` (e.g. ``polygon_size=5``
+            for charts with detail finer than a downsampled pixel).
+
     Returns:
         The store's path.
     """
     folder = Path(folder)
-    write_scene_files(folder / "scenes", count, height=height, width=width, seed=seed)
+    write_scene_files(
+        folder / "scenes", count, height=height, width=width, seed=seed, **scene_options
+    )
     store = folder / "store.zarr"
-    prepare_store(folder / "scenes", store, features=list(TINY_FEATURES), progress=False)
+    prepare_store(
+        folder / "scenes",
+        store,
+        features=list(TINY_FEATURES),
+        downsample=downsample,
+        progress=False,
+    )
     return store

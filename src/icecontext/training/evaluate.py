@@ -5,12 +5,13 @@ scene of a folder (``_prep.nc``, with ``_prep_reference.nc`` labels beside test 
 or of a prepared store with the tiled predictor, and scores the predictions with the
 AutoICE metric (:class:`~icecontext.evaluation.ChartScorer`).
 
-Resolution: scenes read from NetCDF files are always scored at **80 m** against the
-original reference charts: a model trained on data downsampled by ``K`` predicts at
-``K x 80 m`` and its class maps are upsampled (nearest) to the full grid first. A
-prepared store only holds charts at its own resolution; scenes read from a store with
-``K > 1`` are therefore scored at ``K x 80 m`` (recorded as ``resolution_m`` in the
-results). Evaluate on the NetCDF folder for the challenge figure.
+Resolution: scenes are scored at **80 m** against the original reference charts: a
+model trained on data downsampled by ``K`` predicts at ``K x 80 m`` and its class maps
+are upsampled (nearest) to the full grid first, exactly as training validation does
+(:func:`~icecontext.data.sources.full_resolution_charts` gives both the reference). A
+store prepared with ``K > 1`` keeps the 80 m charts for this (store format 2); only a
+store prepared before that is scored at ``K x 80 m`` against its block-reduced charts,
+with a warning (recorded as ``resolution_m`` in the results).
 
 Outputs (``out``)::
 
@@ -122,6 +123,15 @@ def _source_reference(source: Any) -> Callable[[], dict[str, np.ndarray]]:
     return read
 
 
+def _full_reference(source: Any) -> Callable[[], dict[str, np.ndarray]]:
+    def read() -> dict[str, np.ndarray]:
+        from icecontext.data.sources import full_resolution_charts
+
+        return full_resolution_charts(source)
+
+    return read
+
+
 def open_eval_scenes(
     data: str | os.PathLike[str],
     features: Sequence[str],
@@ -160,7 +170,16 @@ def open_eval_scenes(
         names = store.names if scenes is None else list(scenes)
         for name in names:
             src = store.source(name, upsampling)  # type: ignore[arg-type]
-            out.append(EvalScene(src, _source_reference(src), downsample == 1))
+            if src.has_full_charts():
+                out.append(EvalScene(src, _full_reference(src), True))
+            else:
+                log.warning(
+                    "%s: no 80 m charts in this store (prepared before store format 2): "
+                    "scored at %d m against its downsampled charts",
+                    src.where,
+                    80 * downsample,
+                )
+                out.append(EvalScene(src, _source_reference(src), False))
     else:
         files = collect_scene_files(path)
         names = sorted(files) if scenes is None else list(scenes)

@@ -6,6 +6,14 @@ full-scene predictor over the validation scenes and scores them with the challen
 metric (:class:`~icecontext.evaluation.ChartScorer`): ``val/combined`` selects the best
 checkpoint and drives the plateau schedule.
 
+Validation is scored at **80 m** whatever ``data.downsample``: a model trained at
+``K x 80 m`` predicts at that resolution, its class maps are brought to the 80 m grid by
+nearest-neighbour replication (each 80 m pixel takes the class of the ``K x K`` block it
+lies in: the predictor's ``classes``, as ``icecontext evaluate`` and ``predict`` use),
+and they are scored against the original 80 m charts
+(:func:`~icecontext.data.sources.full_resolution_charts`), not the block-reduced charts
+the patches are trained on. ``last_scores["score_resolution_m"]`` records it.
+
 Validation is sharded over processes: rank ``r`` of ``w`` predicts scenes ``r, r + w,
 ...`` (every rank runs the same number of steps; padding steps do nothing), then the
 confusion matrices are gathered and merged, so every rank logs the same pooled scores
@@ -31,7 +39,9 @@ from torch import Tensor
 from torch.utils.data import IterableDataset
 
 from icecontext import __version__
-from icecontext.data.format import CHARTS
+from icecontext.data.format import CHARTS, PIXEL_SPACING_M
+from icecontext.data.sources import full_resolution_charts
+from icecontext.errors import DataError
 from icecontext.evaluation import ChartScorer, scene_groups
 from icecontext.inference.predictor import model_overlap, predict_scene
 from icecontext.training.checkpoint import CHECKPOINT_KEY
@@ -46,6 +56,9 @@ from icecontext.training.optim import (
 )
 
 VAL_KEYS = ("SIC", "SOD", "FLOE", "combined")
+
+SCORE_RESOLUTION_M = int(PIXEL_SPACING_M)
+"""Pixel size, in metres, of the grid validation scores on (the charts' own 80 m)."""
 
 
 def _dist() -> tuple[int, int]:
@@ -91,6 +104,16 @@ def weights_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def _has_full_charts(source: Any) -> bool:
+    check = getattr(source, "has_full_charts", None)
+    if check is None:
+        return hasattr(source, "read_full_charts")
+    try:
+        return bool(check())
+    except DataError:
+        return False
+
+
 class IceChartModule(pl.LightningModule):
     """Multi-task sea ice charting.
 
@@ -99,6 +122,10 @@ class IceChartModule(pl.LightningModule):
         features: Input channel names, in model order.
         class_weights: Optional per-task class weights of the losses.
         val_sources: Full-scene validation sources (``SceneSource``); may be empty.
+
+    Raises:
+        DataError: If a downsampled validation source cannot serve its 80 m charts (a
+            store prepared before store format 2), naming the scene and the fix.
     """
 
     def __init__(
@@ -118,6 +145,9 @@ class IceChartModule(pl.LightningModule):
             cfg.sic_loss, cfg.train.loss.task_weights.model_dump(), class_weights
         )
         self.val_sources = list(val_sources)
+        for source in self.val_sources:
+            if int(getattr(source, "downsample", 1)) > 1 and not _has_full_charts(source):
+                full_resolution_charts(source, (0, 0, 1, 1))  # raises, naming the fix
         self.scorer = ChartScorer()
         self.last_scores: dict[str, Any] = {}
         self.last_breakdown: list[dict[str, Any]] = []
@@ -207,9 +237,9 @@ class IceChartModule(pl.LightningModule):
                 device=self.device,
                 precision=precision,  # type: ignore[arg-type]
             )
-        h, w = source.shape
-        reference = source.read_charts((0, 0, h, w))
-        self.scorer.update(reference, pred.source_classes, groups=scene_groups(source.name))
+        # 80 m: the prediction replicated from K x 80 m blocks against the original charts
+        reference = full_resolution_charts(source)
+        self.scorer.update(reference, pred.classes, groups=scene_groups(source.name))
 
     def on_validation_epoch_end(self) -> None:
         """Merge the scorers of all processes and log the pooled challenge scores."""
@@ -225,6 +255,7 @@ class IceChartModule(pl.LightningModule):
             return
         scores = scorer.compute()
         self.last_scores = {k: scores[k] for k in VAL_KEYS}
+        self.last_scores["score_resolution_m"] = SCORE_RESOLUTION_M
         self.last_scores["epoch"] = int(self.current_epoch)
         self.last_scores["step"] = int(self.global_step)
         # pooled scores per scene, and per service and month (from the same matrices); a
