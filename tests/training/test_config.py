@@ -8,9 +8,11 @@ import pytest
 import yaml
 
 from icecontext.errors import ConfigError
-from icecontext.training.config import RunConfig, load_run_config
+from icecontext.training.config import RunConfig, check_run_context, load_run_config
 
-BASE = {"data": {"store": "store.zarr", "features": ["sar", "amsr2:18.7"]}}
+# 384 px = 24 feature cells at output stride 16: the default rates 6/12/18 all train
+# (256 px, the default patch, leaves rate 18 reading only zero padding: refused)
+BASE = {"data": {"store": "store.zarr", "features": ["sar", "amsr2:18.7"], "patch_size": 384}}
 
 
 def _load(tmp_path, overrides=(), data=None):
@@ -109,3 +111,46 @@ def test_repository_configs_validate():
     for f in files:
         cfg = load_run_config(f, ["data.store=x.zarr"])
         assert cfg.output.name == f.stem
+
+
+def test_untrained_rates_are_refused_naming_the_rate_and_the_smallest_patch(tmp_path):
+    # 128 px at output stride 16 = 8 x 8 feature cells: rate 24 reads only zero padding
+    with pytest.raises(ConfigError) as exc:
+        _load(tmp_path, ["data.patch_size=128", "model.aspp.rates=[24,48,72]"])
+    assert exc.value.option == "model.aspp.rates"
+    assert str(exc.value).startswith(
+        "option 'model.aspp.rates': rate 24 of task SIC reads only zero padding in 128 px "
+        "training patches (8 x 8 feature cells at output stride 16); the smallest patch that "
+        "trains it is 400 px"
+    )
+    with pytest.raises(ConfigError) as exc:
+        _load(
+            tmp_path,
+            ["data.patch_size=128", "model.aspp.rates=[1]", "model.task_rates.SOD=[1,8]"],
+        )
+    assert exc.value.option == "model.task_rates.SOD" and "rate 8 of task SOD" in str(exc.value)
+    # rates that train are accepted; a smaller output stride gives more cells
+    assert _load(tmp_path, ["data.patch_size=128", "model.aspp.rates=[1,2,7]"])
+    _load(
+        tmp_path, ["data.patch_size=128", "model.aspp.rates=[9]", "model.encoder.output_stride=8"]
+    )
+
+
+def test_allow_untrained_taps_lets_an_expert_run_it(tmp_path, caplog, monkeypatch):
+    from icecontext.models import trained_context
+
+    monkeypatch.setattr(trained_context, "_warned", set())  # warnings print once per process
+    cfg = _load(
+        tmp_path,
+        ["data.patch_size=128", "model.aspp.rates=[24]", "model.allow_untrained_taps=true"],
+    )
+    assert cfg.model.allow_untrained_taps
+    assert "allow_untrained_taps is true: rate 24 of task SIC" in caplog.text
+
+
+def test_check_run_context_reports_the_shares(tmp_path):
+    cfg = _load(tmp_path, ["data.patch_size=256", "model.aspp.rates=[4,12]"])
+    ctx = check_run_context(cfg)
+    assert ctx.cells == (16, 16)
+    shares = {b.rate: (b.axis, b.diagonal) for b in ctx.tasks["FLOE"].rates}
+    assert shares == {4: (0.75, 0.5625), 12: (0.25, 0.0625)}

@@ -5,6 +5,10 @@ receives the resolved config, provenance, checkpoints (``best.ckpt``, ``last.ckp
 CSV and TensorBoard logs, ``curves.png`` and ``metrics.json``. Running the same command
 again resumes from ``last.ckpt``. Multi-GPU / multi-node: ``trainer.devices=4``,
 ``trainer.num_nodes=2`` (see docs/training.md).
+
+The config is checked before anything is written: among the checks, atrous rates whose
+taps would read only zero padding in the training patches are refused (unless
+``model.allow_untrained_taps: true``; see docs/models.md, "Trained receptive field").
 """
 
 from __future__ import annotations
@@ -30,12 +34,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train; print the run directory and the best checkpoint."""
     from icecontext.training.config import load_run_config
+
+    # Validated before Lightning is imported: a refused config (e.g. atrous rates that the
+    # training patches cannot train) fails in seconds and leaves no run directory.
+    cfg = load_run_config(args.config, list(args.overrides))
+
     from icecontext.training.fit import is_global_zero, train
     from icecontext.training.rundir import run_dir_for
 
     # Lightning logs through its own handler; without this every line prints twice.
     logging.getLogger("lightning.pytorch").propagate = False
-    cfg = load_run_config(args.config, list(args.overrides))
     if is_global_zero():
         print(f"run directory: {run_dir_for(cfg).path}", flush=True)
     result = train(cfg)

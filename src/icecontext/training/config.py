@@ -20,7 +20,9 @@ A run config is one YAML file::
 :func:`load_run_config` reads it, replaces section paths by the files' contents,
 applies dotted overrides (``train.optimizer.lr=3e-4``) and validates everything:
 unknown keys, wrong types and impossible combinations raise
-:class:`~icecontext.errors.ConfigError` naming the dotted key.
+:class:`~icecontext.errors.ConfigError` naming the dotted key. That includes atrous
+rates whose taps would read only zero padding in the training patches
+(:func:`check_run_context`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from icecontext.config import Section, apply_overrides, load_yaml, validate
 from icecontext.data.config import DataConfig
 from icecontext.errors import ConfigError
 from icecontext.models.config import ModelConfig, resolve_in_channels
+from icecontext.models.trained_context import TrainedContext, check_trained_context
 
 OptimizerName = Literal["adamw", "sgd"]
 SchedulerName = Literal["cosine", "plateau", "constant"]
@@ -404,6 +407,23 @@ def _absolute_overrides(overrides: list[str] | tuple[str, ...]) -> list[str]:
     return out
 
 
+def check_run_context(cfg: RunConfig) -> TrainedContext:
+    """Refuse ASPP rates that no training patch trains; warn about those trained on under half.
+
+    :func:`~icecontext.models.trained_context.check_trained_context` for the run's model
+    at ``data.patch_size``. Pure arithmetic on the config: no model, no data.
+
+    Returns:
+        The shares per task and rate, for the run's records.
+
+    Raises:
+        ConfigError: ``model.aspp.rates`` (or ``model.task_rates.<task>``) when a rate's
+            taps read only zero padding in the training patches, unless
+            ``model.allow_untrained_taps`` is true.
+    """
+    return check_trained_context(cfg.model, cfg.data.patch_size)
+
+
 def load_run_config(
     path: str | os.PathLike[str] | None = None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -422,7 +442,8 @@ def load_run_config(
         ``output.name`` is unset it is set to the config file's stem.
 
     Raises:
-        ConfigError: Naming the dotted key of the first problem.
+        ConfigError: Naming the dotted key of the first problem, including untrained
+            atrous rates (:func:`check_run_context`).
     """
     raw: dict[str, Any] = dict(base or {})
     base_dir = Path.cwd()
@@ -435,4 +456,6 @@ def load_run_config(
         output = raw.setdefault("output", {})
         if isinstance(output, dict) and output.get("name") is None:
             output["name"] = Path(path).stem
-    return validate(RunConfig, raw)
+    cfg = validate(RunConfig, raw)
+    check_run_context(cfg)
+    return cfg

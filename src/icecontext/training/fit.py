@@ -36,7 +36,7 @@ from icecontext.errors import ConfigError, DataError
 from icecontext.provenance import seed_everything, write_run_record
 from icecontext.training.callbacks import FinalCheckpoint, FlushLogs, RankRecord
 from icecontext.training.checkpoint import AtomicCheckpointIO
-from icecontext.training.config import RunConfig
+from icecontext.training.config import RunConfig, check_run_context
 from icecontext.training.losses import class_weights_from_histogram
 from icecontext.training.module import IceChartModule, SceneIndexDataset
 from icecontext.training.optim import MONITOR
@@ -356,12 +356,15 @@ def build_trainer(
 # ----------------------------------------------------------------------------- summary
 
 
-def _write_summary(run: RunDir, result: RunResult, module: IceChartModule) -> None:
+def _write_summary(
+    run: RunDir, result: RunResult, module: IceChartModule, context: dict[str, Any]
+) -> None:
     data = asdict(result)
     data = {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
     data["per_scene"] = module.last_breakdown
     for by in ("service", "month"):  # pooled over the group's pixels
         data[f"per_{by}"] = module.last_groups.get(by, [])
+    data["trained_context"] = context  # which ASPP taps the patches trained (reports)
     write_text_atomic(run.summary, json.dumps(data, indent=2, default=str) + "\n")
 
 
@@ -383,20 +386,28 @@ def train(
         The run's result (checkpoints, best score, ...).
 
     Raises:
-        ConfigError: For settings that contradict the data or the hardware, naming the key.
+        ConfigError: For settings that contradict the data or the hardware, naming the key;
+            for atrous rates that the training patches cannot train
+            (:func:`~icecontext.training.config.check_run_context`), before anything is
+            written or loaded.
         DataError: For unusable data.
     """
     from icecontext.data.datamodule import IceDataModule
     from icecontext.training.plots import plot_training_curves
 
     t0 = time.perf_counter()
+    # before the run directory exists: a refused config leaves no trace
+    context = check_run_context(cfg).record()
     run = run_dir_for(cfg)
     resume = resume_checkpoint(cfg, run)
     rank0 = rank_zero_only.rank == 0
     if rank0:
         run.path.mkdir(parents=True, exist_ok=True)
         write_run_record(
-            run.path, cfg, cfg.seed, extra={"resumed_from": str(resume) if resume else None}
+            run.path,
+            cfg,
+            cfg.seed,
+            extra={"resumed_from": str(resume) if resume else None, "trained_context": context},
         )
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
@@ -458,7 +469,7 @@ def train(
             plot_training_curves(run, run.curves)
         except Exception as exc:  # a missing figure must not lose a trained model
             log.warning("could not draw the training curves: %s", exc)
-        _write_summary(run, result, module)
+        _write_summary(run, result, module, context)
     return result
 
 
