@@ -7,7 +7,12 @@ Running the command again skips finished runs and resumes interrupted ones from 
 otherwise the CPU cores split between them); ``--shard i/n`` takes every n-th run, for
 machines sharing the folder. A lock per run makes sure no run is trained twice, also by
 two processes given the same shard. Exit status 1 if any run failed (the others go on).
-See docs/study.md.
+
+A finished or partial run whose config the study no longer makes (another
+``train.max_epochs``, ...) is not skipped or resumed: the sweep refuses, naming the runs
+and options, before it creates or trains anything (exit status 2), unless
+``--rerun-changed`` moves those run directories to ``<runs>/.sweep/replaced/`` and trains
+them again. See docs/study.md.
 """
 
 from __future__ import annotations
@@ -29,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="list the runs and their state; train nothing"
+    )
+    parser.add_argument(
+        "--rerun-changed",
+        action="store_true",
+        help="retrain finished or partial runs whose config changed (old folders are moved "
+        "to <runs>/.sweep/replaced/) instead of refusing them",
     )
     parser.add_argument(
         "--stale-after",
@@ -56,20 +67,34 @@ def run(args: argparse.Namespace) -> int:
         shard_count=count,
         stale_after=args.stale_after or DEFAULT_STALE_AFTER,
         log=lambda text: print(text, flush=True),
+        rerun_changed=args.rerun_changed,
     )
     if args.dry_run:
         plan = runner.plan()
         print(f"study '{study.section.name}': {len(plan)} runs in shard {index}/{count}")
         print(f"runs folder: {runs_dir}")
-        for spec, state in plan:
+        for spec, state, _ in plan:
             task = f" task_rates={spec.task_rates}" if spec.task_rates else ""
             print(
                 f"  {state:<8} {spec.run_id:<40} rates={list(spec.rates)} "
                 f"features={list(spec.features)} seed={spec.seed}{task}"
             )
+        changed = [c for _, _, c in plan if c is not None]
+        if changed:
+            what = "retrained" if args.rerun_changed else "refused without --rerun-changed"
+            print(f"changed runs ({what}):")
+            for c in changed:
+                print(f"  {c.describe()}")
         return 0
     summary = runner.run()
+    status = 0
     if summary.failed:
         print(f"failed runs: {', '.join(summary.failed)} (logs in {runs_dir}/.sweep/logs)")
-        return 1
-    return 0
+        status = 1
+    if summary.changed:
+        print(
+            f"runs whose config changed while the sweep ran (not trained): "
+            f"{', '.join(summary.changed)}; run the sweep again"
+        )
+        status = 1
+    return status

@@ -5,23 +5,34 @@ Layout of the runs folder::
     <runs_dir>/
       _data/                    synthetic scenes and the prepared store (``study.synth``)
       <run_id>/                 an ordinary training run directory (``icecontext train``)
-        study.json              the grid point (axes values, labels)
-        study-done.json         written when the run finished (rc 0): the sweep skips it
+        study.json              the grid point (axes values, labels) and its config hash
+        study-done.json         written when the run finished (rc 0), with the config hash
       .sweep/configs/<id>.yaml  the resolved run config (``icecontext train --config`` it)
       .sweep/logs/<id>.log      the run's stdout and stderr
       .sweep/locks/<id>.lock    held while a process trains the run (see ``locking``)
       .sweep/failed/<id>.json   the last failure of a run (removed when it succeeds)
+      .sweep/replaced/<id>-<time>/  a run directory set aside by ``--rerun-changed``
 
 Each run trains in a child process (``icecontext train``), which resumes from the run
 directory's ``last.ckpt`` when an earlier attempt was interrupted. On Linux the child
 dies with the sweep (``PR_SET_PDEATHSIG``), so a killed sweep leaves no orphan training
 in the folder and its lock becomes stale at once.
+
+Changed configs. A finished or partial run counts (is skipped, or resumed) only while
+the study still makes the config it was trained with: :func:`config_hash` of the
+resolved run config, without the options of :data:`HASH_EXCLUDED` and with paths made
+portable (:func:`canonical_config`), is recorded in ``study.json`` and
+``study-done.json``; :func:`changed_run` compares it, and names the differing keys from
+the saved ``.sweep/configs/<id>.yaml``. A sweep refuses changed runs before it creates
+or trains anything (:func:`changed_error`), unless ``rerun_changed``: then each changed
+run directory is moved aside (:func:`replace_run`) and trained again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import queue
@@ -34,7 +45,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Literal
 
 import yaml
@@ -48,7 +59,18 @@ HEARTBEAT_S = 30.0
 DONE_MARKER = "study-done.json"
 SPEC_FILE = "study.json"
 
-RunState = Literal["done", "running", "failed", "partial", "pending"]
+RunState = Literal["done", "running", "failed", "partial", "pending", "changed"]
+
+HASH_EXCLUDED: tuple[str, ...] = (
+    "trainer.threads",  # cores / --jobs of the machine that trains it
+    "train.progress_bar",  # display only (the sweep turns it off)
+    "train.resume",  # the child's resume policy, set by the sweep
+    "data.workers",  # loader processes: batches do not depend on them (docs/training.md)
+    "data.threads",  # threads reading a batch's patches: the same patches
+    "output.root",  # where the runs folder is: moving the folder changes no result
+)
+"""Options left out of a run's config hash: they differ between invocations and machines
+without changing the result (dotted keys; a key and everything under it)."""
 
 
 def run_dir(runs_dir: Path, spec: RunSpec) -> Path:
@@ -66,7 +88,11 @@ def _lock_path(runs_dir: Path, run_id: str) -> Path:
 
 
 def run_state(runs_dir: Path, spec: RunSpec) -> RunState:
-    """Status of a run as seen from the folder (for ``--dry-run`` and progress)."""
+    """Status of a run as seen from the folder (for ``--dry-run`` and progress).
+
+    Whether a done or partial run's config still matches the study is
+    :func:`changed_run` (``SweepRunner.plan`` reports ``changed``).
+    """
     from icecontext.experiments.locking import is_stale, read_lock
 
     if is_done(runs_dir, spec):
@@ -92,6 +118,14 @@ def _store_features(study: Study) -> list[str]:
     return feats
 
 
+def store_path(study: Study, runs_dir: Path) -> Path | None:
+    """Where :func:`prepare_data` puts the study's store (``None`` without ``study.synth``).
+
+    Known before the store exists, so run configs can be validated first.
+    """
+    return None if study.section.synth is None else runs_dir / "_data" / "store.zarr"
+
+
 def prepare_data(study: Study, runs_dir: Path, log: Callable[[str], None] = print) -> Path | None:
     """Synthesise and prepare the study's data once (``study.synth``); return the store.
 
@@ -100,15 +134,15 @@ def prepare_data(study: Study, runs_dir: Path, log: Callable[[str], None] = prin
     (the base config's ``data.store`` / ``data.root`` is used).
     """
     s = study.section.synth
-    if s is None:
+    store = store_path(study, runs_dir)
+    if s is None or store is None:
         return None
     from icecontext.cli.synth import write_synthetic_scene
     from icecontext.data.store import prepare_store
     from icecontext.synthetic.generator import generate_scene
     from icecontext.synthetic.params import SynthParams, resolve_scales
 
-    data = runs_dir / "_data"
-    store = data / "store.zarr"
+    data = store.parent
     marker = data / ".complete"
     features = _store_features(study)
     downsample = int((study.base.get("data") or {}).get("downsample", 1))
@@ -209,6 +243,228 @@ def run_config(
     return cfg.model_dump(mode="json")
 
 
+# ----------------------------------------------------------------------------- changed configs
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> ``{dotted key: leaf}`` (an empty mapping is a leaf)."""
+    if isinstance(data, dict) and data:
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def _portable_path(value: Any, runs_root: str | None) -> Any:
+    """A path option as compared across machines (other values unchanged).
+
+    Inside the runs folder (the synthetic store): relative to it, so a moved folder still
+    matches. Elsewhere: the last path component, so the same store mounted at another
+    place matches (a different store under the same name is not detected).
+    """
+    if not isinstance(value, str) or not os.path.isabs(value):
+        return value
+    path = PurePath(value)
+    if runs_root and path.is_relative_to(runs_root):
+        return "<runs>/" + path.relative_to(runs_root).as_posix()
+    return "<elsewhere>/" + path.name
+
+
+def canonical_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The part of a resolved run config that defines a run's result, flat and portable.
+
+    Args:
+        cfg: ``RunConfig.model_dump(mode="json")`` (what :func:`run_config` returns).
+
+    Returns:
+        ``{dotted key: value}`` without :data:`HASH_EXCLUDED`, with the path options
+        (``data.store``, ``data.root``, ...) made portable by :func:`_portable_path`
+        against the config's own ``output.root``.
+    """
+    from icecontext.training.config import PATH_OPTIONS
+
+    root = (cfg.get("output") or {}).get("root")
+    out: dict[str, Any] = {}
+    for key, value in _flatten(cfg).items():
+        if any(key == x or key.startswith(x + ".") for x in HASH_EXCLUDED):
+            continue
+        out[key] = _portable_path(value, root) if key in PATH_OPTIONS else value
+    return out
+
+
+def config_hash(cfg: dict[str, Any]) -> str:
+    """SHA-256 of :func:`canonical_config` as JSON with sorted keys."""
+    text = json.dumps(canonical_config(cfg), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Change:
+    """One option whose value differs between a run's saved config and the study's."""
+
+    key: str
+    old: Any
+    new: Any
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[Change]:
+    """The options (dotted keys) whose canonical values differ, with the values as written."""
+    a, b = canonical_config(saved), canonical_config(current)
+    raw_a, raw_b = _flatten(saved), _flatten(current)
+    missing = object()
+    return [
+        Change(k, raw_a.get(k, a.get(k)), raw_b.get(k, b.get(k)))
+        for k in sorted(set(a) | set(b))
+        if a.get(k, missing) != b.get(k, missing)
+    ]
+
+
+@dataclass(frozen=True)
+class ChangedRun:
+    """A finished or partial run trained with a config the study no longer makes.
+
+    Attributes:
+        spec: The grid point.
+        state: ``done`` (finished) or ``partial`` (has ``last.ckpt``).
+        changes: The differing options; empty when the saved config is missing (only
+            the recorded hash differs).
+    """
+
+    spec: RunSpec
+    state: Literal["done", "partial"]
+    changes: tuple[Change, ...] = ()
+
+    def describe(self) -> str:
+        """``run r1_f-sar_s0 finished with train.max_epochs=3, the study now says 5``."""
+        verb = "finished" if self.state == "done" else "was started (checkpoint, not finished)"
+        head = f"run {self.spec.run_id} {verb} with"
+        if not self.changes:
+            return (
+                f"{head} another config (its recorded config hash differs and its saved "
+                "config is missing, so the options cannot be named)"
+            )
+        parts = [
+            f"{c.key}={_show(c.old)}, the study now says {_show(c.new)}" for c in self.changes[:8]
+        ]
+        more = f" (and {len(self.changes) - 8} more)" if len(self.changes) > 8 else ""
+        return f"{head} " + "; ".join(parts) + more
+
+
+def _show(value: Any) -> str:
+    return "(unset)" if value is None else json.dumps(value, default=str).strip('"')
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def saved_config(runs_dir: Path, spec: RunSpec) -> dict[str, Any] | None:
+    """The config a run was trained with: ``.sweep/configs/<id>.yaml``, else its ``config.yaml``."""
+    for path in (
+        runs_dir / ".sweep" / "configs" / f"{spec.run_id}.yaml",
+        run_dir(runs_dir, spec) / "config.yaml",
+    ):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict):
+            return data
+    return None
+
+
+def _revalidated(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` through today's validation: options added since get their defaults."""
+    from icecontext.training.config import load_run_config
+
+    try:
+        return load_run_config(None, [], base=cfg).model_dump(mode="json")
+    except ConfigError:  # refused today (e.g. a new check): compare it as written
+        return cfg
+
+
+def changed_run(
+    runs_dir: Path,
+    spec: RunSpec,
+    cfg: dict[str, Any],
+    notice: Callable[[str], None] | None = None,
+) -> ChangedRun | None:
+    """Whether a finished or partial run was trained with another config than ``cfg``.
+
+    The hash recorded in ``study-done.json`` (finished) or ``study.json`` (partial) is
+    compared with :func:`config_hash` of ``cfg``. When they differ, or no hash was
+    recorded (runs of older versions), the saved config (:func:`saved_config`) is
+    validated again, so options added to the schema since count with their defaults,
+    and compared key by key: only real differences make the run changed. A run with
+    neither a hash nor a saved config cannot be checked; it counts as matching and
+    ``notice`` says so.
+
+    Returns:
+        ``None`` for a pending run or a matching one.
+    """
+    rdir = run_dir(runs_dir, spec)
+    state: Literal["done", "partial"]
+    if (rdir / DONE_MARKER).is_file():
+        state, record = "done", _read_json(rdir / DONE_MARKER)
+    elif (rdir / "checkpoints" / "last.ckpt").is_file():
+        state, record = "partial", _read_json(rdir / SPEC_FILE)
+    else:
+        return None
+    recorded = record.get("config_hash")
+    if recorded == config_hash(cfg):
+        return None
+    saved = saved_config(runs_dir, spec)
+    if saved is None:
+        if recorded is None:
+            if notice is not None:
+                notice(
+                    f"[sweep] {spec.run_id}: {state} without a recorded config hash or a saved "
+                    "config (an older sweep); counted as matching the study"
+                )
+            return None
+        return ChangedRun(spec, state)
+    changes = config_changes(_revalidated(saved), cfg)
+    return ChangedRun(spec, state, tuple(changes)) if changes else None
+
+
+def changed_error(changed: list[ChangedRun], runs_dir: Path) -> ConfigError:
+    """The refusal of a sweep with changed runs, naming the first differing option."""
+    option = next((c.changes[0].key for c in changed if c.changes), "--rerun-changed")
+    lines = "\n  ".join(c.describe() for c in changed)
+    n = len(changed)
+    return ConfigError(
+        option,
+        f"{n} run{'s' if n > 1 else ''} in {runs_dir} {'were' if n > 1 else 'was'} trained "
+        f"with settings the study no longer makes:\n  {lines}\nrerun with --rerun-changed "
+        f"to retrain {'them' if n > 1 else 'it'} (the old folders are kept under "
+        f"{runs_dir / '.sweep' / 'replaced'}), or restore the study file",
+    )
+
+
+def replace_run(runs_dir: Path, spec: RunSpec) -> Path:
+    """Move a run directory aside to ``.sweep/replaced/<id>-<time>/``; return the new place.
+
+    The run's saved sweep config goes with it (``sweep-config.yaml``), as it is about to
+    be overwritten; nothing is deleted.
+    """
+    src = run_dir(runs_dir, spec)
+    base = runs_dir / ".sweep" / "replaced" / f"{spec.run_id}-{time.strftime('%Y%m%dT%H%M%S')}"
+    dest, n = base, 2
+    while dest.exists():
+        dest, n = base.with_name(f"{base.name}-{n}"), n + 1
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(src, dest)
+    cfg_path = runs_dir / ".sweep" / "configs" / f"{spec.run_id}.yaml"
+    if cfg_path.is_file():
+        shutil.copy2(cfg_path, dest / "sweep-config.yaml")
+    return dest
+
+
 # ----------------------------------------------------------------------------- running
 
 
@@ -224,7 +480,7 @@ class Outcome:
     """What happened to one run in this sweep invocation."""
 
     run_id: str
-    status: Literal["trained", "skipped-done", "skipped-locked", "failed"]
+    status: Literal["trained", "skipped-done", "skipped-locked", "skipped-changed", "failed"]
     seconds: float = 0.0
     rc: int | None = None
     scores: dict[str, Any] = field(default_factory=dict)
@@ -244,6 +500,11 @@ class SweepSummary:
     def failed(self) -> list[str]:
         """Ids of the runs that failed."""
         return [o.run_id for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def changed(self) -> list[str]:
+        """Ids of the runs left alone because their config changed while the sweep ran."""
+        return [o.run_id for o in self.outcomes if o.status == "skipped-changed"]
 
 
 def default_threads(jobs: int) -> int:
@@ -281,6 +542,8 @@ class SweepRunner:
         log: Where progress lines go.
         train_command: Command prefix of a training run (default: this Python running
             ``icecontext train``); the run config path is appended after ``--config``.
+        rerun_changed: Retrain finished or partial runs whose config changed (their
+            directories are moved to ``.sweep/replaced/``) instead of refusing them.
     """
 
     def __init__(
@@ -294,6 +557,7 @@ class SweepRunner:
         stale_after: float = DEFAULT_STALE_AFTER,
         log: Callable[[str], None] = print,
         train_command: list[str] | None = None,
+        rerun_changed: bool = False,
     ):
         if jobs < 1:
             raise ConfigError("--jobs", f"must be at least 1, got {jobs}")
@@ -303,6 +567,7 @@ class SweepRunner:
         self.specs = shard(expand(study.section.axes), shard_index, shard_count)
         self.shard_label = f"{shard_index}/{shard_count}"
         self.stale_after = stale_after
+        self.rerun_changed = rerun_changed
         self._log = log
         self._print_lock = threading.Lock()
         self.train_command = train_command or [
@@ -319,19 +584,65 @@ class SweepRunner:
         with self._print_lock:
             self._log(text)
 
-    def plan(self) -> list[tuple[RunSpec, RunState]]:
-        """Every run of this shard with its current state."""
-        return [(s, run_state(self.runs_dir, s)) for s in self.specs]
+    def configs(self) -> dict[str, dict[str, Any]]:
+        """The validated run config of every run of the shard, by run id.
 
-    def run(self) -> SweepSummary:
-        """Prepare the data, then train every run of the shard not done elsewhere."""
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
-        store = prepare_data(self.study, self.runs_dir, self.log)
-        # validate every grid point before training any: a typo fails in seconds
-        configs = {
+        Needs no data: the store of ``study.synth`` is named before it exists.
+
+        Raises:
+            ConfigError: The first grid point that makes an invalid run config.
+        """
+        store = store_path(self.study, self.runs_dir)
+        return {
             s.run_id: run_config(self.study, s, self.runs_dir, store, self.threads)
             for s in self.specs
         }
+
+    def changed(
+        self, configs: dict[str, dict[str, Any]], notice: Callable[[str], None] | None = None
+    ) -> list[ChangedRun]:
+        """The finished or partial runs of the shard whose config differs from ``configs``."""
+        out = []
+        for s in self.specs:
+            change = changed_run(self.runs_dir, s, configs[s.run_id], notice)
+            if change is not None:
+                out.append(change)
+        return out
+
+    def plan(self) -> list[tuple[RunSpec, RunState, ChangedRun | None]]:
+        """Every run of this shard with its current state (``changed``: see :func:`changed_run`).
+
+        Raises:
+            ConfigError: If a grid point makes an invalid run config.
+        """
+        configs = self.configs()
+        rows: list[tuple[RunSpec, RunState, ChangedRun | None]] = []
+        for s in self.specs:
+            state = run_state(self.runs_dir, s)
+            change = None
+            if state != "running":
+                change = changed_run(self.runs_dir, s, configs[s.run_id], self.log)
+            rows.append((s, "changed" if change else state, change))
+        return rows
+
+    def run(self) -> SweepSummary:
+        """Validate, check changed runs, prepare the data, then train the shard's runs.
+
+        Raises:
+            ConfigError: Before anything is created or trained, if a grid point makes an
+                invalid run config, or if finished or partial runs were trained with
+                another config and ``rerun_changed`` is off.
+        """
+        # validate every grid point before data or training: a typo fails in seconds
+        configs = self.configs()
+        changed = self.changed(configs, notice=self.log)
+        if changed and not self.rerun_changed:
+            raise changed_error(changed, self.runs_dir)
+        for c in changed:
+            self.log(f"[sweep] {c.describe()}: retrained (--rerun-changed)")
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        store = prepare_data(self.study, self.runs_dir, self.log)
+        assert store == store_path(self.study, self.runs_dir)
         todo: queue.Queue[RunSpec] = queue.Queue()
         for s in self.specs:
             todo.put(s)
@@ -369,11 +680,16 @@ class SweepRunner:
             f"{summary.count('skipped-done')} already done, "
             f"{summary.count('skipped-locked')} running elsewhere, "
             f"{summary.count('failed')} failed"
+            + (
+                f", {summary.count('skipped-changed')} changed meanwhile (not trained)"
+                if summary.changed
+                else ""
+            )
         )
         return summary
 
     def _run_one(self, spec: RunSpec, cfg: dict[str, Any], slot: int) -> Outcome:
-        if is_done(self.runs_dir, spec):
+        if is_done(self.runs_dir, spec) and changed_run(self.runs_dir, spec, cfg) is None:
             return Outcome(spec.run_id, "skipped-done")
         lock = try_lock(
             _lock_path(self.runs_dir, spec.run_id),
@@ -383,7 +699,14 @@ class SweepRunner:
         if lock is None:
             return Outcome(spec.run_id, "skipped-locked")
         try:
-            if is_done(self.runs_dir, spec):  # finished between our check and the lock
+            # again under the lock: another process may have finished it meanwhile
+            change = changed_run(self.runs_dir, spec, cfg)
+            if change is not None:
+                if not self.rerun_changed:
+                    return Outcome(spec.run_id, "skipped-changed")
+                moved = replace_run(self.runs_dir, spec)
+                self.log(f"[sweep] moved {change.state} {spec.run_id} aside to {moved}")
+            elif is_done(self.runs_dir, spec):
                 return Outcome(spec.run_id, "skipped-done")
             return self._train(spec, cfg, slot, lock)
         finally:
@@ -395,7 +718,9 @@ class SweepRunner:
         write_text_atomic(cfg_path, yaml.safe_dump(cfg, sort_keys=False))
         rdir = run_dir(self.runs_dir, spec)
         rdir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(rdir / SPEC_FILE, json.dumps(spec.as_record(), indent=2) + "\n")
+        digest = config_hash(cfg)
+        record = {**spec.as_record(), "config_hash": digest}
+        write_text_atomic(rdir / SPEC_FILE, json.dumps(record, indent=2) + "\n")
         log_path = meta / "logs" / f"{spec.run_id}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
@@ -440,6 +765,7 @@ class SweepRunner:
                         "finished": time.time(),
                         "seconds": seconds,
                         "steps": summary.get("steps"),
+                        "config_hash": digest,
                     },
                     indent=2,
                 )
