@@ -65,3 +65,24 @@ def test_prepare_missing_data_folder(tmp_path: Path, capsys) -> None:
     code = main(["prepare", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "s")])
     assert code == 2
     assert f"{tmp_path / 'nope'}: no such scene file or folder" in capsys.readouterr().err
+
+
+def test_prepare_rebuilds_a_regenerated_scene_and_says_why(
+    scene_dir: Path, tmp_path: Path, capsys
+) -> None:
+    from icecontext.data.scene import write_scene
+    from icecontext.testing import make_scene_dataset
+
+    data = tmp_path / "data"
+    shutil.copytree(scene_dir, data)
+    out = tmp_path / "store"
+    args = ["prepare", "--data", str(data), "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    victim = find_scenes(data)[2]
+    name = victim.name[:19]
+    write_scene(make_scene_dataset(200, 225, seed=77, scene_name=name), victim)
+    capsys.readouterr()
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert f"rebuilding {name}: source changed (" in text
+    assert "1 scene(s) written, 2 already complete, 0 failed; 3 scene(s) in the store" in text
