@@ -46,3 +46,20 @@ def test_overrides_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert "option 'model.encoder.output_stride'" in capsys.readouterr().err
     assert main(["model-summary", "--config", cfg, "--input-size", "0", "5"]) == 2
     assert "option '--input-size'" in capsys.readouterr().err
+
+
+def test_summary_reports_the_trained_context(capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = str(CONFIGS / "autoice_reference.yaml")
+    args = ["model-summary", "--config", cfg, "--patch-size", "768", "--tile", "1024"]
+    assert main([*args, "model.aspp.rates=[24,48,72]"]) == 0
+    out = capsys.readouterr().out
+    assert "768 px training patches (48 x 48 feature cells at output stride 16)" in out
+    lines = out.split("trained context:", 1)[1].splitlines()
+    rates = {p[0]: p for line in lines if (p := line.split()) and p[0].isdigit()}
+    assert rates["24"][4:6] == ["50", "%"] and rates["48"][-1] == "UNTRAINED"
+    task = next(line.split() for line in lines if line.startswith("SOD "))
+    # theory 1291 + 16 (144 + 3) = 3643; trained: rate 24 only, capped at 2 x 768 - 1;
+    # applied at the 1024 px tile: capped at 2047
+    assert task == ["SOD", "3643", "291.44", "1535", "122.80", "2047", "163.76", "48,", "72"]
+    assert main([*args[:3], "--tile", "0"]) == 2
+    assert "option '--tile'" in capsys.readouterr().err

@@ -82,3 +82,58 @@ def test_run_configs_naming_their_model_preset_by_path_work(capsys):
     train = CONFIGS.parent / "train" / "small_cpu.yaml"
     assert main(["rf", "--config", str(train), "--theory-only"]) == 0
     assert "835" in capsys.readouterr().out  # the small preset's network RF in px
+
+
+def _context_rows(out: str) -> tuple[dict[int, list[str]], dict[str, list[str]]]:
+    """Rows of the trained-context tables: per rate, and per task (after the rate table)."""
+    lines = out.split("trained context:", 1)[1].splitlines()
+    rates = {int(p[0]): p[1:] for line in lines if (p := line.split()) and p[0].isdigit()}
+    tasks = {
+        p[0]: p[1:] for line in lines if (p := line.split()) and p[0] in ("SIC", "SOD", "FLOE")
+    }
+    return rates, tasks
+
+
+def test_trained_context_at_the_configured_patch_and_tile(capsys):
+    """A run config: data.patch_size and train.validation.tile are used, and named."""
+    train = CONFIGS.parent / "train" / "small_cpu.yaml"  # 384 px patches, 512 px tiles
+    assert main(["rf", "--config", str(train), "--theory-only"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "trained context: 384 px training patches (24 x 24 feature cells at output stride 16) "
+        "[data.patch_size]"
+    ) in out
+    assert "inference tile: 512 px [train.validation.tile]" in out
+    rates, tasks = _context_rows(out)
+    # (24 - r) / 24 per axis, its square on the diagonal; smallest patches (r + 1) 16, 2 r 16
+    assert rates[6] == ["SIC", "SOD", "FLOE", "75", "%", "56", "%", "112", "px", "192", "px"]
+    assert rates[18][3:5] == ["25", "%"] and rates[18][-2:] == ["under", "half"]
+    # all rates train: trained = min(835, 2 * 384 - 1); at the tile: min(835, 1023)
+    assert tasks["SOD"] == ["835", "66.80", "767", "61.36", "835", "66.80", "-"]
+
+
+def test_untrained_rates_and_overrides_of_patch_and_tile(capsys):
+    train = CONFIGS.parent / "train" / "small_cpu.yaml"
+    args = ["rf", "--config", str(train), "--theory-only", "--patch-size", "128", "--tile", "200"]
+    # model.* overrides reach a model preset named by path
+    assert main([*args, "model.aspp.rates=[2,24]"]) == 0
+    out = capsys.readouterr().out
+    assert "128 px training patches (8 x 8 feature cells at output stride 16) [--patch-size]" in out
+    assert "inference tile: 200 px [--tile]" in out
+    rates, tasks = _context_rows(out)
+    assert rates[24][3:] == ["0", "%", "0", "%", "400", "px", "768", "px", "UNTRAINED"]
+    assert rates[2][3:5] == ["75", "%"]
+    # theory: 211 + 16 (48 + 3) = 1027; trained: rate 2 only (323), capped at 255;
+    # applied at the tile: capped at 2 x 200 - 1 = 399
+    assert tasks["FLOE"] == ["1027", "82.16", "255", "20.40", "399", "31.92", "24"]
+    assert main([*args[:-4], "--patch-size", "0"]) == 2
+    assert "option '--patch-size'" in capsys.readouterr().err
+
+
+def test_a_model_preset_uses_the_default_patch_and_tile(capsys):
+    assert main(["rf", "--config", str(CONFIGS / "small_cpu.yaml"), "--theory-only"]) == 0
+    out = capsys.readouterr().out
+    assert "256 px training patches (16 x 16 feature cells" in out
+    assert "[default of data.patch_size]" in out and "[default of train.validation.tile]" in out
+    rates, _ = _context_rows(out)
+    assert rates[18][-1] == "UNTRAINED"

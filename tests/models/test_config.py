@@ -124,6 +124,33 @@ def test_spec_reads_only_features_and_downsample_and_ignores_other_sections(
     assert info.value.option == "model.aspp.rates"
 
 
+def test_spec_reads_patch_size_and_tile_and_inlines_a_preset_for_overrides(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "m.yaml").write_text(
+        yaml.safe_dump({"model": {"aspp": {"rates": [3]}, "encoder": {"pretrained": "w.pth"}}})
+    )
+    raw = {
+        "model": "model/m.yaml",
+        "data": {"features": ["sar"], "patch_size": 192},
+        "train": {"validation": {"tile": 640}},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    spec = load_model_spec(path)
+    assert (spec.patch_size, spec.tile) == (192, 640)
+    assert spec.model.aspp.rates == [3]
+    # overrides reach the preset; its relative paths stay relative to the preset's folder
+    spec = load_model_spec(path, ["model.aspp.rates=[1,2]", "data.patch_size=64"])
+    assert spec.model.aspp.rates == [1, 2] and spec.patch_size == 64
+    assert spec.model.encoder.pretrained == tmp_path.resolve() / "model" / "w.pth"
+    assert load_model_spec(CONFIGS / "small_cpu.yaml").patch_size is None
+    with pytest.raises(ConfigError) as info:
+        load_model_spec(path, ["train.validation.tile=0"])
+    assert info.value.option == "train.validation.tile"
+
+
 @pytest.mark.parametrize("name", ["small_cpu.yaml", "autoice_reference.yaml"])
 def test_presets_validate(name: str) -> None:
     spec = load_model_spec(CONFIGS / name)

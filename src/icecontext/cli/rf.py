@@ -2,18 +2,28 @@
 
 Prints, per task and ASPP branch, the theoretical receptive field, the measured extent
 of non-zero input gradients (positive surrogate of the model) and, per task, the
-effective receptive field (95 % of the gradient mass, Luo et al. 2016). Reads the
-``model:`` section of any config and only ``features``/``downsample`` of ``data:``.
+effective receptive field (95 % of the gradient mass, Luo et al. 2016). Then the trained
+context (:mod:`icecontext.models.trained_context`): per rate, the share of feature
+positions at which its taps read data in a training patch, and per task the trained
+field (rates that train, capped at 2 x patch - 1) and the field applied at the inference
+tile. Reads the ``model:`` section of any config and only ``features``/``downsample``/
+``patch_size`` of ``data:`` and ``validation.tile`` of ``train:``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from icecontext.atomic import atomic_path
 from icecontext.errors import ConfigError
+
+if TYPE_CHECKING:
+    from icecontext.models.config import ModelSpec
+    from icecontext.models.receptive_field import TaskRF
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +48,91 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--theory-only", action="store_true", help="skip the gradient measurements (instant)"
     )
     parser.add_argument("--no-erf", action="store_true", help="skip the effective receptive field")
+    add_context_arguments(parser)
     parser.add_argument(
         "overrides",
         nargs="*",
         metavar="KEY=VALUE",
         help="dotted overrides, e.g. model.aspp.rates=[1]",
+    )
+
+
+def add_context_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--patch-size`` and ``--tile`` (shared with ``model-summary``)."""
+    parser.add_argument(
+        "--patch-size",
+        type=int,
+        help="training patch side in pixels for the trained field (default: data.patch_size)",
+    )
+    parser.add_argument(
+        "--tile",
+        type=int,
+        help="inference tile side in pixels for the applied field (default: train.validation.tile)",
+    )
+
+
+def check_context_arguments(args: argparse.Namespace) -> None:
+    """Refuse ``--patch-size`` / ``--tile`` below 1 (before any model is built).
+
+    Raises:
+        ConfigError: Naming the flag.
+    """
+    for flag, value in (("--patch-size", args.patch_size), ("--tile", args.tile)):
+        if value is not None and value < 1:
+            raise ConfigError(flag, f"must be >= 1, got {value}")
+
+
+def trained_context_report(
+    spec: ModelSpec, theory: Mapping[str, TaskRF], patch: int | None, tile: int | None
+) -> str:
+    """The trained-context tables of a model spec, saying where patch and tile came from.
+
+    Args:
+        spec: The model spec read from the config.
+        theory: Its theoretical receptive fields.
+        patch: ``--patch-size`` (``None``: the config's ``data.patch_size``, else the
+            default of that option).
+        tile: ``--tile`` (``None``: ``train.validation.tile``, else its default).
+    """
+    from icecontext.data.config import DataConfig
+    from icecontext.models.trained_context import (
+        format_trained_context,
+        trained_context,
+        trained_fields,
+    )
+    from icecontext.training.config import ValidationConfig
+
+    def pick(
+        arg: int | None, flag: str, configured: int | None, option: str, default: int
+    ) -> tuple[int, str]:
+        if arg is not None:
+            return arg, flag
+        if configured is not None:
+            return configured, option
+        return default, f"default of {option}"
+
+    patch_px, patch_source = pick(
+        patch,
+        "--patch-size",
+        spec.patch_size,
+        "data.patch_size",
+        int(DataConfig.model_fields["patch_size"].default),
+    )
+    tile_px, tile_source = pick(
+        tile,
+        "--tile",
+        spec.tile,
+        "train.validation.tile",
+        int(ValidationConfig.model_fields["tile"].default),
+    )
+    context = trained_context(spec.model, patch_px)
+    return format_trained_context(
+        context,
+        trained_fields(theory, context, tile_px),
+        spec.downsample,
+        patch_source=patch_source,
+        tile=tile_px,
+        tile_source=tile_source,
     )
 
 
@@ -71,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--samples", f"must be >= 1, got {args.samples}")
     if not 0 < args.mass <= 1:
         raise ConfigError("--mass", f"must be in (0, 1], got {args.mass}")
+    check_context_arguments(args)
     spec = load_model_spec(args.config, args.overrides)
     model = build_model(spec.model, spec.in_channels, seed=args.seed)
     stride = model.encoder.output_stride
@@ -146,6 +237,8 @@ def run(args: argparse.Namespace) -> int:
             f"theory vs non-zero gradient extent: largest difference {worst} px, {verdict} one "
             f"feature cell ({stride} px)"
         )
+    print()
+    print(trained_context_report(spec, theory, args.patch_size, args.tile))
     if args.plot is not None:
         if measured is None:
             raise ConfigError("--plot", "needs the measurements; drop --theory-only")

@@ -313,6 +313,27 @@ def _optional_size(data: Mapping[str, Any], option: str) -> int | None:
     return node
 
 
+def _preset_section(path: Path) -> Any:
+    """The ``model`` section of a preset file a run config names by path.
+
+    A relative ``encoder.pretrained`` inside it is made absolute against the preset's
+    folder.
+    """
+    if not path.is_file():
+        raise ConfigError(SECTION, f"model preset file '{path}' not found")
+    preset = load_yaml(path)
+    section = preset.get(SECTION, preset)
+    if isinstance(section, Mapping):
+        section = dict(section)
+        encoder = section.get("encoder")
+        if isinstance(encoder, Mapping) and isinstance(encoder.get("pretrained"), str):
+            weights = Path(encoder["pretrained"])
+            if not weights.is_absolute():
+                weights = path.resolve().parent / weights
+            section["encoder"] = {**encoder, "pretrained": str(weights)}
+    return section
+
+
 def model_spec_from_mapping(
     data: Mapping[str, Any], base_dir: str | os.PathLike[str] | None = None
 ) -> ModelSpec:
@@ -329,13 +350,7 @@ def model_spec_from_mapping(
     if section is None:
         section = {}
     if isinstance(section, str) and base_dir is not None:
-        # run configs (configs/train/*.yaml) name their model preset by path
-        path = Path(base_dir) / section
-        if not path.is_file():
-            raise ConfigError(SECTION, f"model preset file '{path}' not found")
-        preset = load_yaml(path)
-        section = preset.get(SECTION, preset) if isinstance(preset, Mapping) else preset
-        base_dir = path.resolve().parent
+        section = _preset_section(Path(base_dir) / section)
     if not isinstance(section, Mapping):
         raise ConfigError(SECTION, "must be a mapping of model options")
     cfg = validate(ModelConfig, section, prefix=SECTION)
@@ -365,5 +380,11 @@ def load_model_spec(path: str | os.PathLike[str], overrides: Sequence[str] = ())
     Raises:
         ConfigError: If the file is missing or invalid, naming the dotted option.
     """
-    raw = apply_overrides(load_yaml(path), overrides)
-    return model_spec_from_mapping(raw, base_dir=Path(path).resolve().parent)
+    raw = load_yaml(path)
+    base_dir = Path(path).resolve().parent
+    if isinstance(raw.get(SECTION), str):
+        # a run config naming its model preset by path: inline it, so that model.*
+        # overrides apply to it
+        raw[SECTION] = _preset_section(base_dir / raw[SECTION])
+    raw = apply_overrides(raw, overrides)
+    return model_spec_from_mapping(raw, base_dir=base_dir)

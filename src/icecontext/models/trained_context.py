@@ -457,7 +457,7 @@ def format_trained_context(
 
     lines = [f"trained context: {context.describe_patch()} [{patch_source}]"]
     if tile is not None:
-        lines[0] += f"; inference tile {tile} px [{tile_source}]"
+        lines.append(f"inference tile: {tile} px [{tile_source}]")
     by_rate: dict[int, tuple[BranchShare, list[str]]] = {}
     for task, c in context.tasks.items():
         for b in c.rates:
@@ -475,9 +475,10 @@ def format_trained_context(
             f"{b.trained_from:>8} px {b.half_from:>6} px  {note}".rstrip()
         )
     pools = sorted({b.name for c in context.tasks.values() for b in c.branches if b.rate is None})
+    lines.append("axis: share of feature positions at which the taps (+-r, 0), (0, +-r) read data")
     lines.append(
-        f"axis/diagonal: share of feature positions at which the off-centre taps read data "
-        f"(not zero padding); {' and '.join(pools)} read data at every position"
+        f"(not zero padding); diagonal: the same for (+-r, +-r); {' and '.join(pools)} read "
+        "data at every position"
     )
     header = (
         f"{'task':<5} {'theory px':>9} {'theory km':>9} {'trained px':>10} {'trained km':>10} "
@@ -492,8 +493,8 @@ def format_trained_context(
             f"{_rates_text(f.untrained_rates) or '-'}"
         )
     lines.append(
-        f"trained: through the rates that train, capped at 2 x patch - 1 = "
-        f"{2 * min(context.patch) - 1} px"
-        + (f"; at tile: every rate, capped at 2 x tile - 1 = {2 * tile - 1} px" if tile else "")
+        f"trained: the rates that train, capped at 2 x patch - 1 = {2 * min(context.patch) - 1} px"
     )
+    if tile is not None:
+        lines.append(f"at tile: every rate (what inference runs), capped at {2 * tile - 1} px")
     return "\n".join(lines)
