@@ -4,7 +4,10 @@ A run counts when its directory holds ``study.json`` (the grid point, written by
 sweep) and ``metrics.json`` (written by training). Scores are those of the run's final
 validation (``last_scores``; the per-scene breakdown belongs to the same validation).
 The theoretical receptive field of each task comes from the run's ``config.yaml``
-(``icecontext.models.receptive_field``), in pixels of the model input and in km.
+(``icecontext.models.receptive_field``), in pixels of the model input and in km, and so
+does the trained receptive field (``icecontext.models.trained_context``): the field
+through the atrous rates that the run's training patches (``data.patch_size``) can
+train, capped at ``2 x patch - 1``.
 """
 
 from __future__ import annotations
@@ -33,28 +36,62 @@ def _load_json(path: Path) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=256)
-def _rf_cached(model_json: str, in_channels: int) -> dict[str, float]:
+def _task_rfs_cached(model_json: str, in_channels: int) -> dict[str, Any]:
+    """Theoretical receptive fields (``TaskRF`` per task) of a model config, built once."""
     from icecontext.models.config import ModelConfig
     from icecontext.models.multitask import build_model
     from icecontext.models.receptive_field import theoretical_receptive_fields
 
     cfg = ModelConfig.model_validate(json.loads(model_json))
-    model = build_model(cfg, in_channels, seed=0)
+    return theoretical_receptive_fields(build_model(cfg, in_channels, seed=0))
+
+
+def _rf_cached(model_json: str, in_channels: int) -> dict[str, float]:
     return {
         t: float(rf.total_px) if rf.total_px is not None else math.inf
-        for t, rf in theoretical_receptive_fields(model).items()
+        for t, rf in _task_rfs_cached(model_json, in_channels).items()
     }
+
+
+def _model_of(config: dict[str, Any]) -> tuple[Any, int]:
+    """The validated model section of a run config mapping and its input channels."""
+    from icecontext.models.config import ModelConfig, resolve_in_channels
+
+    model = dict(config.get("model") or {})
+    model["encoder"] = dict(model.get("encoder") or {})
+    model["encoder"].pop("pretrained", None)  # no weights needed for geometry
+    cfg = ModelConfig.model_validate(model)
+    return cfg, resolve_in_channels(cfg, (config.get("data") or {}).get("features"))
 
 
 def receptive_fields_px(config: dict[str, Any]) -> dict[str, float]:
     """Theoretical receptive field per task (model-input pixels) of a run config mapping."""
-    from icecontext.models.config import ModelConfig, resolve_in_channels
-
-    model = dict(config.get("model") or {})
-    model.get("encoder", {}).pop("pretrained", None)  # no weights needed for geometry
-    cfg = ModelConfig.model_validate(model)
-    channels = resolve_in_channels(cfg, (config.get("data") or {}).get("features"))
+    cfg, channels = _model_of(config)
     return _rf_cached(cfg.model_dump_json(), channels)
+
+
+def trained_receptive_fields_px(config: dict[str, Any]) -> tuple[dict[str, float], bool]:
+    """Trained receptive field per task (model-input pixels) of a run config mapping.
+
+    The theoretical field through the atrous rates whose taps read data in the run's
+    training patches (``data.patch_size``, its default when absent), capped at
+    ``2 x patch - 1`` (:func:`icecontext.models.trained_context.trained_fields`).
+
+    Returns:
+        The field per task, and whether any rate of the run read only zero padding in
+        training (it trained with ``model.allow_untrained_taps``, or before the check).
+    """
+    from icecontext.models.trained_context import trained_context, trained_fields
+
+    cfg, channels = _model_of(config)
+    patch = (config.get("data") or {}).get("patch_size")
+    if patch is None:
+        from icecontext.data.config import DataConfig
+
+        patch = DataConfig.model_fields["patch_size"].default
+    context = trained_context(cfg, int(patch))
+    fields = trained_fields(_task_rfs_cached(cfg.model_dump_json(), channels), context)
+    return {t: float(f.trained_px) for t, f in fields.items()}, bool(context.untrained)
 
 
 def read_run(run_dir: Path) -> dict[str, Any] | None:
@@ -85,9 +122,13 @@ def read_run(run_dir: Path) -> dict[str, Any] | None:
         downsample = int((config.get("data") or {}).get("downsample", 1))
         from icecontext.models.receptive_field import pixels_to_km
 
+        trained, untrained = trained_receptive_fields_px(config)
         for task, px in receptive_fields_px(config).items():
             row[f"rf_px_{task}"] = px
             row[f"rf_km_{task}"] = pixels_to_km(px, downsample)
+            row[f"trained_rf_px_{task}"] = trained[task]
+            row[f"trained_rf_km_{task}"] = pixels_to_km(trained[task], downsample)
+        row["untrained_taps"] = untrained
     row["downsample"] = downsample
     row["run_dir"] = str(run_dir)
     return row
@@ -148,7 +189,9 @@ def collect_runs(runs_dir: str | Path, features: Sequence[str] | None = None) ->
 
     Columns: ``run_id``, ``config_id``, ``rates``, ``max_rate``, ``features``,
     ``task_rates``, ``seed``, ``steps``, the four scores, ``rf_px_<task>``,
-    ``rf_km_<task>``, ``downsample``.
+    ``rf_km_<task>``, ``trained_rf_px_<task>``, ``trained_rf_km_<task>`` (the field the
+    training patches could train), ``untrained_taps`` (whether a rate read only zero
+    padding in training), ``downsample``.
 
     Raises:
         DataError: If the folder holds no finished run.
