@@ -63,7 +63,18 @@ def test_explain_compare_end_to_end(setup, capsys):
     models = {m["model"]: m for m in summary["models"]}
     # receptive field grows with the rates; each is a number of km
     assert models["rates-4-8"]["receptive_field_km"] > models["rates-1-2"]["receptive_field_km"]
-    assert all(m["layer"].endswith(".project") for m in models.values())
+    # the defaults: HiResCAM at the ASPP input
+    assert summary["method"] == "hirescam"
+    assert all(m["layer"] == "encoder.layer2" for m in models.values())
+    # the distance plot's radius is the field after that layer (ASPP + decoder), by hand
+    # at output stride 8: rates [1, 2] 1 + 2 x 2 + 2 + 1 = 8 cells = 64 px = 5.12 km;
+    # rates [4, 8] 1 + 2 x 8 + 2 + 1 = 20 cells = 12.8 km; the whole fields add the
+    # encoder's 99 px: 99 + 8 x 7 = 155 px = 12.4 km and 99 + 8 x 19 = 251 px = 20.08 km
+    assert models["rates-1-2"]["explained_field_km"] == pytest.approx(5.12)
+    assert models["rates-4-8"]["explained_field_km"] == pytest.approx(12.8)
+    assert models["rates-1-2"]["receptive_field_km"] == pytest.approx(12.4)
+    assert models["rates-4-8"]["receptive_field_km"] == pytest.approx(20.08)
+    assert "reach km" in printed and " 2.6 " in printed and " 6.4 " in printed
     table = pd.read_csv(out / "distance_summary.csv")
     assert list(table["model"]) == ["rates-1-2", "rates-4-8"]
     with (
@@ -76,6 +87,8 @@ def test_explain_compare_end_to_end(setup, capsys):
         ref = a["reference"].values
         np.testing.assert_array_equal(a["target_mask"].values.astype(bool), ref != 255)
         assert a.attrs["receptive_field_km"] < b.attrs["receptive_field_km"]
+        assert a.attrs["explained_field_km"] == pytest.approx(5.12)
+        assert a.attrs["method"] == "hirescam" and a.attrs["layer"] == "encoder.layer2"
         assert a.attrs["checkpoint"].endswith("best.ckpt")
 
 
@@ -83,8 +96,7 @@ def test_explain_window_sic_regression_hirescam_default_folder(setup):
     _, scene, ckpt, _ = setup
     args = ["explain", "-k", str(ckpt.parent.parent), "-s", str(scene), "-t", "SIC"]
     args += ["--window", "20", "30", "64", "96", "--device", "cpu"]
-    args += ["--method", "hirescam", "--layer", "encoder.layer2"]
-    assert main(args) == 0
+    assert main(args) == 0  # the defaults: HiResCAM at the ASPP input
     name = scene.name.removesuffix("_prep.nc")
     out = ckpt.parent.parent / "explain" / f"{name}-SIC-all-prediction-hirescam-encoder.layer2"
     assert json.loads((out / "summary.json").read_text())["method"] == "hirescam"
@@ -96,6 +108,15 @@ def test_explain_window_sic_regression_hirescam_default_folder(setup):
         # every pixel with SAR data is a target pixel when no class is asked for
         np.testing.assert_array_equal(ds["target_mask"].values, ds["valid"].values)
     assert not (out / "compare.png").exists()
+    # the default folder always names the method and layer: other choices do not overwrite it
+    args += ["--method", "gradcam", "--layer", "decoders.SIC.project"]
+    assert main(args) == 0
+    other = (
+        ckpt.parent.parent / "explain" / f"{name}-SIC-all-prediction-gradcam-decoders.SIC.project"
+    )
+    assert json.loads((other / "summary.json").read_text())["method"] == "gradcam"
+    row = json.loads((other / "summary.json").read_text())["models"][0]
+    assert row["explained_field_km"] == pytest.approx(16 * 0.08)  # head + upsampling: 2 cells
 
 
 def test_figures_name_the_method():

@@ -10,10 +10,14 @@ from icecontext.errors import DataError
 from icecontext.explain.distance import (
     distance_km,
     distance_profile,
+    explained_field,
     weighted_quantile,
     write_profiles_csv,
     write_summary_csv,
 )
+from icecontext.models.config import ModelConfig
+from icecontext.models.multitask import build_model
+from icecontext.models.receptive_field import theoretical_receptive_fields
 
 PX = 0.08  # km
 
@@ -136,7 +140,9 @@ def test_hirescam_reach_grows_with_the_atrous_rate_and_stays_in_the_receptive_fi
     d90 = {}
     for rates in [(1,), (6,)]:
         model = tiny_model(rates=rates, seed=0)
-        radius = model.receptive_field() / 2
+        # the field of the ASPP and decoder (the layers after encoder.layer2), not the model's
+        radius = explained_field(model, "SOD", "encoder.layer2").radius_px
+        assert radius < model.receptive_field() / 2
         maps = {
             method: explain_scene(
                 model, src, src.features, TargetSpec("SOD", 2), layer="encoder.layer2",
@@ -147,6 +153,75 @@ def test_hirescam_reach_grows_with_the_atrous_rate_and_stays_in_the_receptive_fi
         hires = distance_profile(maps["hirescam"].cam, maps["hirescam"].target_mask, 1.0)
         grad = distance_profile(maps["gradcam"].cam, maps["gradcam"].target_mask, 1.0)
         assert hires.d90_km <= radius
-        assert grad.d50_km > radius  # half of Grad-CAM's mass lies beyond the field
+        assert grad.d50_km > model.receptive_field() / 2  # half of it beyond the whole field
         d90[rates] = hires.d90_km
     assert d90[(6,)] > 2.5 * d90[(1,)]
+
+
+def _resnet18_layer2(rates, pooling="none"):
+    """ResNet-18 cut after layer2 (output stride 8), ASPP decoders of ``rates``."""
+    cfg = {
+        "encoder": {"name": "resnet18", "depth": "layer2", "output_stride": 8},
+        "aspp": {"rates": list(rates), "channels": 8, "pooling": pooling, "dropout": 0.0},
+    }
+    return build_model(ModelConfig.model_validate(cfg), 3, seed=0).eval()
+
+
+def test_explained_field_by_hand_resnet18_layer2_os8_rates_1_2_3():
+    """The field of the part after the explained layer, in that layer's cells and in pixels.
+
+    After the encoder output (stride 8): the widest branch, a 3x3 conv of rate 3, adds
+    2 x 3 = 6 cells, the 1x1 fusion 0, the 3x3 projection 2, the 1x1 head 0 and the
+    bilinear upsampling 1: 1 + 6 + 2 + 1 = 10 cells = 80 px, radius 40 px = 3.2 km at
+    80 m. The whole model's field adds the encoder's own 99 px: 99 + 8 x 9 = 171 px.
+    """
+    model = _resnet18_layer2([1, 2, 3])
+    field = explained_field(model, "SOD", "encoder.layer2")
+    assert (field.stride_px, field.cells, field.px, field.radius_px) == (8, 10, 80, 40.0)
+    assert field.km(1) == pytest.approx(6.4) and field.km(2) == pytest.approx(12.8)
+    rf = theoretical_receptive_fields(model)["SOD"]
+    assert (rf.encoder_px, rf.total_px) == (99, 171)
+    # the same from the model's own theory: whole field minus the encoder's, per cell, + 1
+    assert field.cells == (rf.total_px - rf.encoder_px) // rf.output_stride + 1
+    assert field.cells == max((b.total_px - rf.encoder_px) // 8 + 1 for b in rf.branches)
+    assert explained_field(model, "SOD", "encoder").px == 80  # the encoder's output too
+    # inside the decoder: only what follows counts
+    by_hand = {
+        "decoders.SOD.aspp.branches.3": 1 + 2 + 1,  # fusion 0, projection 2, upsampling 1
+        "decoders.SOD.aspp.branches.0": 1 + 2 + 1,
+        "decoders.SOD.aspp.project": 1 + 2 + 1,
+        "decoders.SOD.project": 1 + 1,  # head 0, upsampling 1
+        "heads.SOD": 1 + 1,
+    }
+    for layer, cells in by_hand.items():
+        f = explained_field(model, "SOD", layer)
+        assert (f.stride_px, f.cells, f.px) == (8, cells, 8 * cells), layer
+    # an earlier encoder stage (stride 4): layer2 (stride 2, three more 3x3 convs) follows
+    # 1 + 2 + 3 x 2 x 2 = 15 cells, then the decoder at a jump of 2: + 2 x (6 + 2 + 1) = 33
+    f = explained_field(model, "SOD", "encoder.layer1")
+    assert (f.stride_px, f.cells, f.px) == (4, 33, 132)
+    assert rf.total_px == 43 + 4 * (33 - 1)  # layer1's own field is 43 px
+    # not on the SOD path: another task's decoder
+    assert explained_field(model, "SOD", "decoders.SIC.project") is None
+
+
+def test_explained_field_with_global_pooling_is_unbounded_before_the_aspp():
+    model = _resnet18_layer2([1, 2], pooling="global")
+    assert explained_field(model, "FLOE", "encoder.layer2").px is None
+    assert explained_field(model, "FLOE", "encoder.layer2").radius_px is None
+    assert explained_field(model, "FLOE", "decoders.FLOE.project").px == 16
+    # a local average pooling branch of 3 reads 3 cells, like a rate-1 3x3 branch
+    local = _resnet18_layer2([1], pooling="avg:3")
+    assert explained_field(local, "FLOE", "encoder.layer2").cells == 1 + 2 + 2 + 1
+
+
+def test_the_distance_figure_draws_the_explained_radius(tmp_path):
+    """The CLI's dotted line: half of the explained part's field, by hand 40 px = 3.2 km."""
+    from icecontext.explain.figures import distance_figure
+
+    r, point = _grid(101)
+    p = distance_profile((r <= 30).astype(float), point, PX)
+    field = explained_field(_resnet18_layer2([1, 2, 3]), "SOD", "encoder.layer2")
+    fig = distance_figure({"m": p}, {"m": field.km(1)})
+    dotted = [line for line in fig.axes[0].get_lines() if line.get_linestyle() == ":"]
+    assert len(dotted) == 1 and dotted[0].get_xdata()[0] == pytest.approx(3.2)

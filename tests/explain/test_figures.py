@@ -32,7 +32,7 @@ def test_explain_figure_shows_cam_reference_and_prediction(result, tmp_path):
     hh = np.where(result.valid, -15.0, np.nan)
     fig = explain_figure(result, hh)
     titles = _titles(fig)
-    assert "Grad-CAM at decoders.SOD.project" in titles
+    assert "HiResCAM at encoder.layer2" in titles  # the defaults: HiResCAM at the ASPP input
     assert "SOD reference" in titles and "SOD prediction" in titles
     assert "SOD class 3 (reference mask)" in fig._suptitle.get_text()
     path = save_figure(fig, tmp_path / "explain.png")
@@ -60,6 +60,7 @@ def test_compare_figure_titles_carry_the_receptive_field(result, tmp_path):
 
 
 def test_distance_figure_marks_d50_d90_and_receptive_field(result, tmp_path):
+    """The dotted line is at half the field passed in (the CLI passes the explained part's)."""
     p = distance_profile(result.cam, result.target_mask, result.pixel_km)
     fig = distance_figure({"a": p, "b": p}, {"a": 3.0, "b": None}, title="t")
     ax = fig.axes[0]

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from icecontext.errors import ConfigError
-from icecontext.explain.gradcam import default_layer, find_layer, gradcam_batch
+from icecontext.explain.gradcam import DEFAULT_METHOD, default_layer, find_layer, gradcam_batch
 from icecontext.explain.scene import explain_scene
 from icecontext.explain.targets import RegionTarget, TargetSpec, make_targets
 
@@ -70,7 +70,9 @@ def test_acceptance_sod_cam_concentrates_on_the_region_the_head_depends_on():
     where = np.zeros_like(region)
     where[40:, 40:] = True
     target = RegionTarget(where, class_index=2, classes=np.full(region.shape, 2, np.uint8))
-    result = gradcam_batch(model, torch.from_numpy(x[None]), "SOD", [target], "features")
+    result = gradcam_batch(
+        model, torch.from_numpy(x[None]), "SOD", [target], "features", method="gradcam"
+    )
     cam = result.cam[0]
     assert cam.sum() > 0
     inside = cam[region].sum() / cam.sum()
@@ -82,7 +84,7 @@ def test_acceptance_sod_cam_concentrates_on_the_region_the_head_depends_on():
     source = MemorySource(x)
     spec = TargetSpec("SOD", 2, "prediction")
     scene = explain_scene(
-        model, source, source.features, spec, layer="features", tile=64, overlap=0
+        model, source, source.features, spec, layer="features", tile=64, overlap=0, method="gradcam"
     )
     assert scene.tiles == 1
     assert scene.cam[region].sum() / scene.cam.sum() > 0.9
@@ -104,11 +106,30 @@ def test_sic_regression_head_is_explained_too():
     np.testing.assert_array_equal(result.masks[0], where)
 
 
-def test_default_layer_is_the_convolution_after_the_aspp(model):
-    assert default_layer(model, "SOD") == "decoders.SOD.project"
+def test_the_defaults_are_hirescam_at_the_aspp_input(model, scene):
+    """What docs/explain.md recommends for context: HiResCAM at the encoder output."""
+    from .conftest import real_model
+
+    assert DEFAULT_METHOD == "hirescam"
+    assert default_layer(model, "SOD") == "encoder.layer2"
     name, module = find_layer(model, None, "FLOE")
-    assert name == "decoders.FLOE.project"
-    assert module is model.decoders.FLOE.project
+    assert name == "encoder.layer2"
+    assert module is model.encoder.layer2
+    # the module that feeds the ASPP: the encoder's output is the last kept stage's
+    x = torch.from_numpy(scene.inputs[None, :, :64, :64])
+    seen = []
+    handle = module.register_forward_hook(lambda m, i, o: seen.append(o))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    assert len(seen) == 1 and torch.equal(seen[0], model.encoder(x))
+    # the real ResNet-18 cut after layer2 (the CLI's tiny checkpoints)
+    assert default_layer(real_model(), "SOD") == "encoder.layer2"
+    targets = make_targets(TargetSpec("SOD"), np.ones((1, 64, 64), bool))
+    result = gradcam_batch(model, x, "SOD", targets)
+    assert result.method == "hirescam" and result.layer == "encoder.layer2"
     # any module name works, not only the suggested ones
     assert find_layer(model, "encoder.layer1.0", "SOD")[0] == "encoder.layer1.0"
 
@@ -155,12 +176,19 @@ def test_batch_aware_each_sample_uses_its_own_mask(model, scene):
     regions[0, :20, :20] = True
     regions[1, 40:, 40:] = True
     spec = TargetSpec("SOD")
-    both = gradcam_batch(model, x, "SOD", make_targets(spec, regions), "encoder.layer2")
+    both = gradcam_batch(
+        model, x, "SOD", make_targets(spec, regions), "encoder.layer2", method="gradcam"
+    )
     assert not np.allclose(both.cam[0], both.cam[1], rtol=0.1)
     np.testing.assert_array_equal(both.masks, regions)
     for b in range(2):
         alone = gradcam_batch(
-            model, x[b : b + 1], "SOD", make_targets(spec, regions[b : b + 1]), "encoder.layer2"
+            model,
+            x[b : b + 1],
+            "SOD",
+            make_targets(spec, regions[b : b + 1]),
+            "encoder.layer2",
+            method="gradcam",
         )
         np.testing.assert_allclose(both.cam[b], alone.cam[0], rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(both.weights[b], alone.weights[0], rtol=1e-5, atol=1e-9)
@@ -205,7 +233,9 @@ def test_hirescam_stays_where_the_target_draws_gradcam_lights_similar_features_a
     model = PixelSODNet().eval()
     x, near, far = _two_patches()
     target = RegionTarget(near, class_index=2, classes=np.full(near.shape, 2, np.uint8))
-    grad = gradcam_batch(model, torch.from_numpy(x[None]), "SOD", [target], "features")
+    grad = gradcam_batch(
+        model, torch.from_numpy(x[None]), "SOD", [target], "features", method="gradcam"
+    )
     hires = gradcam_batch(
         model, torch.from_numpy(x[None]), "SOD", [target], "features", method="hirescam"
     )

@@ -18,7 +18,7 @@ from icecontext.inference.tiling import round_up
 from .conftest import MemorySource
 
 
-def _single_pass(model, scene, spec, layer=None, window=None):
+def _single_pass(model, scene, spec, layer=None, window=None, method="hirescam"):
     """pytorch-grad-cam over the whole (zero-padded to 32) domain in one batch of one."""
     r0, c0, h, w = window or (0, 0, *scene.shape)
     ph, pw = round_up(h, 32), round_up(w, 32)
@@ -29,26 +29,36 @@ def _single_pass(model, scene, spec, layer=None, window=None):
     ref = np.full((1, ph, pw), 255, np.uint8)
     ref[0, :h, :w] = scene.charts[spec.task][r0 : r0 + h, c0 : c0 + w]
     targets = make_targets(spec, region, references=ref)
-    result = gradcam_batch(model, torch.from_numpy(x), spec.task, targets, layer)
+    result = gradcam_batch(model, torch.from_numpy(x), spec.task, targets, layer, method)
     return result.cam[0, :h, :w], result.masks[0, :h, :w], result.weights[0]
 
 
 @pytest.mark.parametrize(
     ("spec", "layer", "cache_mb"),
     [
-        (TargetSpec("SOD", None, "reference"), None, 512.0),
-        (TargetSpec("SOD", None, "reference"), None, 0.0),  # pass 2 recomputes activations
-        (TargetSpec("FLOE", 2, "reference"), "encoder.layer2", 512.0),
+        (TargetSpec("SOD", None, "reference"), "decoders.SOD.project", 512.0),
+        # pass 2 recomputes activations
+        (TargetSpec("SOD", None, "reference"), "decoders.SOD.project", 0.0),
+        (TargetSpec("FLOE", 2, "reference"), None, 512.0),  # the default layer
         (TargetSpec("SIC", None, "prediction"), "decoders.SIC.aspp.branches.1", 0.0),
     ],
 )
 def test_tiled_scene_equals_a_single_pass(model, scene, spec, layer, cache_mb):
+    """Grad-CAM: the channel weights average over the whole scene, across tiles."""
     tiled = explain_scene(
-        model, scene, scene.features, spec, layer=layer, tile=128, overlap="auto", cache_mb=cache_mb
+        model,
+        scene,
+        scene.features,
+        spec,
+        layer=layer,
+        tile=128,
+        overlap="auto",
+        cache_mb=cache_mb,
+        method="gradcam",
     )
     assert tiled.tiles == 9 and tiled.exact
     assert tiled.margin >= -(-model.receptive_field() // 2)
-    cam, mask, weights = _single_pass(model, scene, spec, layer)
+    cam, mask, weights = _single_pass(model, scene, spec, layer, method="gradcam")
     assert cam.max() > 0
     np.testing.assert_array_equal(tiled.target_mask, mask)
     np.testing.assert_allclose(tiled.weights, weights, rtol=1e-4, atol=1e-6 * np.abs(weights).max())
@@ -64,9 +74,9 @@ def test_scene_size_not_a_multiple_of_the_stride(model):
     charts = blocky_charts((150, 175), seed=4)
     src = MemorySource(rng.normal(0, 1, (3, 150, 175)), charts)
     spec = TargetSpec("SOD", None, "reference")
-    tiled = explain_scene(model, src, src.features, spec, tile=128)
+    tiled = explain_scene(model, src, src.features, spec, tile=128, method="gradcam")
     assert tiled.cam.shape == (150, 175) and tiled.exact
-    cam, mask, _ = _single_pass(model, src, spec)
+    cam, mask, _ = _single_pass(model, src, spec, method="gradcam")
     np.testing.assert_array_equal(tiled.target_mask, mask)
     np.testing.assert_allclose(tiled.cam, cam, rtol=0, atol=1e-4 * cam.max())
 
@@ -138,13 +148,14 @@ def test_cam_netcdf_round_trip(model, scene, tmp_path):
         np.testing.assert_array_equal(ds["target_mask"].values.astype(bool), result.target_mask)
         np.testing.assert_array_equal(ds["reference"].values, result.reference)
         assert ds.attrs["task"] == "FLOE" and ds.attrs["class_index"] == -1
-        assert ds.attrs["layer"] == "decoders.FLOE.project"
+        assert ds.attrs["layer"] == "encoder.layer2"  # the default, with HiResCAM
+        assert ds.attrs["method"] == "hirescam"
         assert ds.attrs["checkpoint"] == "x.ckpt"
         assert list(ds["row"].values[[0, -1]]) == [0, 95]
     assert not list(tmp_path.glob(".*"))  # no temporary file left
 
 
-@pytest.mark.parametrize("layer", ["encoder.layer2", None])
+@pytest.mark.parametrize("layer", [None, "decoders.SOD.project"])
 def test_tiled_hirescam_equals_a_single_pass(model, scene, layer):
     spec = TargetSpec("SOD", None, "reference")
     tiled = explain_scene(

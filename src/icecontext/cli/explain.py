@@ -4,11 +4,14 @@ r"""``icecontext explain``: Grad-CAM maps of one task head over a scene, and how
 
     icecontext explain --checkpoint runs/a/checkpoints/best.ckpt --scene data/X_prep.nc \
         --task SOD [--class 4] [--mask reference|prediction] [--layer NAME] \
-        [--window R C H W] [--method gradcam|hirescam] [--out DIR] \
+        [--window R C H W] [--method hirescam|gradcam] [--out DIR] \
         [--compare runs/b runs/c ...]
 
-Writes into ``--out`` (default ``<run>/explain/<scene>-<task>-<class>-<mask>``, plus
-``-hirescam`` and ``-<layer>`` when those are chosen):
+The defaults measure context: HiResCAM at the ASPP input (the encoder's last kept
+stage), whose map spreads as far as the ASPP and decoder let the target reach back.
+
+Writes into ``--out`` (default
+``<run>/explain/<scene>-<task>-<class>-<mask>-<method>-<layer>``):
 
 * ``explain.png``: the CAM over the scene's HH with the target outlined, the reference
   chart and the prediction of the task;
@@ -17,7 +20,8 @@ Writes into ``--out`` (default ``<run>/explain/<scene>-<task>-<class>-<mask>``, 
 * ``compare.png`` (with ``--compare``): the same target for every model side by side,
   titled with each model's atrous rates and receptive field in km;
 * ``distance.csv`` / ``distance_summary.csv`` / ``distance.png``: CAM mass against
-  distance from the target region (km), and the distances holding 50 % / 90 % of it;
+  distance from the target region (km), and the distances holding 50 % / 90 % of it,
+  beside the radius of the field of the layers after the explained one;
 * ``summary.json``, ``config.yaml``, ``provenance.json``.
 
 See docs/explain.md for what the maps mean and their limits.
@@ -37,6 +41,10 @@ from typing import Any
 
 from icecontext.cli.tiling_options import parse_overlap
 from icecontext.errors import ConfigError, DataError
+
+DEFAULT_METHOD = "hirescam"
+"""``--method`` default (``icecontext.explain.gradcam.DEFAULT_METHOD``; not imported here
+so that ``--help`` does not load torch)."""
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +79,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="which chart picks the target pixels (default: the model's prediction)",
     )
     parser.add_argument(
-        "--layer", default=None, help="module name (default: decoders.<task>.project)"
+        "--layer",
+        default=None,
+        help="module name (default: the ASPP input, the encoder's last stage, e.g. encoder.layer3)",
     )
     parser.add_argument(
         "--list-layers", action="store_true", help="print the layers of the task and exit"
     )
     parser.add_argument(
         "--method",
-        choices=("gradcam", "hirescam"),
-        default="gradcam",
-        help="gradcam (default) or hirescam: gradient x activation at each position, which "
-        "stays where the target draws evidence (better for the distance summary)",
+        choices=("hirescam", "gradcam"),
+        default=DEFAULT_METHOD,
+        help="hirescam (default): gradient x activation at each position, which stays where "
+        "the target draws evidence (what the distance summary needs); or gradcam: where the "
+        "features the target relies on are present, anywhere",
     )
     parser.add_argument(
         "--window",
@@ -223,6 +234,14 @@ def _receptive_km(model: Any, task: str, downsample: int) -> float | None:
     return None if px is None else pixels_to_km(px, downsample)
 
 
+def _explained_km(model: Any, task: str, layer: str, downsample: int) -> float | None:
+    """The field (km) of the layers after ``layer``: what the distance plot's radius shows."""
+    from icecontext.explain.distance import explained_field
+
+    field = explained_field(model, task, layer)
+    return None if field is None else field.km(downsample)
+
+
 def _rates(cfg: Any, task: str) -> str:
     model = cfg.model
     rates = ",".join(str(r) for r in model.rates_for(task))
@@ -300,8 +319,9 @@ def run(args: argparse.Namespace) -> int:
         for name, what in suggested_layers(first.model, spec.task).items():
             print(f"{name:<36} {what}")
         return 0
-    for m in models:  # fail fast on a bad --layer, before any reading
-        find_layer(m.model, args.layer, spec.task)
+    # fail fast on a bad --layer, before any reading
+    layer_names = [find_layer(m.model, args.layer, spec.task)[0] for m in models]
+    layer_name = layer_names[0]
 
     downsample = int(first.cfg.data.downsample)
     for m in models[1:]:
@@ -322,11 +342,8 @@ def run(args: argparse.Namespace) -> int:
 
     src0 = source_for(first)
     domain = _window(args.window, downsample)
-    slug = spec.slug()
-    if args.method != "gradcam":
-        slug += f"-{args.method}"
-    if args.layer:
-        slug += f"-{args.layer}"
+    # the method and layer always, so a change of defaults never overwrites other maps
+    slug = f"{spec.slug()}-{args.method}-{layer_name}"
     out = args.out or _run_dir(first.path) / "explain" / f"{src0.name}-{slug}"
     out = Path(out)
     # fail on an unwritable place before the (long) computation, but create the folder
@@ -336,7 +353,7 @@ def run(args: argparse.Namespace) -> int:
     if not os.access(parent, os.W_OK):
         raise ConfigError("--out", f"cannot write to {out} ({parent} is not writable)")
 
-    results: list[tuple[_Model, SceneCam, float | None]] = []
+    results: list[tuple[_Model, SceneCam, float | None, float | None]] = []
     fixed = None
     for m in models:
         tile = args.tile or int(m.cfg.train.validation.tile)
@@ -362,7 +379,14 @@ def run(args: argparse.Namespace) -> int:
                 if spec.mask == "reference"
                 else np.where(result.valid, result.prediction, 255).astype(np.uint8)
             )
-        results.append((m, result, _receptive_km(m.model, spec.task, downsample)))
+        results.append(
+            (
+                m,
+                result,
+                _receptive_km(m.model, spec.task, downsample),
+                _explained_km(m.model, spec.task, result.layer, downsample),
+            )
+        )
 
     out.mkdir(parents=True, exist_ok=True)
     first_result = results[0][1]
@@ -370,10 +394,12 @@ def run(args: argparse.Namespace) -> int:
     files: list[Path] = []
     profiles: dict[str, DistanceProfile] = {}
     summary_rows: list[dict[str, object]] = []
-    for m, r, rf_km in results:
+    for m, r, rf_km, part_km in results:
         attrs = {"checkpoint": str(m.path.resolve()), "model_label": m.label}
         if rf_km is not None:
             attrs["receptive_field_km"] = rf_km
+        if part_km is not None:
+            attrs["explained_field_km"] = part_km
         files.append(write_cam_netcdf(r, out / f"cam-{m.label}.nc", attrs))
         row: dict[str, object] = {
             "model": m.label,
@@ -381,6 +407,7 @@ def run(args: argparse.Namespace) -> int:
             "layer": r.layer,
             "rates": _rates(m.cfg, spec.task),
             "receptive_field_km": rf_km,
+            "explained_field_km": part_km,
             "target_pixels": int(r.target_mask.sum()),
             "inside_fraction": None,
             "d50_km": None,
@@ -407,16 +434,17 @@ def run(args: argparse.Namespace) -> int:
                 + ("global" if rf is None else f"{rf:.1f} km"),
                 r,
             )
-            for m, r, rf in results
+            for m, r, rf, _ in results
         ]
         files.append(
             save_figure(compare_figure(panels, hh, max_size=args.max_size), out / "compare.png")
         )
     if profiles:
         files.append(write_profiles_csv(profiles, out / "distance.csv"))
-        rf_map = {m.label: rf for m, _, rf in results}
+        # the dotted radius: the field of the part explained, not the whole model's
+        part_map = {m.label: part for m, _, _, part in results}
         fig = distance_figure(
-            profiles, rf_map, title=f"{src0.name}: {spec.describe()}", method=args.method
+            profiles, part_map, title=f"{src0.name}: {spec.describe()}", method=args.method
         )
         files.append(save_figure(fig, out / "distance.png"))
     files.append(write_summary_csv(summary_rows, out / "distance_summary.csv"))
@@ -442,14 +470,19 @@ def run(args: argparse.Namespace) -> int:
 
     metres = first_result.pixel_km * 1000
     print(f"{src0.name}: {spec.describe()}, window {first_result.window} at {metres:.0f} m")
-    header = f"{'model':<20} {'layer':<30} {'RF km':>7} {'inside':>7} {'d50 km':>7} {'d90 km':>7}"
+    header = (
+        f"{'model':<20} {'layer':<30} {'RF km':>7} {'reach km':>8} {'inside':>7} "
+        f"{'d50 km':>7} {'d90 km':>7}"
+    )
     print(header)
     print("-" * len(header))
     for row in summary_rows:
+        part = row["explained_field_km"]
+        reach = part / 2 if isinstance(part, float) else None
         print(
             f"{row['model']!s:<20} {row['layer']!s:<30} {_num(row['receptive_field_km']):>7} "
-            f"{_num(row['inside_fraction'], pct=True):>7} {_num(row['d50_km']):>7} "
-            f"{_num(row['d90_km']):>7}"
+            f"{_num(reach):>8} {_num(row['inside_fraction'], pct=True):>7} "
+            f"{_num(row['d50_km']):>7} {_num(row['d90_km']):>7}"
         )
     print(f"results: {out}")
     return 0

@@ -14,20 +14,33 @@ A model that decides from the target pixels alone has ``d50 = d90 = 0``; a model
 draws on context 20 km away has its curve rise around 20 km. Only the domain that was
 explained counts: mass beyond a window's edge cannot be seen, so use whole scenes to
 compare models with large receptive fields.
+
+The yardstick of a curve is :func:`explained_field`: the receptive field of the task's
+output *relative to the explained layer* (the layers after it), not the whole model's.
+A map at a layer places its mass on that layer's cells, so only the layers between the
+cells and the output decide how far from the target the mass can lie; the encoder's
+own field (what each cell summarises of the input) does not move it. At the ASPP input
+this is the field of the ASPP and decoder, ``output stride x`` their field in feature
+cells.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
 from icecontext.atomic import atomic_path
 from icecontext.errors import DataError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -136,6 +149,124 @@ def distance_profile(
         d90_km=weighted_quantile(d, ww, 0.9),
         total=total,
     )
+
+
+@dataclass(frozen=True)
+class ExplainedField:
+    """Receptive field of one task's output relative to an explained layer.
+
+    Per axis, an output pixel depends on ``cells`` consecutive cells of the layer's grid
+    (through the widest path of the layers after it, the bilinear output upsampling
+    included); each cell is ``stride_px`` input pixels wide. A CAM at the layer is
+    therefore zero (HiResCAM) beyond those cells, whatever the encoder before the layer
+    sees.
+
+    Attributes:
+        layer: The explained layer.
+        task: The task whose output is explained.
+        stride_px: Input pixels per cell of the layer's grid.
+        cells: The field in layer cells per axis; ``None`` when a global pooling branch
+            follows the layer (the output depends on every cell).
+    """
+
+    layer: str
+    task: str
+    stride_px: int
+    cells: int | None
+
+    @property
+    def px(self) -> int | None:
+        """The field in input pixels, ``stride_px * cells`` (``None`` = unbounded)."""
+        return None if self.cells is None else self.stride_px * self.cells
+
+    @property
+    def radius_px(self) -> float | None:
+        """Half the field: the dotted line of the distance figure, in input pixels."""
+        return None if self.px is None else self.px / 2
+
+    def km(self, downsample: int = 1) -> float | None:
+        """The field in km at ``downsample`` x 80 m pixels (``None`` = unbounded)."""
+        from icecontext.models.receptive_field import pixels_to_km
+
+        return None if self.px is None else pixels_to_km(self.px, downsample)
+
+
+def _under(name: str, root: str) -> bool:
+    return name == root or name.startswith(root + ".")
+
+
+def explained_field(model: nn.Module, task: str, layer: str) -> ExplainedField | None:
+    """The receptive field of ``task``'s output relative to ``layer`` (see :class:`ExplainedField`).
+
+    The layers after ``layer`` are those of the task's paths (encoder main path, one
+    ASPP branch, the ASPP fusion, the 3x3 projection, the head, the bilinear
+    upsampling: :func:`~icecontext.models.receptive_field.main_path` order, as in
+    :func:`~icecontext.models.receptive_field.theoretical_receptive_fields`) that come
+    after the module in ``model.named_modules()``; their field follows from
+    :func:`~icecontext.models.receptive_field.chain_receptive_field` on the layer's
+    grid, and the widest path through the ASPP branches counts. For the encoder output
+    (the ASPP input) this is ``1 + sum over the widest branch and the tail of (k - 1) d
+    + 1`` feature cells, i.e. the whole model's field minus the encoder's, divided by
+    the output stride, plus one cell.
+
+    Args:
+        model: A multi-task network (encoder, ``decoders``, ``heads``).
+        task: The task explained.
+        layer: A module name of ``model``.
+
+    Returns:
+        The field, or ``None`` when the model has no such structure or ``layer`` is not
+        on ``task``'s path.
+    """
+    from icecontext.models.aspp import GlobalPoolBranch
+    from icecontext.models.receptive_field import LayerGeometry, chain_receptive_field, main_path
+
+    try:
+        dname = model.decoder_name(task)  # type: ignore[operator]
+        decoder = model.decoders[dname]  # type: ignore[index]
+        head = model.heads[task]  # type: ignore[index]
+        aspp = decoder.aspp
+        encoder = model.encoder
+    except (AttributeError, KeyError, TypeError):
+        return None
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    inside = [i for name, i in order.items() if layer and _under(name, layer)]
+    if not inside:
+        return None
+    end = max(inside)  # the layer's output: everything registered after its subtree follows
+    prefix = f"decoders.{dname}"
+    tail_roots = (f"{prefix}.aspp.project", f"{prefix}.project", f"heads.{task}")
+    encoder_path = main_path(encoder, "encoder")
+    tail = [
+        *main_path(aspp.project, tail_roots[0]),
+        *main_path(decoder.project, tail_roots[1]),
+        *main_path(head, tail_roots[2]),
+    ]
+    # every layer after the encoder keeps its grid (stride 1)
+    stride = math.prod(g.stride for g in encoder_path if order.get(g.name, -1) <= end)
+    widest: int | None = 0
+    found = False
+    for i, branch in enumerate(aspp.branches):
+        root = f"{prefix}.aspp.branches.{i}"
+        on_path = layer in (prefix, f"{prefix}.aspp") or any(
+            _under(layer, r) for r in ("encoder", root, *tail_roots)
+        )
+        if not on_path:
+            continue
+        found = True
+        branch_end = max(j for name, j in order.items() if _under(name, root))
+        if isinstance(branch, GlobalPoolBranch) and end < branch_end:
+            widest = None  # the pooling after the layer reads every cell
+            continue
+        chain = [*encoder_path, *main_path(branch, root), *tail]
+        after = [g for g in chain if order.get(g.name, -1) > end]
+        # + the bilinear upsampling to the input: 2 taps on the encoder output's grid
+        cells, _ = chain_receptive_field([*after, LayerGeometry("upsample", 2)])
+        if widest is not None:
+            widest = max(widest, cells)
+    if not found:
+        return None  # another task's decoder or head
+    return ExplainedField(layer, task, stride, widest)
 
 
 def write_profiles_csv(profiles: dict[str, DistanceProfile], path: str | os.PathLike[str]) -> Path:

@@ -7,7 +7,9 @@
   each panel titled with the model's label and receptive field in km, plus the
   reference chart;
 * :func:`distance_figure`: cumulative CAM mass against distance from the target (km),
-  with the 50 % / 90 % distances marked, and the mass per km.
+  with the 50 % / 90 % distances marked, and the mass per km; the dotted line of each
+  model is the radius of the field of the part explained, the layers after the
+  explained one (:func:`~icecontext.explain.distance.explained_field`).
 
 Each CAM is scaled to its own maximum for display (the saved arrays keep raw units):
 compare the *shape* of maps between models, not their brightness. Large domains are
@@ -31,6 +33,7 @@ from matplotlib.figure import Figure
 
 from icecontext.atomic import atomic_path
 from icecontext.explain.distance import DistanceProfile
+from icecontext.explain.gradcam import DEFAULT_METHOD
 from icecontext.explain.scene import SceneCam
 from icecontext.plotting.charts import draw_chart
 from icecontext.plotting.scene import (
@@ -219,17 +222,19 @@ def compare_figure(
 
 def distance_figure(
     profiles: dict[str, DistanceProfile],
-    receptive_km: dict[str, float | None] | None = None,
+    explained_km: dict[str, float | None] | None = None,
     *,
     title: str | None = None,
-    method: str = "gradcam",
+    method: str = DEFAULT_METHOD,
 ) -> Figure:
     """Cumulative CAM mass and mass per km against distance from the target region.
 
     Args:
         profiles: Label -> profile.
-        receptive_km: Label -> theoretical receptive field in km (its radius is drawn as
-            a dotted line; ``None`` = unknown/global).
+        explained_km: Label -> receptive field in km of the part explained, the layers
+            after the explained one (:meth:`ExplainedField.km
+            <icecontext.explain.distance.ExplainedField.km>`; not the whole model's
+            field). Its radius is drawn as a dotted line; ``None`` = unknown/global.
         title: Figure title.
         method: CAM method of the profiles, for the axis labels.
     """
@@ -249,7 +254,7 @@ def distance_figure(
         outside = p.mass.copy()
         outside[0] = max(outside[0] - p.inside, 0.0)  # the target itself is not a distance
         ax2.plot(p.edges_km[1:] - width / 2, outside / width, color=colour, label=label)
-        rf = (receptive_km or {}).get(label)
+        rf = (explained_km or {}).get(label)
         if rf is not None:
             for a in (ax, ax2):
                 a.axvline(rf / 2, color=colour, ls=":", lw=1)
@@ -262,7 +267,10 @@ def distance_figure(
     ax2.set_xlabel("distance from the target region (km)")
     ax2.set_ylabel(f"{name} mass per km")
     ax2.set_yscale("log")
-    ax.set_title("cumulative (dots: 50 % / 90 %; dotted: receptive-field radius)", fontsize=9)
+    ax.set_title(
+        "cumulative (dots: 50 % / 90 %; dotted: field radius after the explained layer)",
+        fontsize=9,
+    )
     ax2.set_title("mass per km of distance, outside the target", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=11)

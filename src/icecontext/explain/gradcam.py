@@ -25,10 +25,13 @@ This module wraps pytorch-grad-cam's :class:`~pytorch_grad_cam.GradCAM` and
   summary measures mass, not contrast.
 
 Layers are addressed by their ``named_modules()`` name (see
-:meth:`icecontext.models.multitask.MultiTaskModel.layer_names`). The default is the
-3x3 convolution block after the ASPP of the task's decoder, ``decoders.<D>.project``:
-the last layer with spatial extent before the head, where every ASPP branch has been
-fused.
+:meth:`icecontext.models.multitask.MultiTaskModel.layer_names`). The defaults answer the
+question the project asks, how far from the target the evidence lies: HiResCAM
+(:data:`DEFAULT_METHOD`) at the ASPP input, the encoder's last kept stage
+(:func:`default_layer`). There the target's gradient has passed through every atrous
+branch, so the map spreads as far as the ASPP and decoder reach; after the ASPP
+(``decoders.<D>.project``) only a 3x3 convolution and the head follow, and a HiResCAM
+map stays within about one feature cell whatever the rates (docs/explain.md, "Layers").
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ from torch import Tensor, nn
 from icecontext.errors import ConfigError
 
 CamMethod = Literal["gradcam", "hirescam"]
+
+DEFAULT_METHOD: CamMethod = "hirescam"
+"""HiResCAM: zero where the target's gradient does not reach, so its distance curve
+measures context (Grad-CAM's globally averaged weights light similar features anywhere)."""
 
 
 class TaskOutput(nn.Module):
@@ -86,15 +93,19 @@ def suggested_layers(model: nn.Module, task: str) -> dict[str, str]:
 
 
 def default_layer(model: nn.Module, task: str) -> str:
-    """The default layer of ``task``: the 3x3 convolution block after its ASPP.
+    """The default layer of ``task``: the ASPP input, i.e. the encoder's last kept stage.
 
-    Falls back to the last suggested layer before the head for models without decoders.
+    ``encoder.layer3`` for the presets (``encoder.layer2`` for a ResNet cut after
+    layer2). A HiResCAM map there spreads as far as the layers after it, the task's
+    ASPP and decoder, let the target reach back, so its distance curve shows the context
+    the atrous rates add (:func:`icecontext.explain.distance.explained_field`). Falls
+    back to the last suggested layer before the head for models without decoders.
     """
-    decoder_name = getattr(model, "decoder_name", None)
-    if callable(decoder_name):
-        name = f"decoders.{decoder_name(task)}.project"
-        if name in dict(model.named_modules()):
-            return name
+    encoder = getattr(model, "encoder", None)
+    if callable(getattr(model, "decoder_name", None)) and isinstance(encoder, nn.Module):
+        stages = [n for n, _ in encoder.named_children() if n.startswith("layer")]
+        if stages:
+            return f"encoder.{stages[-1]}"
     candidates = [n for n in suggested_layers(model, task) if not n.startswith("heads.")]
     if not candidates:
         raise ConfigError("--layer", "the model has no convolution to explain; name a layer")
@@ -223,7 +234,7 @@ class CamBatch:
     masks: np.ndarray
     layer: str
     task: str
-    method: str = "gradcam"
+    method: str = DEFAULT_METHOD
 
 
 def gradcam_batch(
@@ -232,7 +243,7 @@ def gradcam_batch(
     task: str,
     targets: Sequence[Any],
     layer: str | None = None,
-    method: CamMethod = "gradcam",
+    method: CamMethod = DEFAULT_METHOD,
 ) -> CamBatch:
     """Grad-CAM (or HiResCAM) of one task head for a batch, each sample with its own target.
 
@@ -244,8 +255,8 @@ def gradcam_batch(
         targets: ``B`` callables ``target(output_b (K, H, W)) -> scalar``, usually
             :class:`~icecontext.explain.targets.RegionTarget`.
         layer: Layer name; ``None`` = :func:`default_layer`.
-        method: ``"gradcam"`` (channel weights averaged over the input) or
-            ``"hirescam"`` (gradient times activation at each position).
+        method: ``"hirescam"`` (default: gradient times activation at each position) or
+            ``"gradcam"`` (channel weights averaged over the input).
 
     Returns:
         The maps (see :class:`CamBatch`).

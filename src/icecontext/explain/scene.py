@@ -55,6 +55,7 @@ from icecontext.data.format import CHART_FILL, PIXEL_SPACING_M
 from icecontext.errors import ConfigError, DataError
 from icecontext.explain.gradcam import (
     CAM_CLASSES,
+    DEFAULT_METHOD,
     CamMethod,
     TaskOutput,
     find_layer,
@@ -144,7 +145,7 @@ class SceneCam:
     tiles: int
     receptive_field_px: int | None
     exact: bool
-    method: str = "gradcam"
+    method: str = DEFAULT_METHOD
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -265,7 +266,7 @@ def explain_scene(
     device: str | torch.device = "cpu",
     classes: np.ndarray | None = None,
     cache_mb: float = 512.0,
-    method: CamMethod = "gradcam",
+    method: CamMethod = DEFAULT_METHOD,
     progress: Callable[[int, int], None] | None = None,
 ) -> SceneCam:
     """Grad-CAM of one task target over a scene or a window, tile by tile.
@@ -276,7 +277,7 @@ def explain_scene(
             offer ``read_charts(window)`` when ``spec.mask == "reference"``.
         features: Input channel names in model order.
         spec: What to explain.
-        layer: Layer name (``None`` = the decoder convolution after the ASPP).
+        layer: Layer name (``None`` = the ASPP input: :func:`.gradcam.default_layer`).
         window: ``(row, col, height, width)`` to explain alone; ``None`` = whole scene.
         tile: Tile side in pixels (rounded up to a multiple of 32).
         overlap: Context margin around tile cores; ``"auto"`` = the model's
@@ -289,9 +290,9 @@ def explain_scene(
         cache_mb: Keep the layer activations of the whole domain in memory up to this
             size; beyond it they are recomputed in a forward-only second pass
             (Grad-CAM only).
-        method: ``"gradcam"`` or ``"hirescam"`` (gradient x activation per position;
-            each tile adds its products over its whole window, halo included, since
-            a position's gradient gathers the targets of every tile it influences).
+        method: ``"hirescam"`` (default; gradient x activation per position: each tile
+            adds its products over its whole window, halo included, since a position's
+            gradient gathers the targets of every tile it influences) or ``"gradcam"``.
         progress: ``callback(done, total)`` over tile passes.
 
     Returns:
