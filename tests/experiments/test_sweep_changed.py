@@ -331,3 +331,20 @@ def test_a_bad_grid_point_fails_before_data_and_before_the_runs_folder(env, tmp_
     stores = {c["data"]["store"] for c in configs.values()}
     assert stores == {str((runs / "_data" / "store.zarr").resolve())}
     assert not runs.exists()
+
+
+def test_a_run_finished_meanwhile_with_another_config_is_not_counted(env, tmp_path):
+    """Checked again under the run's lock: another process may have finished it since."""
+    write, runner, counts = env
+    store = tmp_path / "no-store.zarr"
+    write(study_mapping(store, epochs=2))
+    runs = tmp_path / "runs"
+    late = runner(runs)
+    configs = late.configs()  # this process read the study before the other finished
+    write(study_mapping(store, epochs=7))
+    runner(runs).run()  # "another process" with the new study file trains both runs
+    spec = late.specs[0]
+    outcome = late._run_one(spec, configs[spec.run_id], 0)
+    assert outcome.status == "skipped-changed"
+    assert len(_trained(counts)) == 2
+    assert json.loads((runs / spec.run_id / "metrics.json").read_text())["steps"] == 7
