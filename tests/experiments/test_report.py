@@ -128,6 +128,9 @@ def test_report_files_numbers_and_command(runs_dir, tmp_path):
     assert row["config_id"] == "r1-2_f-sar" and row["p_t"] == pytest.approx(t.pvalue)
     csv = pd.read_csv(out / "paired.csv")
     assert csv.loc[0, "p_t"] == pytest.approx(t.pvalue, abs=1e-4)
+    # one comparison per table: Holm leaves its p-value as it is
+    assert row["p_t_holm"] == pytest.approx(t.pvalue)
+    assert "Holm" in text
     # per service: dmi scenes are 2 points below the run score, cis 4 above
     svc = rep.by_service.set_index(["config_id", "service"])
     assert svc.loc[("r1-2_f-sar", "dmi"), "combined_mean"] == pytest.approx(61 - 2)
@@ -249,3 +252,16 @@ def test_empty_runs_folder_is_a_clear_error(tmp_path):
         collect_runs(tmp_path)
     with pytest.raises(DataError, match="no such folder"):
         collect_runs(tmp_path / "missing")
+
+
+def test_holm_matches_a_hand_computation():
+    from icecontext.experiments.stats import holm
+
+    # sorted: 0.005 x4 = 0.02; 0.01 x3 = 0.03; 0.03 x2 = 0.06; 0.04 x1 = 0.04 -> max(0.06)
+    adjusted = holm([0.01, 0.04, 0.03, 0.005])
+    np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06, 0.02])
+    # capped at 1, NaN kept out of the family
+    out = holm([0.6, np.nan, 0.5])
+    np.testing.assert_allclose(out[[0, 2]], [1.0, 1.0])
+    assert np.isnan(out[1])
+    assert np.isnan(holm([np.nan])).all()

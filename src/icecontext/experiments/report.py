@@ -284,7 +284,9 @@ def _markdown(
         "Each configuration against the best one for that score (within its sweep), pairing "
         "runs of equal "
         "seed. Tests (scipy.stats): paired t-test (`ttest_rel`) and Wilcoxon signed-rank "
-        "(`wilcoxon`, two-sided). Difference = configuration minus best.",
+        "(`wilcoxon`, two-sided). Difference = configuration minus best. Each table is one "
+        "family of tests: the *Holm* columns are its p-values adjusted by Holm's step-down "
+        "method (family-wise error rate); call a difference significant only on those.",
         "",
         f"Caveat: with {n_pairs} seeds the tests have little power. The signed-rank test "
         f"cannot give p below {2 / 2**n_pairs if n_pairs else float('nan'):.3f} with "
@@ -296,7 +298,16 @@ def _markdown(
         parts += [f"**{score}** (reference `{ref}`)", ""]
         parts.append(
             _md_table(
-                ["configuration", "n", "mean diff", "sd diff", "t-test p", "Wilcoxon p"],
+                [
+                    "configuration",
+                    "n",
+                    "mean diff",
+                    "sd diff",
+                    "t-test p",
+                    "Holm",
+                    "Wilcoxon p",
+                    "Holm",
+                ],
                 [
                     [
                         r["config_id"],
@@ -304,7 +315,9 @@ def _markdown(
                         f"{r['mean_diff']:+.2f}",
                         "n/a" if math.isnan(r["sd_diff"]) else f"{r['sd_diff']:.2f}",
                         _p(r["p_t"]),
+                        _p(r["p_t_holm"]),
                         _p(r["p_wilcoxon"]),
+                        _p(r["p_wilcoxon_holm"]),
                     ]
                     for _, r in sub.iterrows()
                 ],

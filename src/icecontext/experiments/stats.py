@@ -13,11 +13,18 @@ from the layers the configurations change). Two tests are reported, from
 
 With 2-3 seeds neither test has much power; the report says so and shows the
 differences themselves.
+
+Multiple comparisons. Every table of paired tests (one score, each configuration
+against one reference) is a family: its p-values are adjusted with Holm's step-down
+method (:func:`holm`), which controls the family-wise error rate without assuming the
+tests independent. The adjusted values are the ``*_holm`` columns; a difference is
+called significant only on those.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +41,27 @@ GROUP_KEYS: tuple[str, ...] = (
     "features",
     "task_rates",
 )
+
+
+def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values, in the input order (NaN entries stay NaN).
+
+    The ``k``-th smallest of ``m`` p-values is multiplied by ``m - k + 1``, the running
+    maximum is taken so the adjusted values keep the order of the raw ones, and values
+    are capped at 1. Written here because scipy offers only the Benjamini-Hochberg
+    procedure (``scipy.stats.false_discovery_control``) and statsmodels would be a
+    dependency for five lines.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, math.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    if ok.size == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = order.size
+    scaled = p[order] * (m - np.arange(m))
+    out[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    return out
 
 
 def summarise(runs: pd.DataFrame, scores: tuple[str, ...] = SCORES) -> pd.DataFrame:
@@ -135,8 +163,9 @@ def paired_comparisons(
         reference: ``config_id`` of the reference (default: the best mean ``score``).
 
     Returns:
-        One row per other configuration: ``config_id``, ``reference``, ``score`` and the
-        :func:`paired_test` fields (``mean_diff`` = configuration minus reference).
+        One row per other configuration: ``config_id``, ``reference``, ``score``, the
+        :func:`paired_test` fields (``mean_diff`` = configuration minus reference) and
+        ``p_t_holm``/``p_wilcoxon_holm``: the p-values Holm-adjusted over the table.
     """
     table = runs.pivot_table(index="seed", columns="config_id", values=score, aggfunc="first")
     if reference is None:
@@ -149,7 +178,11 @@ def paired_comparisons(
         pair = table[[cid, reference]].dropna()
         res = paired_test(pair[cid].to_numpy(), pair[reference].to_numpy())
         rows.append({"config_id": cid, "reference": reference, "score": score, **res})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if not out.empty:
+        out["p_t_holm"] = holm(out["p_t"].to_numpy())
+        out["p_wilcoxon_holm"] = holm(out["p_wilcoxon"].to_numpy())
+    return out
 
 
 def seed_breakdown(per_run: pd.DataFrame, by: str) -> pd.DataFrame:
