@@ -1,16 +1,21 @@
-"""``icecontext quickstart``: synthetic data, a few minutes of training, a report.
+"""``icecontext quickstart``: synthetic data, a fixed amount of training, a report.
 
 What ``make quickstart`` runs. With no arguments it writes ``runs/quickstart/``: the
 synthetic scenes and their store (reused by a second run), the training run, the
 evaluation on held-out scenes and ``report.md`` comparing the network with a
 majority-class baseline and a per-pixel AMSR2 model (see
 :mod:`icecontext.training.quickstart`).
+
+Exit status: 0 when the self-check passes (the network's combined score is at least
+``quickstart.margin`` points above each baseline's), 1 when the run completed but the
+check failed (the report says by how much), 2 for a configuration error.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 
@@ -20,7 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", "-o", type=Path, default=Path("runs/quickstart"), help="output folder"
     )
     parser.add_argument(
-        "--minutes", type=float, default=None, help="training budget (default: the config's, 5)"
+        "--minutes",
+        type=float,
+        default=None,
+        help="opt in to a time budget: size the training to this many minutes by timing "
+        "steps (default: the fixed work of quickstart.epochs)",
     )
     parser.add_argument(
         "--config", "-c", type=Path, default=None, help="quickstart YAML (configs/quickstart.yaml)"
@@ -35,8 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the quickstart; print the score table and where the report is."""
-    from icecontext.training.quickstart import run_quickstart
+    """Run the quickstart; print the score table and where the report is.
+
+    Returns:
+        0 when the self-check passes, 1 when it fails (the report is written either way).
+    """
+    from icecontext.training.quickstart import run_quickstart, self_check
 
     logging.getLogger("lightning.pytorch").propagate = False
     result = run_quickstart(
@@ -56,8 +69,19 @@ def run(args: argparse.Namespace) -> int:
     for key, label in names.items():
         s = result.scores[key]
         print(f"{label:<22}{s['SIC']:>9.1f}{s['SOD']:>9.1f}{s['FLOE']:>9.1f}{s['combined']:>10.1f}")
-    verdict = "beats" if result.beats_baselines else "does NOT clearly beat"
-    print(f"\nthe network {verdict} both baselines (see the report)")
+    passed, gaps = self_check(result.scores, margin=result.margin)
+    rule = f"network combined >= each baseline's + {result.margin:g} points"
+    print(
+        f"\nself-check {'passed' if passed else 'FAILED'} ({rule}): "
+        f"{gaps['amsr2_pixel']:+.2f} over AMSR2 per-pixel, {gaps['majority']:+.2f} over majority"
+    )
     print(f"total time: {result.timings.get('total_s', 0.0) / 60:.1f} min")
     print(f"report: {result.report}")
+    if not passed:
+        print(
+            "icecontext quickstart: the self-check failed: the network does not beat both "
+            f"baselines by {result.margin:g} points (see the report)",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -1,4 +1,4 @@
-"""The quickstart: synthetic data -> store -> a few minutes of training -> report.
+"""The quickstart: synthetic data -> store -> a fixed amount of training -> report.
 
 ``icecontext quickstart`` (what ``make quickstart`` runs) does, in ``--out``
 (default ``runs/quickstart``):
@@ -8,20 +8,23 @@
    ``data/train``, held-out test scenes in the test layout (``_prep.nc`` without
    labels + ``_prep_reference.nc``) into ``data/test``;
 2. **store**: prepares ``data/store.zarr`` from the training folder;
-3. **budget**: times a few real training steps (with torch's default thread count and
-   with one thread, keeping the faster: on a shared CPU one thread can be several times
-   faster) and one full-scene validation, and
-   turns the time budget (``--minutes``) into a whole number of epochs (so the cosine
-   schedule knows its horizon and the run ends on a validated epoch), never fewer than
-   ``quickstart.min_epochs`` (the fewest that reliably beat the baselines: a busy
-   machine takes longer instead of training less); a wall-clock limit of 1.5x the
-   planned time guards against a machine that slows down later;
+3. **plan**: fixed work by default: ``quickstart.epochs`` epochs of the config's steps,
+   with the config's thread count (``trainer.threads``) and precision. Nothing is timed,
+   so the same seed gives the same run on a busy machine as on an idle one, and the same
+   score on any machine up to floating-point rounding. Opt-in (``quickstart.minutes`` or
+   ``--minutes``): the former time budget, which times a few training steps and one
+   full-scene validation and turns the minutes into whole epochs (at least
+   ``quickstart.min_epochs``, with a wall-clock guard of 1.5x the planned time);
 4. **training**: the small CPU preset (``configs/quickstart.yaml``), in ``run/``;
-5. **evaluation**: the best checkpoint on the test scenes, scored at 80 m, in ``eval/``;
+5. **evaluation**: the final weights (``quickstart.checkpoint: last``, taken at the end
+   of the cosine schedule) or the best validation epoch (``best``) on the test scenes,
+   scored at 80 m, in ``eval/``;
 6. **baselines**: majority class and a per-pixel AMSR2 logistic regression
    (:mod:`icecontext.training.baselines`), scored on the same test pixels;
-7. **report**: ``report.md`` with the score table, prediction-vs-reference maps of a
-   test scene, the training curves and confusion matrices.
+7. **report**: ``report.md`` with the score table, the self-check (:func:`self_check`:
+   the network's combined score at least ``quickstart.margin`` points above each
+   baseline's), prediction-vs-reference maps of a test scene, the training curves and
+   confusion matrices.
 
 Rerunning reuses the synthetic scenes and the store; the training run starts afresh
 (``run/`` is replaced) so the report always describes one complete run.
@@ -35,9 +38,9 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from icecontext.config import Section, load_yaml, validate
 from icecontext.errors import ConfigError
@@ -78,35 +81,72 @@ class QuickstartSection(Section):
 
     Attributes:
         synth: Synthetic data.
-        minutes: Training budget in minutes (data, calibration and report come on top).
-        epochs: Train exactly this many epochs instead (no calibration, no wall-clock
-            guard): the same numbers on any machine, for comparisons.
-        min_epochs: Never plan fewer epochs than this, whatever the budget buys: on a
-            busy machine 5 minutes bought 1-2 epochs, too few to beat the baselines
-            (2 epochs: combined 77.6 against 80.6; 4 epochs: 88.0).
-        calibration_steps: Training steps timed to size the run.
+        epochs: Fixed work: train exactly this many epochs (``data.patches_per_epoch /
+            data.batch_size`` steps each), whatever the machine's speed or load.
+        minutes: Opt-in time budget in minutes (data, calibration and report come on
+            top): when set, timed training steps size the run instead of ``epochs``.
+        min_epochs: With ``minutes``: never plan fewer epochs than this, whatever the
+            budget buys (on a busy machine 5 minutes bought 1-2 epochs, too few to beat
+            the baselines).
+        calibration_steps: With ``minutes``: training steps timed to size the run.
+        checkpoint: Weights the report scores: ``last`` (the final ones, after the cosine
+            schedule has decayed the learning rate) or ``best`` (the epoch with the best
+            validation score, which two validation scenes choose unreliably).
         baseline_pixels_per_scene: Pixels per training scene for the AMSR2 baseline.
-        margin: Combined-score points by which the network must beat each baseline
-            for the report to call it "clearly better".
+        margin: Self-check: combined-score points by which the network must beat each
+            baseline for the quickstart to pass.
     """
 
     synth: SynthSection = Field(default_factory=SynthSection)
-    minutes: PositiveFloat = 5.0
-    epochs: PositiveInt | None = None
+    epochs: PositiveInt = 12
+    minutes: PositiveFloat | None = None
     min_epochs: PositiveInt = 4
     calibration_steps: PositiveInt = 4
+    checkpoint: Literal["last", "best"] = "last"
     baseline_pixels_per_scene: PositiveInt = 4000
-    margin: float = 5.0
+    margin: NonNegativeFloat = 5.0
+
+
+BASELINES: tuple[str, ...] = ("amsr2_pixel", "majority")
+"""Keys of the baselines in the quickstart's scores; the self-check covers each."""
+
+
+def self_check(scores: dict[str, dict[str, Any]], margin: float) -> tuple[bool, dict[str, float]]:
+    """The quickstart's pass rule: network combined >= each baseline's combined + ``margin``.
+
+    Args:
+        scores: ``{"network": {...}, "amsr2_pixel": {...}, "majority": {...}}`` with a
+            ``combined`` score each (percent points).
+        margin: Points required over every baseline (``quickstart.margin``).
+
+    Returns:
+        ``(passed, {baseline: network - baseline})``; a NaN score fails.
+    """
+    net = float(scores["network"]["combined"])
+    gaps = {b: net - float(scores[b]["combined"]) for b in BASELINES}
+    return all(g >= margin for g in gaps.values()), gaps
 
 
 @dataclass
 class QuickstartResult:
-    """Where the quickstart put things and what it measured."""
+    """Where the quickstart put things and what it measured.
+
+    Attributes:
+        out: Output folder.
+        report: ``report.md``.
+        scores: SIC, SOD, FLOE and combined score of ``network``, ``majority`` and
+            ``amsr2_pixel``.
+        beats_baselines: Whether the self-check passed (:func:`self_check`).
+        margin: The self-check's margin (``quickstart.margin``).
+        timings: Seconds per phase.
+        plan: The work plan (:func:`plan_work`) and the scored checkpoint.
+    """
 
     out: Path
     report: Path
     scores: dict[str, dict[str, float]]
     beats_baselines: bool
+    margin: float = 5.0
     timings: dict[str, float] = field(default_factory=dict)
     plan: dict[str, Any] = field(default_factory=dict)
 
@@ -218,7 +258,7 @@ def prepare(train_dir: Path, store: Path, features: list[str], downsample: int) 
     return store
 
 
-# ----------------------------------------------------------------------------- budget
+# ----------------------------------------------------------------------------- plan
 
 
 def thread_candidates(configured: int | None, available: int | None = None) -> list[int]:
@@ -338,7 +378,7 @@ def calibrate(cfg: Any, steps: int, threads: list[int] | None = None) -> dict[st
 
 
 def fixed_plan(cfg: Any) -> dict[str, float]:
-    """The plan's figures when ``quickstart.epochs`` is set: nothing timed."""
+    """The plan's figures for fixed work: nothing timed."""
     from icecontext.data.datamodule import steps_per_epoch
 
     return {
@@ -347,6 +387,48 @@ def fixed_plan(cfg: Any) -> dict[str, float]:
         "steps_per_epoch": float(steps_per_epoch(cfg.data)),
         "val_scenes": float(cfg.data.splits.val_count or 0),
         "threads": float(cfg.trainer.threads or torch_threads()),
+    }
+
+
+def training_precision(cfg: Any) -> str:
+    """The precision the run trains in (``trainer.precision`` resolved for this machine)."""
+    from icecontext.training.fit import resolve_accelerator, resolve_precision
+
+    return resolve_precision(cfg, resolve_accelerator(cfg))
+
+
+def plan_work(qs: QuickstartSection, cfg: Any) -> dict[str, Any]:
+    """How much to train: fixed by the config, or (opt-in) sized by timing steps.
+
+    Fixed work (``quickstart.minutes`` unset, the default) times nothing: the run trains
+    ``quickstart.epochs`` epochs with ``trainer.threads`` threads whatever the machine's
+    speed or load. With ``quickstart.minutes`` the former time budget applies
+    (:func:`calibrate`, :func:`plan_epochs`, a wall-clock guard of 1.5x the plan).
+
+    Returns:
+        ``mode`` (``fixed`` or ``budget``), ``epochs``, ``steps`` (planned optimiser
+        steps), ``threads``, ``precision`` (the resolved training precision),
+        ``guard_minutes`` (``None`` for fixed work) and the timing figures
+        (``step_s``, ``val_scene_s``: NaN when nothing was timed).
+    """
+    if qs.minutes is None:
+        timing = fixed_plan(cfg)
+        epochs, guard, extra = qs.epochs, None, {}
+    else:
+        timing = calibrate(cfg, qs.calibration_steps)
+        epochs = plan_epochs(qs.minutes, timing, qs.min_epochs)
+        # the guard scales with the plan, so a floor of min_epochs is not cut short
+        guard = 1.5 * max(qs.minutes, epochs * epoch_seconds(timing) / 60.0)
+        extra = {"minutes": qs.minutes, "budget_epochs": plan_epochs(qs.minutes, timing)}
+    return {
+        **timing,
+        **extra,
+        "mode": "fixed" if qs.minutes is None else "budget",
+        "epochs": int(epochs),
+        "steps": int(epochs * timing["steps_per_epoch"]),
+        "threads": int(timing["threads"]),
+        "precision": training_precision(cfg),
+        "guard_minutes": guard,
     }
 
 
@@ -382,13 +464,15 @@ def run_quickstart(
 
     Args:
         out: Output folder.
-        minutes: Training budget (default: the config's ``quickstart.minutes``).
+        minutes: Opt in to a time budget of this many training minutes (default: the
+            config's ``quickstart.minutes``, unset: fixed work of ``quickstart.epochs``).
         config: Quickstart config (default ``configs/quickstart.yaml``).
         overrides: Dotted overrides (``quickstart.synth.train_scenes=4``, ``train.*``...).
         progress: Progress bars.
 
     Returns:
-        Paths, scores, whether the network clearly beat both baselines, timings.
+        Paths, scores, whether the network passed the self-check (:func:`self_check`),
+        timings, the plan.
     """
     from icecontext.training.baselines import (
         MajorityBaseline,
@@ -426,20 +510,13 @@ def run_quickstart(
     timings["prepare_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    if qs.epochs is None:
-        timing = calibrate(cfg, qs.calibration_steps)
-        epochs = plan_epochs(qs.minutes, timing, qs.min_epochs)
-        # the guard scales with the plan, so a floor of min_epochs is not cut short
-        guard: float | None = 1.5 * max(qs.minutes, epochs * epoch_seconds(timing) / 60.0)
-    else:
-        timing = fixed_plan(cfg)
-        epochs, guard = qs.epochs, None
-    timings["calibrate_s"] = time.perf_counter() - t
-    plan = {**timing, "epochs": epochs, "minutes": qs.minutes}
-    if qs.epochs is None:
-        plan["budget_epochs"] = plan_epochs(qs.minutes, timing)
-    train_cfg = cfg.train.model_copy(update={"max_epochs": epochs, "max_minutes": guard})
-    trainer_cfg = cfg.trainer.model_copy(update={"threads": int(timing["threads"])})
+    plan = plan_work(qs, cfg)
+    if plan["mode"] == "budget":
+        timings["calibrate_s"] = time.perf_counter() - t
+    train_cfg = cfg.train.model_copy(
+        update={"max_epochs": plan["epochs"], "max_minutes": plan["guard_minutes"]}
+    )
+    trainer_cfg = cfg.trainer.model_copy(update={"threads": plan["threads"]})
     cfg = cfg.model_copy(update={"train": train_cfg, "trainer": trainer_cfg})
     cfg = RunConfig.model_validate(cfg.model_dump(mode="json"))
     run_dir = out / "run"
@@ -448,13 +525,17 @@ def run_quickstart(
     t = time.perf_counter()
     result = train(cfg)
     timings["train_s"] = time.perf_counter() - t
-    if result.best_checkpoint is None:
-        raise ConfigError("quickstart", "training produced no checkpoint")
+    scored_ckpt = result.last_checkpoint if qs.checkpoint == "last" else result.best_checkpoint
+    if scored_ckpt is None or not Path(scored_ckpt).is_file():
+        raise ConfigError(
+            "quickstart.checkpoint", f"training produced no {qs.checkpoint} checkpoint"
+        )
+    plan["checkpoint"] = str(scored_ckpt)
 
     from icecontext.training.checkpoint import load_checkpoint
 
     t = time.perf_counter()
-    loaded = load_checkpoint(result.best_checkpoint)
+    loaded = load_checkpoint(scored_ckpt)
     test_scenes = open_eval_scenes(
         folders["test"], loaded.features, cfg.data.downsample, cfg.data.upsampling
     )
@@ -470,7 +551,7 @@ def run_quickstart(
         on_prediction=maps,
     )
     eval_dir = out / "eval"
-    write_evaluation(scorer, eval_dir, extra={"checkpoint": str(result.best_checkpoint)})
+    write_evaluation(scorer, eval_dir, extra={"checkpoint": str(scored_ckpt)})
     timings["evaluate_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -478,7 +559,7 @@ def run_quickstart(
     from icecontext.training.checkpoint import read_checkpoint
 
     prepared = PreparedStore(store)
-    train_names = list(read_checkpoint(result.best_checkpoint)["FullSceneDataModule"]["train"])
+    train_names = list(read_checkpoint(scored_ckpt)["FullSceneDataModule"]["train"])
     train_sources = prepared.sources(train_names)
     hist = {c: sum(s.histograms()[c] for s in train_sources) for c in ("SIC", "SOD", "FLOE")}
     majority = MajorityBaseline.fit(hist)
@@ -502,10 +583,7 @@ def run_quickstart(
         "majority": maj_scorer.compute(),
         "amsr2_pixel": pix_scorer.compute(),
     }
-    beats = all(
-        scores["network"]["combined"] - scores[b]["combined"] >= qs.margin
-        for b in ("majority", "amsr2_pixel")
-    )
+    beats, _ = self_check(scores, qs.margin)
     timings["total_s"] = time.perf_counter() - t_start
     report = write_report(
         out,
@@ -519,7 +597,6 @@ def run_quickstart(
         maps=maps,
         plan=plan,
         timings=timings,
-        beats=beats,
         scored=scored,
     )
     return QuickstartResult(
@@ -529,6 +606,7 @@ def run_quickstart(
             k: {c: v[c] for c in ("SIC", "SOD", "FLOE", "combined")} for k, v in scores.items()
         },
         beats_baselines=beats,
+        margin=qs.margin,
         timings=timings,
         plan=plan,
     )

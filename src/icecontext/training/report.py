@@ -22,7 +22,7 @@ from icecontext.data.format import CHART_FILL, CHART_LONG_NAMES, CHARTS, PIXEL_S
 from icecontext.inference.predictor import upsample_nearest
 
 MODEL_LABELS = {
-    "network": "network (best.ckpt)",
+    "network": "network",
     "amsr2_pixel": "per-pixel AMSR2 logistic regression",
     "majority": "majority class per chart",
 }
@@ -189,6 +189,32 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def self_check_text(scores: dict[str, dict[str, Any]], margin: float) -> str:
+    """The report's self-check paragraph: the rule, the verdict and both gaps.
+
+    The verdict is :func:`~icecontext.training.quickstart.self_check`'s, the rule the
+    command's exit status follows.
+
+    Args:
+        scores: Combined scores of ``network``, ``amsr2_pixel`` and ``majority``.
+        margin: Points required over each baseline (``quickstart.margin``).
+    """
+    from icecontext.training.quickstart import self_check
+
+    passed, gaps = self_check(scores, margin)
+    verdict = (
+        "**Self-check: passed.** The network clearly beats both baselines."
+        if passed
+        else "**Self-check: FAILED.** The network does NOT clearly beat both baselines, "
+        "so `icecontext quickstart` exits with status 1."
+    )
+    return (
+        f"{verdict} Rule: the network's combined score must be at least {margin:g} points "
+        f"(`quickstart.margin`) above each baseline's. Network minus per-pixel AMSR2: "
+        f"{gaps['amsr2_pixel']:+.2f}; network minus majority class: {gaps['majority']:+.2f}."
+    )
+
+
 def write_report(
     out: Path,
     *,
@@ -202,7 +228,6 @@ def write_report(
     maps: MapCollector,
     plan: dict[str, Any],
     timings: dict[str, float],
-    beats: bool,
     scored: list[str],
 ) -> Path:
     """Write ``report.md`` (and ``maps.png``) into ``out`` and return the report path."""
@@ -240,20 +265,14 @@ def write_report(
     add("")
     add("| model | SIC | SOD | FLOE | combined |")
     add("|---|---:|---:|---:|---:|")
+    ckpt_name = Path(str(plan.get("checkpoint", "best.ckpt"))).name
     for key in ("network", "amsr2_pixel", "majority"):
         sc = scores[key]
         row = [_fmt(sc[c]) for c in (*CHARTS, "combined")]
-        name = f"**{MODEL_LABELS[key]}**" if key == "network" else MODEL_LABELS[key]
+        name = f"**{MODEL_LABELS[key]} ({ckpt_name})**" if key == "network" else MODEL_LABELS[key]
         add(f"| {name} | " + " | ".join(row) + " |")
     add("")
-    net = scores["network"]["combined"]
-    gaps = {b: net - scores[b]["combined"] for b in ("amsr2_pixel", "majority")}
-    verdict = "clearly beats" if beats else "does NOT clearly beat"
-    add(
-        f"The network {verdict} both baselines (required margin {qs.margin:g} points): "
-        f"+{gaps['amsr2_pixel']:.1f} over the per-pixel AMSR2 model, "
-        f"+{gaps['majority']:.1f} over the majority class."
-    )
+    add(self_check_text(scores, qs.margin))
     add("")
     add(
         f"- majority classes (from the training pixels): SIC {majority.classes['SIC']}, "
@@ -316,32 +335,45 @@ def write_report(
         if key.startswith("step_s@")
     )
     threads = int(plan.get("threads", 0))
+    precision = plan.get("precision", "n/a")
     done = (
-        f"({result.steps} steps done in {timings.get('train_s', 0) / 60:.1f} min with "
-        f"{threads} torch thread(s));"
+        f"{result.steps} steps done in {timings.get('train_s', 0) / 60:.1f} min with "
+        f"{threads} torch thread(s) (`trainer.threads`) in {precision} (`trainer.precision`)"
     )
-    if getattr(qs, "epochs", None) is not None:
+    epochs, per_epoch = plan["epochs"], int(plan["steps_per_epoch"])
+    if plan.get("mode", "fixed") == "fixed":
         add(
-            f"- budget: fixed at {plan['epochs']} epochs of {int(plan['steps_per_epoch'])} "
-            f"steps (`quickstart.epochs`), no calibration {done}"
+            f"- work: fixed at {epochs} epochs of {per_epoch} steps = {epochs * per_epoch} "
+            f"steps (`quickstart.epochs`), nothing timed, so the run is the same on a busy "
+            f"machine as on an idle one; {done};"
         )
     else:
         add(
-            f"- budget: {qs.minutes:g} min; calibration measured {plan['step_s']:.2f} s per "
-            f"training step (by torch thread count: {tried}) and "
-            f"{plan['val_scene_s']:.1f} s per validation scene, so the run was sized to "
-            f"{plan['epochs']} epochs of {int(plan['steps_per_epoch'])} steps {done}"
+            f"- work: time budget of {qs.minutes:g} min (`quickstart.minutes`); calibration "
+            f"measured {plan['step_s']:.2f} s per training step (by torch thread count: "
+            f"{tried}) and {plan['val_scene_s']:.1f} s per validation scene, so the run was "
+            f"sized to {epochs} epochs of {per_epoch} steps; {done};"
         )
-        if plan.get("budget_epochs", plan["epochs"]) < plan["epochs"]:
+        if plan.get("budget_epochs", epochs) < epochs:
             add(
                 f"- the budget alone bought {int(plan['budget_epochs'])} epoch(s); "
-                f"`quickstart.min_epochs` raised it to {plan['epochs']}, so this run took "
-                "longer than the budget (a busy machine) rather than training too little"
+                f"`quickstart.min_epochs` raised it to {epochs}, so this run took "
+                "longer than the budget (a busy machine) rather than training too little;"
             )
-    add(
-        f"- model selection: best validation combined score {_fmt(best)} at epoch "
-        f"{result.best_epoch} (`run/checkpoints/best.ckpt`)."
-    )
+    sched = cfg.train.scheduler
+    lr = cfg.train.optimizer.lr
+    final_lr = f"{lr * sched.min_lr_ratio:.1e}" if sched.name == "cosine" else "n/a"
+    best_text = f"best validation combined score {_fmt(best)} at epoch {result.best_epoch}"
+    if getattr(qs, "checkpoint", "best") == "last":
+        add(
+            f"- scored: the final weights (`run/checkpoints/last.ckpt`, after {result.epochs} "
+            f"epochs, learning rate {sched.name} from {lr:.1e} to {final_lr}; "
+            f"`quickstart.checkpoint: last`); the {best_text} (`best.ckpt`) is not used: "
+            f"on {cfg.data.splits.val_count} validation scene(s) the score swings too much "
+            "from epoch to epoch to choose by."
+        )
+    else:
+        add(f"- scored: the {best_text} (`run/checkpoints/best.ckpt`, `quickstart.checkpoint`).")
     add("")
     add("## Confusion matrices (network, test scenes)")
     add("")
@@ -360,7 +392,9 @@ def write_report(
     add("## Next")
     add("")
     add("```bash")
-    add(f"icecontext evaluate --checkpoint {out}/run/checkpoints/best.ckpt --data {out}/data/test")
+    add(
+        f"icecontext evaluate --checkpoint {out}/run/checkpoints/{ckpt_name} --data {out}/data/test"
+    )
     add(f"tensorboard --logdir {out}/run/logs")
     add("icecontext train --config configs/train/small_cpu.yaml data.store=YOUR_STORE")
     add("```")
