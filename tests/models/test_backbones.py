@@ -15,6 +15,8 @@ from icecontext.models.config import EncoderConfig
 @pytest.mark.parametrize(
     ("backend", "name", "depth", "stride", "channels"),
     [
+        ("timm", "resnet18", "layer1", 4, 64),
+        ("torchvision", "resnet18", "layer1", 4, 64),
         ("timm", "resnet18", "layer2", 8, 128),
         ("timm", "resnet18", "layer3", 8, 256),
         ("timm", "resnet34", "layer4", 16, 512),
@@ -135,3 +137,34 @@ def test_adapt_first_conv_keeps_matching_weights() -> None:
     w = torch.randn(8, 3, 3, 3)
     assert adapt_first_conv(w, 3) is w
     assert adapt_first_conv(w, 7).shape == (8, 7, 3, 3)
+
+
+def test_width_multiplier_narrows_every_stage() -> None:
+    cfg = EncoderConfig(name="resnet18", depth="layer2", output_stride=8, width=0.5)
+    enc = build_encoder(cfg, 3)
+    assert enc.out_channels == 64
+    assert enc.conv1.out_channels == 64  # the stem keeps its width
+    assert enc.layer1[0].conv1.out_channels == 32
+    y = enc(torch.randn(1, 3, 40, 40))
+    assert y.shape == (1, 64, 5, 5)
+    full = build_encoder(EncoderConfig(name="resnet18", depth="layer2", output_stride=8), 3)
+    n = sum(p.numel() for p in enc.parameters())
+    assert n < 0.3 * sum(p.numel() for p in full.parameters())
+
+
+@pytest.mark.parametrize(
+    ("encoder", "option", "words"),
+    [
+        ({"width": 0.5, "backend": "torchvision"}, "model.encoder.width", "backend=timm"),
+        ({"width": 0.1}, "model.encoder.width", "whole number"),
+        ({"width": 0.5, "pretrained": "w.pth"}, "model.encoder.pretrained", "standard width"),
+        ({"depth": "layer2", "output_stride": 4}, "model.encoder.output_stride", "layer1"),
+        ({"depth": "layer1", "output_stride": 8}, "model.encoder.output_stride", "impossible"),
+    ],
+)
+def test_width_and_layer1_errors_name_the_option(encoder, option, words) -> None:
+    from icecontext.models.config import ModelConfig
+
+    with pytest.raises(ConfigError) as err:
+        ModelConfig.model_validate({"encoder": encoder})
+    assert err.value.option == option and words in str(err.value)

@@ -88,13 +88,20 @@ def _build_torchvision(cfg: EncoderConfig, in_channels: int) -> ResNetEncoder:
 def _build_timm(cfg: EncoderConfig, in_channels: int) -> ResNetEncoder:
     import timm
 
+    extra: dict[str, Any] = {}
+    if cfg.width != 1.0:
+        base = (64, 128, 256, 512)
+        # the 7x7 stem keeps its 64 channels (timm's stem_width applies to deep stems only)
+        extra = {"channels": tuple(round(c * cfg.width) for c in base)}
     net = timm.create_model(
         cfg.name,
         pretrained=False,
         features_only=True,
         out_indices=(_STAGE_INDEX[cfg.depth],),
-        output_stride=cfg.output_stride,
+        # timm takes 8, 16 or 32; layer1 sits at stride 4 whatever is asked
+        output_stride=max(cfg.output_stride, 8),
         in_chans=in_channels,
+        **extra,
     )
     out_channels = int(net.feature_info.channels()[-1])
     reduction = int(net.feature_info.reduction()[-1])

@@ -41,15 +41,15 @@ from icecontext.errors import ConfigError
 
 EncoderName = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 Backend = Literal["timm", "torchvision"]
-Depth = Literal["layer2", "layer3", "layer4"]
-OutputStride = Literal[8, 16, 32]
+Depth = Literal["layer1", "layer2", "layer3", "layer4"]
+OutputStride = Literal[4, 8, 16, 32]
 SicMode = Literal["regression", "classification"]
 Task = Literal["SIC", "SOD", "FLOE"]
 
 SECTION: Final = "model"
 """Name of the section in run configurations; used as the prefix of option names."""
 
-NATURAL_STRIDE: Final[dict[str, int]] = {"layer2": 8, "layer3": 16, "layer4": 32}
+NATURAL_STRIDE: Final[dict[str, int]] = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
 """Output stride of a ResNet truncated after each stage, without dilation."""
 
 BASIC_BLOCK_ENCODERS: Final = ("resnet18", "resnet34")
@@ -101,9 +101,14 @@ class EncoderConfig(Section):
         name: ResNet depth variant.
         backend: ``timm`` (any output stride for every depth) or ``torchvision``
             (the reference lab's implementation; cannot dilate ResNet-18/34).
-        depth: Last stage kept (``layer3`` as in the reference AutoICE model).
+        depth: Last stage kept (``layer3`` as in the reference AutoICE model;
+            ``layer1`` gives the smallest encoder field, 43 px, for context studies).
         output_stride: Input pixels per feature cell; strides below the natural stride
-            of ``depth`` (8/16/32 for layer2/3/4) are replaced by dilation.
+            of ``depth`` (4/8/16/32 for layer1/2/3/4) are replaced by dilation (down to 8;
+            ``layer1`` is always 4).
+        width: Multiplier of the channel count of every stage ``layer1..4`` (timm only;
+            the 7x7 stem keeps 64; 1 = the standard ResNet). Narrow encoders (0.5)
+            train faster on CPUs; ImageNet weights exist only for width 1.
         pretrained: Local ImageNet weights file (``.pth``/``.pt``/``.bin`` or
             ``.safetensors``) in torchvision/timm ResNet key layout; ``null`` = random
             initialisation. Nothing is ever downloaded.
@@ -113,6 +118,7 @@ class EncoderConfig(Section):
     backend: Backend = "timm"
     depth: Depth = "layer3"
     output_stride: OutputStride = 16
+    width: float = Field(1.0, gt=0.0, le=1.0)
     pretrained: Path | None = None
 
 
@@ -205,8 +211,32 @@ class ModelConfig(Section):
                 f"{SECTION}.encoder.output_stride",
                 f"{enc.output_stride} is impossible for an encoder truncated after {enc.depth} "
                 f"(its stride without dilation is {natural}); choose "
-                f"{' or '.join(str(s) for s in (8, 16, 32) if s <= natural)}",
+                f"{' or '.join(str(s) for s in (4, 8, 16, 32) if s <= natural)}",
             )
+        if enc.output_stride < min(natural, 8):
+            raise ConfigError(
+                f"{SECTION}.encoder.output_stride",
+                f"{enc.output_stride} needs dilation in the stem, which ResNets do not have; "
+                "the smallest output stride is 8 (or 4 with encoder.depth=layer1)",
+            )
+        if enc.width != 1.0:
+            if enc.backend != "timm":
+                raise ConfigError(
+                    f"{SECTION}.encoder.width",
+                    f"{enc.width} needs encoder.backend=timm (torchvision ResNets have fixed "
+                    "widths)",
+                )
+            if round(64 * enc.width) != 64 * enc.width or 64 * enc.width < 8:
+                raise ConfigError(
+                    f"{SECTION}.encoder.width",
+                    f"{enc.width} must make layer1's 64 channels a whole number of at least 8 "
+                    "(e.g. 0.125, 0.25, 0.5, 0.75)",
+                )
+            if enc.pretrained is not None:
+                raise ConfigError(
+                    f"{SECTION}.encoder.pretrained",
+                    f"ImageNet weights fit only the standard width; encoder.width is {enc.width}",
+                )
         if (
             enc.backend == "torchvision"
             and enc.name in BASIC_BLOCK_ENCODERS
