@@ -65,6 +65,9 @@ class PhysicalScene:
             ``AMSR2_S1_delays``).
         truth: Generator-side ground truth not stored in files (e.g. the scale
             parameters, sub-pixel concentration), for validation and docs.
+        charts: Per-pixel ``SIC``/``SOD``/``FLOE`` classes (uint8, 255 = masked) when the
+            labels are not polygons (known-truth scenes); ``None``: the writers convert
+            ``polygon_codes``.
     """
 
     scene_name: str
@@ -81,6 +84,7 @@ class PhysicalScene:
     era5: dict[str, np.ndarray]
     amsr2_attrs: dict[str, dict[str, object]] = field(default_factory=dict)
     truth: dict[str, object] = field(default_factory=dict)
+    charts: dict[str, np.ndarray] | None = None
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -89,9 +89,11 @@ def physical_to_r2t(scene: PhysicalScene, *, clean: bool = False) -> xr.Dataset:
         PolygonCodesError: If ``scene.polygon_codes`` is malformed.
         DataError: If the fields' shapes disagree.
     """
-    classes = convert_polygon_codes(scene.polygon_codes, clean=clean)
     ids = np.asarray(scene.polygon_ids, dtype=np.float32)
-    charts = rasterise_charts(ids, classes)
+    if scene.charts is not None:  # per-pixel labels (known-truth scenes)
+        charts = dict(scene.charts)
+    else:
+        charts = rasterise_charts(ids, convert_polygon_codes(scene.polygon_codes, clean=clean))
     hh, hv = _sar_db(scene)
     tp = scene.tiepoints
     lat, lon = latlon_grid_21(tp.line, tp.sample, tp.latitude, tp.longitude, scene.shape)
@@ -162,6 +164,11 @@ def physical_to_raw(
         DataError: If the scene name does not match its ``original_id`` (the raw path
             derives the name from the file name) or the 2 km grid is inconsistent.
     """
+    if scene.charts is not None:
+        raise DataError(
+            f"physical_to_raw: scene {scene.scene_name} has per-pixel labels (a known-truth "
+            "scene), which the raw format's polygon chart cannot hold; write it ready-to-train"
+        )
     try:
         from_file = scene_name_from_raw(scene.original_id)
     except ValueError as exc:
