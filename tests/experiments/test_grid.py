@@ -119,3 +119,45 @@ def test_shipped_study_configs_make_valid_run_configs(path, tmp_path):
         assert len(specs) == 6 * 9 * 3
     if path.stem == "smoke":
         assert len(specs) == 18
+
+
+def test_data_axis_prefixes_ids_and_merges_known_truth(tmp_path):
+    import yaml
+
+    from icecontext.testing import tiny_run_config
+
+    radii = {"SIC": 1.0, "SOD": 1.5, "FLOE": 2.0}
+    study = {
+        "study": {
+            "name": "kt",
+            "synth": {"height": 120, "width": 120, "known_truth": {"cell_fraction": 0.3}},
+            "axes": {
+                "data": {
+                    "A": {"known_truth": {"radius_km": radii}},
+                    "B": {"known_truth": {"radius_km": {**radii, "SIC": 2.0}}, "seed": 7},
+                },
+                "rates": [[1]],
+                "features": {"sar": ["sar"]},
+                "seeds": [0],
+            },
+        },
+        **tiny_run_config(tmp_path / "s.zarr"),
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    loaded = load_study(path)
+    ids = [s.run_id for s in expand(loaded.section.axes)]
+    assert ids == ["d-A_r1_f-sar_s0", "d-B_r1_f-sar_s0"]
+    assert expand(loaded.section.axes)[1].config_id == "d-B_r1_f-sar"
+    b = loaded.section.synth_for("B")
+    assert b.seed == 7 and b.known_truth == {
+        "cell_fraction": 0.3,
+        "radius_km": {**radii, "SIC": 2.0},
+    }
+    assert b.known_truth_params().radius_km["SIC"] == 2.0
+    # a bad radius in one variant is refused when the study loads, naming the variant
+    study["study"]["axes"]["data"]["B"]["known_truth"]["radius_km"]["SOD"] = 0.0
+    path.write_text(yaml.safe_dump(study))
+    with pytest.raises(ConfigError) as err:
+        load_study(path)
+    assert err.value.option.startswith("study.axes.data.B.known_truth")

@@ -348,3 +348,42 @@ def test_a_run_finished_meanwhile_with_another_config_is_not_counted(env, tmp_pa
     assert outcome.status == "skipped-changed"
     assert len(_trained(counts)) == 2
     assert json.loads((runs / spec.run_id / "metrics.json").read_text())["steps"] == 7
+
+
+def test_data_axis_prepares_one_known_truth_store_per_variant(env, tmp_path):
+    from icecontext.experiments.collect import collect_runs
+    from icecontext.experiments.sweep import store_path
+
+    write, runner, _ = env
+    radii = {"SIC": 0.5, "SOD": 0.6, "FLOE": 0.7}
+    mapping = study_mapping(tmp_path / "unused.zarr")
+    mapping["study"]["synth"] = {
+        "train_scenes": 1,
+        "val_scenes": 1,
+        "height": 100,
+        "width": 100,
+        "known_truth": {"radius_km": radii},
+    }
+    mapping["study"]["axes"]["data"] = {
+        "A": {},
+        "B": {"known_truth": {"radius_km": {**radii, "SIC": 0.9}}},
+    }
+    mapping["study"]["axes"]["rates"] = [[1]]
+    mapping["data"]["features"] = ["sar"]
+    write(mapping)
+    runs = tmp_path / "runs"
+    r = runner(runs)
+    assert r.run().count("trained") == 2
+    for label in ("A", "B"):
+        store = store_path(r.study, runs, label)
+        assert store == runs / "_data" / label / "store.zarr" and store.is_dir()
+        cfg = yaml.safe_load(
+            (runs / ".sweep" / "configs" / f"d-{label}_r1_f-sar_s0.yaml").read_text()
+        )
+        assert cfg["data"]["store"] == str(store.resolve())
+    record = json.loads((runs / "d-B_r1_f-sar_s0" / SPEC_FILE).read_text())
+    assert record["data"] == "B" and record["synth"]["known_truth"]["radius_km"]["SIC"] == 0.9
+    table = collect_runs(runs).set_index("run_id")
+    assert table.loc["d-A_r1_f-sar_s0", "known_radius_km_SIC"] == 0.5
+    assert table.loc["d-B_r1_f-sar_s0", "known_radius_km_SIC"] == 0.9
+    assert json.loads(table.loc["d-B_r1_f-sar_s0", "truth_informative"])["FLOE"] == {"sar": 1.0}

@@ -18,10 +18,13 @@ A study file is an ordinary run config (the sections of ``configs/train/*.yaml``
           sod_fine: {SOD: [1, 2, 3]}
         seeds: [0, 1]
 
-Every point of the product ``rates x task_rates x features x seeds`` is one training
-run, named ``r6-12-18_f-sar_s0`` (``_t-<label>`` is added when per-task rates are an
-axis with more than one value). Ids depend only on the axis values, never on the order
-of expansion, so a grid grown later keeps the runs already done.
+Every point of the product ``data x rates x task_rates x features x seeds`` is one
+training run, named ``r6-12-18_f-sar_s0`` (``_t-<label>`` is added when per-task rates
+are an axis with more than one value, ``d-<label>_`` in front when the study has a data
+axis). The optional ``data`` axis names variants of ``study.synth`` (label -> keys that
+replace the base's, e.g. other known-truth radii); each gets its own synthetic data.
+Ids depend only on the axis values, never on the order of expansion, so a grid grown
+later keeps the runs already done.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ class StudySynth(Section):
             multiplier of ``medium``; see docs/data.md).
         polygon_size_km: Typical ice-chart polygon size.
         seed: Scene ``i`` uses seed ``seed + i``.
+        known_truth: Write known-truth scenes instead
+            (:class:`icecontext.synthetic.known_truth.KnownTruthParams`: the context
+            radius of each task and how the pixels show it; ``scale`` is then unused).
     """
 
     train_scenes: PositiveInt = 6
@@ -62,24 +68,40 @@ class StudySynth(Section):
     scale: str = "medium"
     polygon_size_km: float = Field(25.0, gt=1.0)
     seed: int = Field(1000, ge=0)
+    known_truth: dict[str, Any] | None = None
+
+    def known_truth_params(self, option: str = "study.synth.known_truth") -> Any:
+        """The validated known-truth parameters, or ``None`` for physical scenes.
+
+        Raises:
+            ConfigError: Naming ``option`` and the bad key.
+        """
+        if self.known_truth is None:
+            return None
+        from icecontext.synthetic.known_truth import KnownTruthParams
+
+        return validate(KnownTruthParams, self.known_truth, prefix=option)
 
 
 class StudyAxes(Section):
     """The grid.
 
     Attributes:
+        data: Optional variants of ``study.synth`` by label (keys replacing the
+            base's; ``known_truth`` is merged key by key).
         rates: Atrous-rate sets applied to every task (``model.aspp.rates``).
         features: Feature sets by label (``data.features``).
         task_rates: Optional per-task rate overrides by label (``model.task_rates``).
         seeds: Seeds (``seed``).
     """
 
+    data: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"": {}})
     rates: list[list[PositiveInt]] = Field(min_length=1)
     features: dict[str, list[str]] = Field(min_length=1)
     task_rates: dict[str, dict[str, list[PositiveInt]]] = Field(default_factory=lambda: {"": {}})
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
 
-    @field_validator("features", "task_rates")
+    @field_validator("features", "task_rates", "data")
     @classmethod
     def _check_labels(cls, value: dict[str, Any]) -> dict[str, Any]:
         for label in value:
@@ -110,15 +132,42 @@ class StudySection(Section):
 
     Attributes:
         name: Study name (default runs folder ``runs/study-<name>``).
+        purpose: What the study is for, printed as the first line of its report (say
+            "machinery check, not findings" for a study that tests only the machinery).
         runs_dir: Folder of the run directories (relative to the working directory).
         synth: Synthetic data to generate (``null``: use the base config's data).
         axes: The grid.
     """
 
     name: str
+    purpose: str | None = None
     runs_dir: Path | None = None
     synth: StudySynth | None = None
     axes: StudyAxes
+
+    def synth_for(self, label: str) -> StudySynth | None:
+        """``synth`` with the data axis' variant ``label`` applied (``""``: the base).
+
+        Raises:
+            ConfigError: ``study.axes.data`` when variants are given without ``synth``,
+                or naming the bad key of a variant.
+        """
+        overrides = self.axes.data.get(label, {})
+        if self.synth is None:
+            if overrides:
+                raise ConfigError(
+                    "study.axes.data", "data variants need a study.synth section to vary"
+                )
+            return None
+        if not overrides:
+            return self.synth
+        merged = self.synth.model_dump()
+        for key, value in overrides.items():
+            if key == "known_truth" and isinstance(value, dict):
+                merged["known_truth"] = {**(merged.get("known_truth") or {}), **value}
+            else:
+                merged[key] = value
+        return validate(StudySynth, merged, prefix=f"study.axes.data.{label}")
 
 
 @dataclass(frozen=True)
@@ -127,6 +176,7 @@ class RunSpec:
 
     Attributes:
         run_id: Folder name of the run (stable, readable).
+        data_label: Label of the data variant (``""`` without a data axis).
         rates: ``model.aspp.rates``.
         features_label: Label of the feature set.
         features: ``data.features``.
@@ -136,6 +186,7 @@ class RunSpec:
     """
 
     run_id: str
+    data_label: str
     rates: tuple[int, ...]
     features_label: str
     features: tuple[str, ...]
@@ -164,6 +215,7 @@ class RunSpec:
         return {
             "run_id": self.run_id,
             "config_id": self.config_id,
+            "data": self.data_label,
             "rates": list(self.rates),
             "features_label": self.features_label,
             "features": list(self.features),
@@ -193,28 +245,31 @@ def rates_label(rates: tuple[int, ...] | list[int]) -> str:
 
 
 def expand(axes: StudyAxes) -> list[RunSpec]:
-    """Every run of the grid, ordered rates > per-task rates > features > seeds."""
+    """Every run of the grid, ordered data > rates > per-task rates > features > seeds."""
     many_task = len(axes.task_rates) > 1
     specs: list[RunSpec] = []
-    for rates in axes.rates:
-        for t_label, t_rates in axes.task_rates.items():
-            for f_label, feats in axes.features.items():
-                for seed in axes.seeds:
-                    parts = [rates_label(rates)]
-                    if many_task or t_label:
-                        parts.append(f"t-{t_label or 'same'}")
-                    parts += [f"f-{f_label}", f"s{seed}"]
-                    specs.append(
-                        RunSpec(
-                            run_id="_".join(parts),
-                            rates=tuple(rates),
-                            features_label=f_label,
-                            features=tuple(feats),
-                            task_rates_label=t_label,
-                            task_rates={k: tuple(v) for k, v in t_rates.items()},
-                            seed=seed,
+    for d_label in axes.data:
+        for rates in axes.rates:
+            for t_label, t_rates in axes.task_rates.items():
+                for f_label, feats in axes.features.items():
+                    for seed in axes.seeds:
+                        parts = [f"d-{d_label}"] if d_label else []
+                        parts.append(rates_label(rates))
+                        if many_task or t_label:
+                            parts.append(f"t-{t_label or 'same'}")
+                        parts += [f"f-{f_label}", f"s{seed}"]
+                        specs.append(
+                            RunSpec(
+                                run_id="_".join(parts),
+                                data_label=d_label,
+                                rates=tuple(rates),
+                                features_label=f_label,
+                                features=tuple(feats),
+                                task_rates_label=t_label,
+                                task_rates={k: tuple(v) for k, v in t_rates.items()},
+                                seed=seed,
+                            )
                         )
-                    )
     return specs
 
 
@@ -257,5 +312,10 @@ def load_study(path: str | os.PathLike[str]) -> Study:
     if "study" not in raw:
         raise ConfigError("study", f"{path} has no 'study:' section (see docs/study.md)")
     section = validate(StudySection, raw.pop("study") or {}, prefix="study")
+    for label in section.axes.data:  # every data variant must make valid synth settings
+        synth = section.synth_for(label)
+        if synth is not None:
+            option = f"study.axes.data.{label}.known_truth" if label else "study.synth.known_truth"
+            synth.known_truth_params(option)
     base = resolve_section_files(raw, path.resolve().parent)
     return Study(section=section, base=base, path=path)

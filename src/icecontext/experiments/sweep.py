@@ -118,28 +118,44 @@ def _store_features(study: Study) -> list[str]:
     return feats
 
 
-def store_path(study: Study, runs_dir: Path) -> Path | None:
-    """Where :func:`prepare_data` puts the study's store (``None`` without ``study.synth``).
+def store_path(study: Study, runs_dir: Path, label: str = "") -> Path | None:
+    """Where :func:`prepare_data` puts the store of data variant ``label``.
 
-    Known before the store exists, so run configs can be validated first.
+    ``_data/store.zarr`` (``_data/<label>/store.zarr`` on a data axis); ``None`` without
+    ``study.synth``. Known before the store exists, so run configs can be validated first.
     """
-    return None if study.section.synth is None else runs_dir / "_data" / "store.zarr"
+    if study.section.synth is None:
+        return None
+    return runs_dir / "_data" / label / "store.zarr" if label else runs_dir / "_data" / "store.zarr"
 
 
-def prepare_data(study: Study, runs_dir: Path, log: Callable[[str], None] = print) -> Path | None:
-    """Synthesise and prepare the study's data once (``study.synth``); return the store.
+def _scene_writer(synth: Any) -> Callable[[Any, int], Any]:
+    """``(params, seed) -> PhysicalScene`` for the study's kind of synthetic scene."""
+    truth = synth.known_truth_params()
+    if truth is None:
+        from icecontext.synthetic.generator import generate_scene
+
+        return generate_scene
+    from icecontext.synthetic.known_truth import generate_known_truth_scene
+
+    return lambda params, seed: generate_known_truth_scene(params, truth, seed)
+
+
+def prepare_data(
+    study: Study, runs_dir: Path, log: Callable[[str], None] = print, label: str = ""
+) -> Path | None:
+    """Synthesise and prepare the data of variant ``label`` once; return the store.
 
     Several sweep processes may start together: one prepares, the others wait for its
-    ``_data/.complete`` marker. Returns ``None`` when the study has no ``synth`` section
+    ``.complete`` marker. Returns ``None`` when the study has no ``synth`` section
     (the base config's ``data.store`` / ``data.root`` is used).
     """
-    s = study.section.synth
-    store = store_path(study, runs_dir)
+    s = study.section.synth_for(label)
+    store = store_path(study, runs_dir, label)
     if s is None or store is None:
         return None
     from icecontext.cli.synth import write_synthetic_scene
     from icecontext.data.store import prepare_store
-    from icecontext.synthetic.generator import generate_scene
     from icecontext.synthetic.params import SynthParams, resolve_scales
 
     data = store.parent
@@ -158,18 +174,19 @@ def prepare_data(study: Study, runs_dir: Path, log: Callable[[str], None] = prin
                 f"{data} was made with other settings ({marker.read_text()}); use another "
                 "--runs-dir or delete the folder",
             )
-        lock = try_lock(data.parent / ".sweep" / "locks" / "_data.lock")
+        lock = try_lock(runs_dir / ".sweep" / "locks" / f"_data{'-' + label if label else ''}.lock")
         if lock is None:
             time.sleep(2.0)  # another process is preparing
             continue
         break
     with lock:
         if marker.is_file():
-            return prepare_data(study, runs_dir, log)
+            return prepare_data(study, runs_dir, log, label)
         scenes = data / "scenes"
         shutil.rmtree(scenes, ignore_errors=True)
         scenes.mkdir(parents=True)
         scales = resolve_scales(s.scale, option="study.synth.scale")
+        make_scene = _scene_writer(s)
         n = s.train_scenes + s.val_scenes
         t0 = time.perf_counter()
         for i in range(n):
@@ -181,9 +198,11 @@ def prepare_data(study: Study, runs_dir: Path, log: Callable[[str], None] = prin
                 polygon_size_km=s.polygon_size_km,
                 keep_truth_arrays=False,
             )
-            write_synthetic_scene(generate_scene(params, s.seed + i), scenes, seed=s.seed + i)
+            write_synthetic_scene(make_scene(params, s.seed + i), scenes, seed=s.seed + i)
             lock.heartbeat()
-        log(f"[sweep] synthesised {n} scenes (scale {s.scale}) in {time.perf_counter() - t0:.0f} s")
+        kind = "known-truth" if s.known_truth is not None else f"scale {s.scale}"
+        where = f" for data '{label}'" if label else ""
+        log(f"[sweep] synthesised {n} scenes ({kind}){where} in {time.perf_counter() - t0:.0f} s")
         t0 = time.perf_counter()
         result = prepare_store(
             scenes, store, features=features, downsample=downsample, progress=False
@@ -229,10 +248,11 @@ def run_config(
     for key, value in spec.overrides().items():
         _set(raw, key, value)
     if store is not None:
+        synth = study.section.synth_for(spec.data_label)
+        assert synth is not None
         _set(raw, "data.store", str(store.resolve()))
         _set(raw, "data.root", None)
-        assert study.section.synth is not None
-        _set(raw, "data.splits.val_count", study.section.synth.val_scenes)
+        _set(raw, "data.splits.val_count", synth.val_scenes)
     _set(raw, "output.root", str(runs_dir.resolve()))
     _set(raw, "output.name", spec.run_id)
     _set(raw, "train.resume", "auto")
@@ -592,9 +612,14 @@ class SweepRunner:
         Raises:
             ConfigError: The first grid point that makes an invalid run config.
         """
-        store = store_path(self.study, self.runs_dir)
         return {
-            s.run_id: run_config(self.study, s, self.runs_dir, store, self.threads)
+            s.run_id: run_config(
+                self.study,
+                s,
+                self.runs_dir,
+                store_path(self.study, self.runs_dir, s.data_label),
+                self.threads,
+            )
             for s in self.specs
         }
 
@@ -641,8 +666,9 @@ class SweepRunner:
         for c in changed:
             self.log(f"[sweep] {c.describe()}: retrained (--rerun-changed)")
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        store = prepare_data(self.study, self.runs_dir, self.log)
-        assert store == store_path(self.study, self.runs_dir)
+        for label in dict.fromkeys(spec.data_label for spec in self.specs):
+            store = prepare_data(self.study, self.runs_dir, self.log, label)
+            assert store == store_path(self.study, self.runs_dir, label)
         todo: queue.Queue[RunSpec] = queue.Queue()
         for s in self.specs:
             todo.put(s)
@@ -720,6 +746,11 @@ class SweepRunner:
         rdir.mkdir(parents=True, exist_ok=True)
         digest = config_hash(cfg)
         record = {**spec.as_record(), "config_hash": digest}
+        if self.study.section.purpose:
+            record["purpose"] = self.study.section.purpose
+        synth = self.study.section.synth_for(spec.data_label)
+        if synth is not None:  # what the data were (known-truth radii for the report)
+            record["synth"] = synth.model_dump(mode="json")
         write_text_atomic(rdir / SPEC_FILE, json.dumps(record, indent=2) + "\n")
         log_path = meta / "logs" / f"{spec.run_id}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
