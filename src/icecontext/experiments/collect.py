@@ -110,11 +110,23 @@ def read_run(run_dir: Path) -> dict[str, Any] | None:
         "rates": "-".join(str(r) for r in spec["rates"]),
         "max_rate": max(spec["rates"]),
         "features": spec["features_label"],
+        "feature_selectors": " ".join(spec.get("features") or []),
         "task_rates": spec.get("task_rates_label", ""),
+        "data": spec.get("data", ""),
         "seed": int(spec["seed"]),
         "steps": metrics.get("steps"),
         **{k: float(scores[k]) for k in SCORES},
     }
+    row["purpose"] = spec.get("purpose") or ""
+    truth = ((spec.get("synth") or {}).get("known_truth")) or {}
+    if truth.get("radius_km"):
+        from icecontext.synthetic.known_truth import KnownTruthParams
+
+        params = KnownTruthParams.model_validate(truth)
+        for task, km in params.radius_km.items():
+            row[f"known_radius_km_{task}"] = km
+        row["truth_informative"] = json.dumps(params.informative_channels(), sort_keys=True)
+    row.update(final_slopes(run_dir))
     cfg_path = run_dir / "config.yaml"
     downsample = 1
     if cfg_path.is_file():
@@ -128,10 +140,40 @@ def read_run(run_dir: Path) -> dict[str, Any] | None:
             row[f"rf_km_{task}"] = pixels_to_km(px, downsample)
             row[f"trained_rf_px_{task}"] = trained[task]
             row[f"trained_rf_km_{task}"] = pixels_to_km(trained[task], downsample)
+            # half-width: the distance from a pixel that its output can depend on
+            row[f"trained_radius_km_{task}"] = pixels_to_km((trained[task] - 1) / 2, downsample)
         row["untrained_taps"] = untrained
     row["downsample"] = downsample
     row["run_dir"] = str(run_dir)
     return row
+
+
+def final_slopes(run_dir: Path, last: int = 3) -> dict[str, float]:
+    """Slope of each validation score over the run's last ``last`` validations (per epoch).
+
+    A least-squares line through the final validations of the CSV log: near 0 when
+    the run had converged, clearly positive when it was still learning. ``slope_<score>``
+    keys; empty when the run logged fewer than two validations.
+    """
+    import numpy as np
+
+    from icecontext.training.plots import read_metrics
+    from icecontext.training.rundir import RunDir
+
+    try:
+        df = read_metrics(RunDir(run_dir))
+    except FileNotFoundError:
+        return {}
+    out: dict[str, float] = {}
+    for score in SCORES:
+        col = f"val/{score}"
+        if col not in df or "epoch" not in df:
+            continue
+        val = df[["epoch", col]].dropna().groupby("epoch")[col].last().tail(last)
+        if len(val) >= 2:
+            fit = np.polyfit(val.index.to_numpy(float), val.to_numpy(float), 1)
+            out[f"slope_{score}"] = float(fit[0])
+    return out
 
 
 def read_breakdown(run_dir: Path) -> list[dict[str, Any]]:
@@ -188,10 +230,14 @@ def collect_runs(runs_dir: str | Path, features: Sequence[str] | None = None) ->
         features: Keep only runs of these feature-set labels (default: all).
 
     Columns: ``run_id``, ``config_id``, ``rates``, ``max_rate``, ``features``,
-    ``task_rates``, ``seed``, ``steps``, the four scores, ``rf_px_<task>``,
+    ``feature_selectors``, ``task_rates``, ``data`` (the data variant, ``""`` without a
+    data axis), ``seed``, ``steps``, the four scores, ``rf_px_<task>``,
     ``rf_km_<task>``, ``trained_rf_px_<task>``, ``trained_rf_km_<task>`` (the field the
-    training patches could train), ``untrained_taps`` (whether a rate read only zero
-    padding in training), ``downsample``.
+    training patches could train), ``trained_radius_km_<task>`` (its half-width),
+    ``untrained_taps`` (whether a rate read only zero padding in training),
+    ``known_radius_km_<task>`` and ``truth_informative`` (known-truth data only: the
+    radii and, as JSON, the inputs that carry each task), ``purpose`` (the study's
+    stated purpose), ``slope_<score>`` (:func:`final_slopes`), ``downsample``.
 
     Raises:
         DataError: If the folder holds no finished run.

@@ -36,6 +36,7 @@ from icecontext.experiments.collect import SCORES
 GROUP_KEYS: tuple[str, ...] = (
     "config_id",
     "study",
+    "data",
     "rates",
     "max_rate",
     "features",
@@ -71,7 +72,9 @@ def summarise(runs: pd.DataFrame, scores: tuple[str, ...] = SCORES) -> pd.DataFr
 
     Returns:
         One row per ``config_id`` with ``<score>_mean``, ``<score>_sd`` (NaN with one
-        seed), ``n_seeds`` and the ``rf_km_<task>`` columns when present.
+        seed), ``n_seeds``, the receptive-field columns (theoretical, trained, known
+        radius) when present and ``slope_<score>`` (mean over seeds of the final
+        learning-curve slopes).
     """
     keys = [k for k in GROUP_KEYS if k in runs.columns]
     grouped = runs.groupby(keys, sort=False, dropna=False)
@@ -79,18 +82,21 @@ def summarise(runs: pd.DataFrame, scores: tuple[str, ...] = SCORES) -> pd.DataFr
     for s in scores:
         out[f"{s}_mean"] = grouped[s].mean()
         out[f"{s}_sd"] = grouped[s].std(ddof=1)
-    for col in [c for c in runs.columns if c.startswith("rf_km_") or c.startswith("rf_px_")]:
+    fixed = ("rf_km_", "rf_px_", "trained_rf_", "trained_radius_", "known_radius_")
+    for col in [c for c in runs.columns if c.startswith(fixed)]:
         out[col] = grouped[col].first()
+    for col in [c for c in runs.columns if c.startswith("slope_")]:
+        out[col] = grouped[col].mean()
     out = out.reset_index()
-    order = [k for k in ("study", "max_rate", "features", "task_rates") if k in out.columns]
+    order = [k for k in ("study", "data", "max_rate", "features", "task_rates") if k in out.columns]
     return out.sort_values(order, kind="stable", ignore_index=True)
 
 
-def _task_rf(row: pd.Series, score: str) -> float:
+def _task_rf(row: pd.Series, score: str, prefix: str = "rf_km_") -> float:
     """The receptive field (km) that matters for ``score``: the task's, or the widest."""
-    if f"rf_km_{score}" in row:
-        return float(row[f"rf_km_{score}"])
-    fields = [float(v) for k, v in row.items() if str(k).startswith("rf_km_")]
+    if f"{prefix}{score}" in row:
+        return float(row[f"{prefix}{score}"])
+    fields = [float(v) for k, v in row.items() if str(k).startswith(prefix)]
     return max(fields) if fields else math.nan
 
 
@@ -98,7 +104,8 @@ def best_per_task(summary: pd.DataFrame, scores: tuple[str, ...] = SCORES) -> pd
     """The configuration with the highest mean of each score (ties: first in grid order).
 
     ``rf_km`` is the winner's theoretical receptive field for that task (the widest of its
-    tasks for the combined score).
+    tasks for the combined score), ``trained_rf_km`` the field its training patches
+    trained.
     """
     rows = []
     for s in scores:
@@ -114,6 +121,7 @@ def best_per_task(summary: pd.DataFrame, scores: tuple[str, ...] = SCORES) -> pd
                 "sd": r[f"{s}_sd"],
                 "n_seeds": int(r["n_seeds"]),
                 "rf_km": _task_rf(r, s),
+                "trained_rf_km": _task_rf(r, s, "trained_rf_km_"),
             }
         )
     return pd.DataFrame(rows)
