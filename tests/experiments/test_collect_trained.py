@@ -60,9 +60,9 @@ def test_configs_without_a_patch_size_use_its_default():
         "data": {"features": ["sar"]},
         "model": {
             "encoder": {"name": "resnet18", "depth": "layer2", "output_stride": 8},
-            "aspp": {"rates": [40], "channels": 8},
+            "aspp": {"rates": [50], "channels": 8},
         },
     }
-    # default data.patch_size 256 = 32 cells at stride 8: rate 40 untrained
+    # default data.patch_size 384 = 48 cells at stride 8: rate 50 untrained
     trained, untrained = trained_receptive_fields_px(config)
     assert untrained and trained["SIC"] == 99 + 8 * 5  # the 1x1 and avg:3 branches remain
