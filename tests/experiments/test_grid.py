@@ -95,7 +95,8 @@ def test_committed_study_configs_load():
 
     root = Path(__file__).resolve().parents[2] / "configs" / "study"
     smoke = load_study(root / "smoke.yaml")
-    assert len(expand(smoke.section.axes)) == 18
+    assert len(expand(smoke.section.axes)) == 8
+    assert smoke.section.purpose.startswith("Machinery check, not findings")
     for path in sorted(root.glob("*.yaml")):
         study = load_study(path)
         assert expand(study.section.axes)
@@ -118,7 +119,11 @@ def test_shipped_study_configs_make_valid_run_configs(path, tmp_path):
     if path.stem == "paper":
         assert len(specs) == 6 * 9 * 3
     if path.stem == "smoke":
-        assert len(specs) == 18
+        assert len(specs) == 8
+    if path.stem == "known_truth":  # 3 radii x 4 rate sets x 5 seeds
+        assert len(specs) == 3 * 4 * 5
+    if path.stem == "known_truth_inputs":  # 10 feature sets x 5 seeds
+        assert len(specs) == 10 * 5
 
 
 def test_data_axis_prefixes_ids_and_merges_known_truth(tmp_path):
