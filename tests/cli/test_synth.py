@@ -101,8 +101,24 @@ def test_raw_files_convert_back_to_the_ready_to_train_files(r2t_dir: Path, tmp_p
         (["--height", "10"], "--height"),
         (["--scale", "enormous"], "--scale"),
         (["--complevel", "12"], "--complevel"),
+        (["--known-truth", "SIC=3"], "--known-truth"),
+        (["--known-truth", "SIC=3,SOD=x,FLOE=2"], "--known-truth"),
+        (["--known-truth", "SIC=1,SOD=1,FLOE=1", "--raw"], "--known-truth"),
     ],
 )
 def test_bad_options_name_the_option(tmp_path: Path, capsys, extra: list[str], option: str) -> None:
     assert main(["synth", "--out", str(tmp_path), "--no-progress", *extra]) == 2
     assert f"option '{option}'" in capsys.readouterr().err
+
+
+def test_known_truth_scenes_validate_and_record_their_radii(tmp_path: Path) -> None:
+    out = tmp_path / "kt"
+    assert _synth(out, "--scenes", "2", "--known-truth", "SIC=0.8,SOD=1.2,FLOE=1.6") == 0
+    assert main(["validate", str(out), "--require-labels"]) == 0
+    scenes = find_scenes(out)
+    assert len(scenes) == 2
+    ds = open_scene(scenes[0])
+    assert set(np.unique(ds["SOD"].values)) <= {1, 3, 5, CHART_FILL}
+    truth = json.loads(next(out.glob("*_synth.json")).read_text())
+    assert truth["known_truth"]["radius_km"] == {"SIC": 0.8, "SOD": 1.2, "FLOE": 1.6}
+    assert truth["informative_channels"]["SIC"] == {"sar": 1.0, "amsr2:18.7": 0.9}

@@ -29,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from icecontext.atomic import write_text_atomic
+from icecontext.config import validate
 from icecontext.data.format import (
     CHART_FILL,
     CHARTS,
@@ -40,6 +41,7 @@ from icecontext.data.scene import write_scene
 from icecontext.errors import ConfigError
 from icecontext.provenance import write_run_record
 from icecontext.synthetic.generator import generate_scene, truth_summary
+from icecontext.synthetic.known_truth import KnownTruthParams, generate_known_truth_scene
 from icecontext.synthetic.params import SCALE_PRESETS, SynthParams, resolve_scales
 from icecontext.synthetic.physical import PhysicalScene
 
@@ -82,6 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--complevel", type=int, default=1, help="zlib compression level 0-9 (default 1)"
     )
+    parser.add_argument(
+        "--known-truth",
+        metavar="SIC=KM,SOD=KM,FLOE=KM",
+        default=None,
+        help="write known-truth scenes: each task's label depends only on the scene within "
+        "this radius (docs/data.md, 'Known-truth scenes'); ready-to-train files only",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -95,6 +104,33 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("--complevel", f"must be 0..9, got {args.complevel}")
     if args.seed < 0:
         raise ConfigError("--seed", f"must be >= 0, got {args.seed}")
+    if args.known_truth is not None and args.raw:
+        raise ConfigError(
+            "--known-truth", "known-truth labels are per pixel, not polygons: drop --raw"
+        )
+
+
+def parse_known_truth(text: str) -> KnownTruthParams:
+    """``"SIC=3.6,SOD=4.56,FLOE=6"`` -> the known-truth parameters with those radii (km).
+
+    Raises:
+        ConfigError: Naming ``--known-truth`` for anything else.
+    """
+    radii: dict[str, float] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            radii[key.strip().upper()] = float(value)
+        except ValueError:
+            raise ConfigError(
+                "--known-truth", f"expected SIC=KM,SOD=KM,FLOE=KM, got '{text}'"
+            ) from None
+    try:
+        return validate(KnownTruthParams, {"radius_km": radii}, prefix="known_truth")
+    except ConfigError as exc:
+        raise ConfigError("--known-truth", exc.problem) from None
 
 
 def _scene_params(args: argparse.Namespace, index: int) -> SynthParams:
@@ -108,14 +144,22 @@ def _scene_params(args: argparse.Namespace, index: int) -> SynthParams:
     )
 
 
-def _unique_scene(params: SynthParams, seed: int, taken: set[str]) -> PhysicalScene:
+def _unique_scene(
+    params: SynthParams, seed: int, taken: set[str], truth: KnownTruthParams | None = None
+) -> PhysicalScene:
     """Generate a scene; on a name clash, regenerate it one second later (same content)."""
-    scene = generate_scene(params, seed)
+
+    def make(p: SynthParams) -> PhysicalScene:
+        return (
+            generate_scene(p, seed) if truth is None else generate_known_truth_scene(p, truth, seed)
+        )
+
+    scene = make(params)
     while scene.scene_name in taken:
         later = scene_time(scene.scene_name) + timedelta(seconds=1)
         log.info("scene name %s already used: start time moved to %s", scene.scene_name, later)
         params = params.model_copy(update={"scene_time": later})
-        scene = generate_scene(params, seed)
+        scene = make(params)
     return scene
 
 
@@ -181,6 +225,7 @@ def write_synthetic_scene(
 def run(args: argparse.Namespace) -> int:
     """Generate and write the scenes."""
     _check(args)
+    truth = parse_known_truth(args.known_truth) if args.known_truth is not None else None
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()
@@ -189,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
     for i in bar:
         seed = args.seed + i
         params = _scene_params(args, i)
-        scene = _unique_scene(params, seed, taken)
+        scene = _unique_scene(params, seed, taken, truth)
         taken.add(scene.scene_name)
         bar.set_postfix_str(scene.scene_name)
         files = write_synthetic_scene(
@@ -209,4 +254,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _layout(args: argparse.Namespace) -> str:
     kind = "raw" if args.raw else "ready-to-train"
+    if args.known_truth is not None:
+        kind = f"known-truth ({args.known_truth} km) {kind}"
     return kind + (" test-set" if args.test_set else "")
