@@ -154,3 +154,11 @@ def test_check_run_context_reports_the_shares(tmp_path):
     assert ctx.cells == (16, 16)
     shares = {b.rate: (b.axis, b.diagonal) for b in ctx.tasks["FLOE"].rates}
     assert shares == {4: (0.75, 0.5625), 12: (0.25, 0.0625)}
+
+
+def test_precision_32_as_a_yaml_number_is_accepted(tmp_path):
+    # `precision: 32` (docs/training.md) and `trainer.precision=32` parse as the int 32
+    cfg = _load(tmp_path, ["trainer.precision=32", "train.validation.precision=32"])
+    assert cfg.trainer.precision == "32" and cfg.train.validation.precision == "32"
+    with pytest.raises(ConfigError, match="trainer.precision"):
+        _load(tmp_path, ["trainer.precision=16"])

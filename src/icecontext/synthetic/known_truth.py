@@ -39,7 +39,8 @@ everything else. So no such network predicts ``z_T(p)`` better than an oracle th
 knows those cells' values exactly; the oracle's best prediction is the part of the
 disc mean from the cells it sees, with correlation :func:`context_ceiling` to ``z``.
 With ``cell_fraction`` 0.25 the ceiling is about 0.72 at ``r = R/2`` and reaches 1
-near ``r = 0.9 R`` (a cell that meets the field's disc is known whole). (With AMSR2 inputs, ``r`` grows by the 2 km cell's half-diagonal.)
+near ``r = 0.9 R`` (a cell that meets the field's disc is known whole). With AMSR2
+inputs, ``r`` grows by the 2 km cell's half-diagonal.
 """
 
 from __future__ import annotations

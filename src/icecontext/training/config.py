@@ -37,6 +37,7 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    field_validator,
     model_validator,
 )
 
@@ -149,6 +150,11 @@ class ValidationConfig(Section):
     overlap: NonNegativeInt | Literal["auto", "rf"] = "auto"
     batch: PositiveInt = 4
     precision: ValPrecision = "auto"
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
     max_scenes: PositiveInt | None = None
 
 
@@ -226,6 +232,12 @@ class TrainerConfig(Section):
     precision: Precision = "auto"
     sync_batchnorm: bool = False
     threads: PositiveInt | None = None
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: Any) -> Any:
+        # YAML and command-line overrides read `precision: 32` as a number
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _check_scale_out(self) -> TrainerConfig:
