@@ -118,7 +118,7 @@ class KnownTruthParams(Section):
     amsr2_signal: dict[str, dict[str, float]] = Field(
         default_factory=lambda: {"18.7": {"SIC": 0.9}, "36.5": {"SOD": 0.9}}
     )
-    amsr2_noise_km: float = Field(8.0, gt=0.0, le=200.0)
+    amsr2_noise_km: float = Field(2.0, gt=0.0, le=200.0)
 
     @field_validator("radius_km")
     @classmethod
