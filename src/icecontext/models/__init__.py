@@ -9,6 +9,8 @@
 * :mod:`icecontext.models.aspp` -- ASPP with any rates and a ``global | avg:K | none``
   pooling branch;
 * :mod:`icecontext.models.receptive_field` -- theoretical and measured receptive fields;
+* :mod:`icecontext.models.trained_context` -- which ASPP taps a training patch trains,
+  and the trained receptive field;
 * :mod:`icecontext.models.summary` -- parameters and FLOPs per part.
 
 See docs/models.md.
