@@ -122,6 +122,9 @@ def test_shipped_study_configs_make_valid_run_configs(path, tmp_path):
         assert len(specs) == 8
     if path.stem == "known_truth":  # 3 radii x 4 rate sets x 5 seeds
         assert len(specs) == 3 * 4 * 5
+    if path.stem == "known_truth_convergence":  # 3 radii x 2 rate sets x 1 seed
+        assert len(specs) == 3 * 2
+        assert cfg["train"]["max_epochs"] == 14
     if path.stem == "known_truth_inputs":  # 10 feature sets x 5 seeds
         assert len(specs) == 10 * 5
 

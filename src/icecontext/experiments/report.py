@@ -97,12 +97,9 @@ def plot_score_vs_rf(summary: pd.DataFrame, path: Path) -> Path:
     score (the combined score uses the largest task field), one line per feature set
     (and per-task-rates label and data variant, when those are axes).
     """
-    import matplotlib
     import matplotlib.ticker
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(SCORES), figsize=(3.2 * len(SCORES), 2.9), dpi=80)
     label = summary["features"] + np.where(
         summary["task_rates"].astype(str) != "", " / " + summary["task_rates"], ""
@@ -135,11 +132,7 @@ def plot_score_vs_rf(summary: pd.DataFrame, path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("score (mean ± sd over seeds)")
     axes[-1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _pyplot() -> Any:
@@ -149,6 +142,15 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Lay out ``fig``, write it as PNG atomically and close it."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    _pyplot().close(fig)
+    return path
 
 
 def plot_known_truth(context: list[ContextFinding], path: Path) -> Path:
@@ -181,11 +183,7 @@ def plot_known_truth(context: list[ContextFinding], path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("score (mean ± sd over seeds)")
     axes[-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_inputs(inputs: dict[str, list[InputFinding]], path: Path) -> Path:
@@ -204,11 +202,7 @@ def plot_inputs(inputs: dict[str, list[InputFinding]], path: Path) -> Path:
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3, axis="x")
             ax.invert_yaxis()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def build_report(
