@@ -66,3 +66,19 @@ def test_configs_without_a_patch_size_use_its_default():
     # default data.patch_size 384 = 48 cells at stride 8: rate 50 untrained
     trained, untrained = trained_receptive_fields_px(config)
     assert untrained and trained["SIC"] == 99 + 8 * 5  # the 1x1 and avg:3 branches remain
+
+
+def test_final_slopes_of_the_validation_curve(tmp_path):
+    from icecontext.experiments.collect import final_slopes
+
+    csv = tmp_path / "logs" / "csv" / "metrics.csv"
+    csv.parent.mkdir(parents=True)
+    rows = ["epoch,step,val/combined,train/loss_step"]
+    rows += [f"{e},{10 * e + 9},{v}," for e, v in enumerate([10.0, 20.0, 25.0, 26.0])]
+    rows += ["3,39,,0.5"]  # a training row in between is ignored
+    csv.write_text("\n".join(rows) + "\n")
+    out = final_slopes(tmp_path)
+    assert out["slope_combined"] == pytest.approx(3.0)  # fit of 20, 25, 26 at epochs 1-3
+    assert out["last_change_combined"] == pytest.approx(1.0)
+    assert "slope_SIC" not in out
+    assert final_slopes(tmp_path / "missing") == {}

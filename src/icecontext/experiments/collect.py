@@ -153,7 +153,8 @@ def final_slopes(run_dir: Path, last: int = 3) -> dict[str, float]:
 
     A least-squares line through the final validations of the CSV log: near 0 when
     the run had converged, clearly positive when it was still learning. ``slope_<score>``
-    keys; empty when the run logged fewer than two validations.
+    keys, and ``last_change_<score>``: the change over the final epoch; empty when the
+    run logged fewer than two validations.
     """
     import numpy as np
 
@@ -173,6 +174,7 @@ def final_slopes(run_dir: Path, last: int = 3) -> dict[str, float]:
         if len(val) >= 2:
             fit = np.polyfit(val.index.to_numpy(float), val.to_numpy(float), 1)
             out[f"slope_{score}"] = float(fit[0])
+            out[f"last_change_{score}"] = float(val.iloc[-1] - val.iloc[-2])
     return out
 
 

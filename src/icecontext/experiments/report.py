@@ -488,19 +488,30 @@ def _curves_md(summary: pd.DataFrame) -> list[str]:
             s,
             f"{summary[f'slope_{s}'].median():+.2f}",
             f"{summary[f'slope_{s}'].abs().max():.2f}",
+            f"{summary[f'last_change_{s}'].median():+.2f}",
+            f"{summary[f'last_change_{s}'].abs().max():.2f}",
         ]
         for s in SCORES
-        if f"slope_{s}" in summary
+        if f"slope_{s}" in summary and f"last_change_{s}" in summary
     ]
     return [
         "## Convergence",
         "",
-        "Final slope of each run's validation score: a least-squares line through its last "
-        "three validations, in score points per epoch (mean over seeds per configuration, "
-        "then median and largest magnitude over configurations). Each run's curves are its "
-        "`curves.png`.",
+        "How the runs ended: the slope of each validation score over the last three "
+        "validations (a least-squares line, points per epoch) and its change over the final "
+        "epoch; means over seeds per configuration, then the median and the largest "
+        "magnitude over configurations. Each run's curves are its `curves.png`.",
         "",
-        _md_table(["score", "median slope", "largest |slope|"], rows),
+        _md_table(
+            [
+                "score",
+                "median slope",
+                "largest |slope|",
+                "median final-epoch change",
+                "largest |change|",
+            ],
+            rows,
+        ),
         "",
     ]
 

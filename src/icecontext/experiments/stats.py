@@ -85,7 +85,7 @@ def summarise(runs: pd.DataFrame, scores: tuple[str, ...] = SCORES) -> pd.DataFr
     fixed = ("rf_km_", "rf_px_", "trained_rf_", "trained_radius_", "known_radius_")
     for col in [c for c in runs.columns if c.startswith(fixed)]:
         out[col] = grouped[col].first()
-    for col in [c for c in runs.columns if c.startswith("slope_")]:
+    for col in [c for c in runs.columns if c.startswith(("slope_", "last_change_"))]:
         out[col] = grouped[col].mean()
     out = out.reset_index()
     order = [k for k in ("study", "data", "max_rate", "features", "task_rates") if k in out.columns]
