@@ -38,6 +38,9 @@ def test_jonckheere_test_detects_a_clean_trend_and_not_noise():
     flat = [rng.choice(FIELDS, 5) for _ in range(3)]
     assert jonckheere_test(flat)[1] > 0.05
     assert jonckheere_test([np.full(5, 4.0)] * 3)[1] == 1.0
+    # one seed per group: the statistic, but no p-value (and no crash)
+    j1, p1 = jonckheere_test([np.array([3.0]), np.array([5.0]), np.array([7.0])])
+    assert j1 == 3 and math.isnan(p1)
 
 
 def test_preferred_field_is_the_one_standard_error_rule():

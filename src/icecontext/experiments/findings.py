@@ -138,6 +138,8 @@ def jonckheere_test(groups: Sequence[np.ndarray], seed: int = 0) -> tuple[float,
     samples = [np.asarray(g, dtype=float) for g in groups]
     if len(samples) < 2 or any(s.size == 0 for s in samples):
         return math.nan, math.nan
+    if any(s.size < 2 for s in samples):  # one seed per radius: nothing to permute within
+        return float(jonckheere_statistic(*samples)), math.nan
     observed = float(jonckheere_statistic(*samples))
     pooled = np.concatenate(samples)
     if np.all(pooled == pooled[0]):
