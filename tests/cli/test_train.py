@@ -97,7 +97,7 @@ def test_untrained_rates_are_refused_before_anything_is_written(config_file, cap
     assert captured.err.startswith(
         "icecontext train: error: option 'model.aspp.rates': rate 24 of task SIC reads only "
         "zero padding in 128 px training patches (8 x 8 feature cells at output stride 16); "
-        "the smallest patch that trains it is 400 px"
+        "the smallest patch (a multiple of 16 px) that trains it is 400 px"
     )
     assert "model.allow_untrained_taps: true" in captured.err
     assert "run directory" not in captured.out

@@ -387,3 +387,10 @@ def test_data_axis_prepares_one_known_truth_store_per_variant(env, tmp_path):
     assert table.loc["d-A_r1_f-sar_s0", "known_radius_km_SIC"] == 0.5
     assert table.loc["d-B_r1_f-sar_s0", "known_radius_km_SIC"] == 0.9
     assert json.loads(table.loc["d-B_r1_f-sar_s0", "truth_informative"])["FLOE"] == {"sar": 1.0}
+    # other radii for variant B: its runs no longer count, even once its data are rebuilt
+    mapping["study"]["axes"]["data"]["B"]["known_truth"]["radius_km"]["SIC"] = 0.8
+    write(mapping)
+    with pytest.raises(ConfigError) as err:
+        runner(runs).run()
+    assert err.value.option == "study.synth.known_truth.radius_km.SIC"
+    assert "d-B_r1_f-sar_s0" in str(err.value) and "d-A_r1_f-sar_s0" not in str(err.value)

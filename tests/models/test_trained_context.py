@@ -116,7 +116,8 @@ def test_refusal_names_task_rate_patch_cells_and_smallest_patch() -> None:
     assert err.option == "model.aspp.rates"
     assert err.problem.startswith(
         "rate 24 of task SIC reads only zero padding in 128 px training patches "
-        "(8 x 8 feature cells at output stride 16); the smallest patch that trains it is 400 px"
+        "(8 x 8 feature cells at output stride 16); the smallest patch (a multiple of 16 px) "
+        "that trains it is 400 px"
     )
     assert "every rate trains from 1168 px" in err.problem
     assert "model.allow_untrained_taps: true" in err.problem

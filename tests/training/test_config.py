@@ -120,8 +120,8 @@ def test_untrained_rates_are_refused_naming_the_rate_and_the_smallest_patch(tmp_
     assert exc.value.option == "model.aspp.rates"
     assert str(exc.value).startswith(
         "option 'model.aspp.rates': rate 24 of task SIC reads only zero padding in 128 px "
-        "training patches (8 x 8 feature cells at output stride 16); the smallest patch that "
-        "trains it is 400 px"
+        "training patches (8 x 8 feature cells at output stride 16); the smallest patch (a "
+        "multiple of 16 px) that trains it is 400 px"
     )
     with pytest.raises(ConfigError) as exc:
         _load(

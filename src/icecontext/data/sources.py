@@ -575,6 +575,10 @@ class NetCDFSource(SceneSource):
                         ds.close()
         return self._data
 
+    def has_full_charts(self) -> bool:
+        """Always: the file itself holds the 80 m charts (no need to read them to say so)."""
+        return True
+
     def _full_charts_array(self) -> Any:
         """The 80 m charts, read from the file (with its labels file) on each call."""
         if self._data is not None and self._data.charts_full is not None:

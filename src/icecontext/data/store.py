@@ -89,7 +89,13 @@ HASH_TAIL: Final = 64 << 10
 SYNTH_SIDECAR_SUFFIX: Final = "_synth.json"
 """``{scene}_synth.json``: the generator truth ``icecontext synth`` writes beside a scene."""
 
-SYNTH_PARAMETER_KEYS: Final = ("generator_version", "seed", "params", "scales")
+SYNTH_PARAMETER_KEYS: Final = (
+    "generator_version",
+    "seed",
+    "params",
+    "scales",
+    "known_truth",
+)
 """What a synthetic scene's fingerprint takes from its sidecar (the generator's inputs)."""
 
 MTIME_ONLY_CHANGES: Final = frozenset({"mtime", "labels mtime"})

@@ -9,7 +9,8 @@ radius (half of ``trained_rf_px``). The *preferred field* is the smallest field 
 mean score is within the seed noise of the best mean: within two standard errors of a
 difference of means, ``mean >= best - 2 sigma sqrt(2 / n)``, with ``sigma`` the pooled
 standard deviation over seeds (ddof 1) of the variant's configurations and ``n`` the
-seeds (about a 5 % test of "worse than the best"). A 95 % percentile bootstrap over
+seeds (a one-sided margin of two standard errors, about a 2.3 % test of "worse than
+the best" for normal differences). A 95 % percentile bootstrap over
 seeds (``scipy.stats.bootstrap``, seeds resampled together across configurations)
 gives its interval. Per seed, the same rule with ``n = 1`` (two standard errors of a
 difference of single runs) gives one preferred field per seed and variant; the
@@ -34,6 +35,7 @@ and (ablation) the top-ranked groups are exactly the informative ones, strongest
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import warnings
 from collections.abc import Sequence
@@ -46,6 +48,8 @@ from scipy import stats as sps
 
 from icecontext.experiments.collect import TASKS
 from icecontext.experiments.stats import holm
+
+log = logging.getLogger(__name__)
 
 ALPHA = 0.01
 """Significance level of every finding (after Holm adjustment)."""
@@ -188,11 +192,32 @@ class ContextFinding:
     kendall_tau: float = math.nan
     monotone: bool = False
     recovered: bool = False
+    line: str = ""
+
+    @property
+    def key(self) -> str:
+        """``SOD``, or ``SOD@sar-inc`` when several feature sets / per-task rates ran."""
+        return f"{self.task}@{self.line}" if self.line else self.task
 
 
-def _score_matrix(sub: pd.DataFrame, task: str) -> tuple[np.ndarray, np.ndarray]:
-    """(fields ascending, scores configs x seeds) on the seeds every configuration ran."""
+def _score_matrix(sub: pd.DataFrame, task: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(fields ascending, scores configs x seeds) on the seeds every configuration ran.
+
+    ``None`` (with a warning) when two configurations share a trained field: the
+    analysis orders configurations by their field and cannot tell those apart.
+    """
     col = f"trained_radius_km_{task}"
+    per_field = sub.groupby(col)["config_id"].nunique()
+    if (per_field > 1).any():
+        field = float(per_field[per_field > 1].index[0])
+        log.warning(
+            "context findings skip %s on data '%s': several configurations train the same "
+            "field (%g km); give each rate set its own field",
+            task,
+            sub["data"].iloc[0] if "data" in sub else "",
+            field,
+        )
+        return None
     table = sub.pivot_table(index=col, columns="seed", values=task, aggfunc="first")
     table = table.dropna(axis=1).sort_index()
     return table.index.to_numpy(dtype=float), table.to_numpy(dtype=float)
@@ -201,12 +226,30 @@ def _score_matrix(sub: pd.DataFrame, task: str) -> tuple[np.ndarray, np.ndarray]
 def context_findings(runs: pd.DataFrame, alpha: float = ALPHA) -> list[ContextFinding]:
     """Context findings for every task with a known radius on at least two data variants.
 
+    Each feature set and per-task-rates label (a *line*) is analysed on its own; the
+    variants are the ``(study, data)`` groups.
+
     Args:
         runs: The runs table (``collect_studies``) with ``data``,
-            ``known_radius_km_<task>`` and ``trained_radius_km_<task>`` columns. Only
-            one feature set and per-task-rates label may be present per variant.
-        alpha: Significance level of ``recovered`` (Holm-adjusted across tasks).
+            ``known_radius_km_<task>`` and ``trained_radius_km_<task>`` columns.
+        alpha: Significance level of ``recovered`` (Holm-adjusted across tasks and lines).
     """
+    out: list[ContextFinding] = []
+    line_keys = [k for k in ("features", "task_rates") if k in runs]
+    lines = runs.groupby(line_keys, sort=False) if line_keys else [((), runs)]
+    several = len(lines) > 1
+    for line, line_runs in lines:
+        name = "/".join(str(v) for v in line if str(v)) if several else ""
+        out += _context_line(line_runs, name)
+    adjusted = holm([f.p_value for f in out])
+    for f, p in zip(out, adjusted, strict=True):
+        f.p_holm = float(p)
+        f.recovered = bool(f.monotone and not math.isnan(p) and p < alpha)
+    return out
+
+
+def _context_line(runs: pd.DataFrame, line: str) -> list[ContextFinding]:
+    """:func:`context_findings` for one feature set and per-task-rates label."""
     out: list[ContextFinding] = []
     for task in TASKS:
         col = f"known_radius_km_{task}"
@@ -219,7 +262,10 @@ def context_findings(runs: pd.DataFrame, alpha: float = ALPHA) -> list[ContextFi
             continue
         scales = []
         for key, g in variants:
-            fields, scores = _score_matrix(g, task)
+            matrix = _score_matrix(g, task)
+            if matrix is None:
+                continue
+            fields, scores = matrix
             if fields.size < 2 or scores.shape[1] < 1:
                 continue
             sd = pooled_sd(scores)
@@ -263,12 +309,9 @@ def context_findings(runs: pd.DataFrame, alpha: float = ALPHA) -> list[ContextFi
                 p_value=p,
                 kendall_tau=tau,
                 monotone=monotone,
+                line=line,
             )
         )
-    adjusted = holm([f.p_value for f in out])
-    for f, p in zip(out, adjusted, strict=True):
-        f.p_holm = float(p)
-        f.recovered = bool(f.monotone and not math.isnan(p) and p < alpha)
     return out
 
 
@@ -297,26 +340,44 @@ class InputFinding:
     means: dict[str, float]
     comparisons: list[FeatureComparison] = field(default_factory=list)
     ablation: list[dict[str, Any]] = field(default_factory=list)
+    informative_sets: list[str] = field(default_factory=list)
     matches_truth: bool = False
     reasons: list[str] = field(default_factory=list)
 
 
-def _groups(selectors: str) -> set[str]:
-    """The input groups a feature set holds (``amsr2`` expands to every frequency)."""
-    from icecontext.data.format import AMSR2_FREQUENCIES
+def _canonical_group(channel: str) -> str:
+    """The group a channel is documented under: ``sar``, ``amsr2:18.7``, ``era5`` ...
 
-    out: set[str] = set()
-    for sel in selectors.split():
-        if sel == "amsr2":
-            out |= {f"amsr2:{f}" for f in AMSR2_FREQUENCIES}
-        else:
-            out.add(sel)
-    return out
+    AMSR2 channels go by frequency, every other catalogued channel by its smallest
+    feature group; a channel of no group stands for itself.
+    """
+    from icecontext.data.format import AMSR2_FREQUENCIES
+    from icecontext.data.variables import FEATURE_GROUPS
+
+    for f in AMSR2_FREQUENCIES:
+        if channel in FEATURE_GROUPS[f"amsr2:{f}"]:
+            return f"amsr2:{f}"
+    for name in ("sar", "incidence", "distance", "era5", "latlon", "month"):
+        if channel in FEATURE_GROUPS[name]:
+            return name
+    return channel
+
+
+def _groups(selectors: str) -> set[str]:
+    """The documented input groups a feature set holds, from its resolved channels.
+
+    Selectors are resolved as training resolves them (``amsr2`` is every frequency,
+    ``amsr2:89`` is ``amsr2:89.0``, ``challenge`` its 24 channels), so two spellings of
+    the same inputs are the same set.
+    """
+    from icecontext.data.variables import resolve_features
+
+    return {_canonical_group(c) for c in resolve_features(selectors.split())}
 
 
 def _informative(groups: set[str], informative: dict[str, float]) -> float:
     """Information weight a set of groups holds for a task (0: none)."""
-    return max((w for g, w in informative.items() if g in groups), default=0.0)
+    return max((w for g, w in informative.items() if _groups(g) & groups), default=0.0)
 
 
 def input_findings(
@@ -340,6 +401,7 @@ def input_findings(
         table = runs.pivot_table(index="seed", columns="features", values=task, aggfunc="first")
         means = {lab: float(table[lab].mean()) for lab in labels if lab in table}
         finding = InputFinding(task=task, informative=dict(info), means=means)
+        finding.informative_sets = [lab for lab in labels if _informative(groups[lab], info) > 0]
         comps: list[FeatureComparison] = []
         for i, a in enumerate(labels):
             for b in labels[i + 1 :]:
@@ -378,15 +440,19 @@ def input_findings(
         finding.ablation = _ablation(runs, labels, groups, table, info, alpha)
         if finding.ablation:
             ranked = [r["left_out"] for r in finding.ablation]
-            truth = [g for g, _ in sorted(info.items(), key=lambda kv: -kv[1]) if g in ranked]
-            if ranked[: len(truth)] != truth:
+            weight = {g: _informative({g}, info) for g in ranked}
+            truth = sorted((g for g in ranked if weight[g] > 0), key=lambda g: -weight[g])
+            # the informative groups first, strongest first (ties in any order)
+            got = [weight[g] for g in ranked[: len(truth)]]
+            if got != [weight[g] for g in truth] or set(ranked[: len(truth)]) != set(truth):
                 ok = False
                 finding.reasons.append(
                     f"ablation ranks {ranked[: max(1, len(truth))]} first; the truth is {truth}"
                 )
+            strongest = {g for g in truth if weight[g] == weight[truth[0]]} if truth else set()
             for r in finding.ablation:
                 sig = r["significant"]
-                if r["left_out"] in truth[:1] and not sig:
+                if r["left_out"] in strongest and not sig:
                     ok = False
                     finding.reasons.append(f"leaving out {r['left_out']} is not significant")
                 if r["left_out"] not in truth and sig and r["mean_drop"] > 0:
@@ -436,7 +502,7 @@ def _ablation(
                 "mean_drop": float(drop.mean()),
                 "sd_drop": float(drop.std(ddof=1)) if drop.size > 1 else math.nan,
                 "p_value": p,
-                "truth_weight": float(info.get(name, 0.0)),
+                "truth_weight": _informative({name}, info),
                 "full_set": full,
             }
         )
@@ -473,7 +539,7 @@ def findings_record(
             "rule": "preferred field = smallest trained field radius (km) whose mean score is "
             "within two standard errors of a difference of means (2 x pooled seed sd x "
             "sqrt(2 / seeds)) of the best; CI: 95 % percentile bootstrap over seeds",
-            "tasks": {f.task: asdict(f) for f in context},
+            "tasks": {f.key: asdict(f) for f in context},
         }
     if inputs:
         record["inputs"] = {

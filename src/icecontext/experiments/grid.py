@@ -95,7 +95,7 @@ class StudyAxes(Section):
         seeds: Seeds (``seed``).
     """
 
-    data: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"": {}})
+    data: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"": {}}, min_length=1)
     rates: list[list[PositiveInt]] = Field(min_length=1)
     features: dict[str, list[str]] = Field(min_length=1)
     task_rates: dict[str, dict[str, list[PositiveInt]]] = Field(default_factory=lambda: {"": {}})

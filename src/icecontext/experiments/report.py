@@ -178,7 +178,7 @@ def plot_known_truth(context: list[ContextFinding], path: Path) -> Path:
             k = sc.fields_km.index(sc.preferred_field_km)
             ax.plot(sc.preferred_field_km, sc.mean_scores[k], "*", ms=13, color=color)
         verdict = "recovered" if f.recovered else "not recovered"
-        ax.set_title(f"{f.task}: {verdict} (Holm p = {f.p_holm:.2g})", fontsize=9)
+        ax.set_title(f"{f.key}: {verdict} (Holm p = {f.p_holm:.2g})", fontsize=9)
         ax.set_xlabel("trained field radius (km)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("score (mean ± sd over seeds)")
@@ -187,14 +187,19 @@ def plot_known_truth(context: list[ContextFinding], path: Path) -> Path:
 
 
 def plot_inputs(inputs: dict[str, list[InputFinding]], path: Path) -> Path:
-    """Per data variant and task: mean score per feature set (informative sets filled)."""
+    """Per data variant and task: mean score per feature set.
+
+    Sets holding an input that carries the task (the generator's truth) are blue, the
+    others grey.
+    """
     plt = _pyplot()
     rows = len(inputs)
     fig, axes = plt.subplots(rows, 3, figsize=(11, 2.8 * rows), dpi=80, squeeze=False)
     for r, (name, findings) in enumerate(inputs.items()):
         for ax, f in zip(axes[r], findings, strict=False):
             labels = list(f.means)
-            ax.barh(labels, [f.means[k] for k in labels], color="C0")
+            colors = ["C0" if k in f.informative_sets else "lightgrey" for k in labels]
+            ax.barh(labels, [f.means[k] for k in labels], color=colors)
             ax.set_title(
                 f"{name} {f.task}: {'matches' if f.matches_truth else 'differs from'} truth",
                 fontsize=8,
@@ -538,7 +543,7 @@ def _context_md(context: list[ContextFinding]) -> list[str]:
         for sc in f.scales:
             rows.append(
                 [
-                    f.task,
+                    f.key,
                     sc.data,
                     f"{sc.known_radius_km:g}",
                     f"{sc.preferred_field_km:g}",
@@ -567,7 +572,7 @@ def _context_md(context: list[ContextFinding]) -> list[str]:
             ["task", "J", "p", "Holm p", "Kendall tau", "rises with R", "recovered"],
             [
                 [
-                    f.task,
+                    f.key,
                     f"{f.statistic:g}",
                     _p(f.p_value),
                     _p(f.p_holm),

@@ -408,11 +408,28 @@ def _revalidated(cfg: dict[str, Any]) -> dict[str, Any]:
         return cfg
 
 
+def _synth_changes(rdir: Path, synth: dict[str, Any] | None) -> list[Change]:
+    """How the data settings a run recorded (``study.json: synth``) differ from ``synth``."""
+    if synth is None or not (rdir / SPEC_FILE).is_file():
+        return []
+    recorded = _read_json(rdir / SPEC_FILE).get("synth")
+    if recorded is None:  # a run of a sweep that did not record them
+        return []
+    old, new = _flatten(recorded), _flatten(synth)
+    missing = object()
+    return [
+        Change(f"study.synth.{k}", old.get(k), new.get(k))
+        for k in sorted(set(old) | set(new))
+        if old.get(k, missing) != new.get(k, missing)
+    ]
+
+
 def changed_run(
     runs_dir: Path,
     spec: RunSpec,
     cfg: dict[str, Any],
     notice: Callable[[str], None] | None = None,
+    synth: dict[str, Any] | None = None,
 ) -> ChangedRun | None:
     """Whether a finished or partial run was trained with another config than ``cfg``.
 
@@ -422,7 +439,9 @@ def changed_run(
     validated again, so options added to the schema since count with their defaults,
     and compared key by key: only real differences make the run changed. A run with
     neither a hash nor a saved config cannot be checked; it counts as matching and
-    ``notice`` says so.
+    ``notice`` says so. With ``synth`` (the data settings of the run's variant), data
+    settings that differ from those the run recorded make it changed too: the store
+    may have been rebuilt from other scenes under the same path.
 
     Returns:
         ``None`` for a pending run or a matching one.
@@ -435,20 +454,21 @@ def changed_run(
         state, record = "partial", _read_json(rdir / SPEC_FILE)
     else:
         return None
+    data = _synth_changes(rdir, synth)
     recorded = record.get("config_hash")
     if recorded == config_hash(cfg):
-        return None
+        return ChangedRun(spec, state, tuple(data)) if data else None
     saved = saved_config(runs_dir, spec)
     if saved is None:
-        if recorded is None:
+        if recorded is None and not data:
             if notice is not None:
                 notice(
                     f"[sweep] {spec.run_id}: {state} without a recorded config hash or a saved "
                     "config (an older sweep); counted as matching the study"
                 )
             return None
-        return ChangedRun(spec, state)
-    changes = config_changes(_revalidated(saved), cfg)
+        return ChangedRun(spec, state, tuple(data))
+    changes = config_changes(_revalidated(saved), cfg) + data
     return ChangedRun(spec, state, tuple(changes)) if changes else None
 
 
@@ -623,13 +643,21 @@ class SweepRunner:
             for s in self.specs
         }
 
+    def _changed(
+        self, spec: RunSpec, cfg: dict[str, Any], notice: Callable[[str], None] | None = None
+    ) -> ChangedRun | None:
+        """:func:`changed_run` with the data settings of the run's variant."""
+        synth = self.study.section.synth_for(spec.data_label)
+        dump = synth.model_dump(mode="json") if synth is not None else None
+        return changed_run(self.runs_dir, spec, cfg, notice, synth=dump)
+
     def changed(
         self, configs: dict[str, dict[str, Any]], notice: Callable[[str], None] | None = None
     ) -> list[ChangedRun]:
         """The finished or partial runs of the shard whose config differs from ``configs``."""
         out = []
         for s in self.specs:
-            change = changed_run(self.runs_dir, s, configs[s.run_id], notice)
+            change = self._changed(s, configs[s.run_id], notice)
             if change is not None:
                 out.append(change)
         return out
@@ -646,7 +674,7 @@ class SweepRunner:
             state = run_state(self.runs_dir, s)
             change = None
             if state != "running":
-                change = changed_run(self.runs_dir, s, configs[s.run_id], self.log)
+                change = self._changed(s, configs[s.run_id], self.log)
             rows.append((s, "changed" if change else state, change))
         return rows
 
@@ -715,7 +743,7 @@ class SweepRunner:
         return summary
 
     def _run_one(self, spec: RunSpec, cfg: dict[str, Any], slot: int) -> Outcome:
-        if is_done(self.runs_dir, spec) and changed_run(self.runs_dir, spec, cfg) is None:
+        if is_done(self.runs_dir, spec) and self._changed(spec, cfg) is None:
             return Outcome(spec.run_id, "skipped-done")
         lock = try_lock(
             _lock_path(self.runs_dir, spec.run_id),
@@ -726,7 +754,7 @@ class SweepRunner:
             return Outcome(spec.run_id, "skipped-locked")
         try:
             # again under the lock: another process may have finished it meanwhile
-            change = changed_run(self.runs_dir, spec, cfg)
+            change = self._changed(spec, cfg)
             if change is not None:
                 if not self.rerun_changed:
                     return Outcome(spec.run_id, "skipped-changed")

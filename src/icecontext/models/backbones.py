@@ -90,6 +90,16 @@ def _build_timm(cfg: EncoderConfig, in_channels: int) -> ResNetEncoder:
 
     extra: dict[str, Any] = {}
     if cfg.width != 1.0:
+        import inspect
+
+        from timm.models.resnet import ResNet
+
+        if "channels" not in inspect.signature(ResNet.__init__).parameters:
+            raise ConfigError(
+                "model.encoder.width",
+                f"needs a timm whose ResNet takes `channels` (this is timm {timm.__version__}); "
+                "upgrade timm or use width 1",
+            )
         base = (64, 128, 256, 512)
         # the 7x7 stem keeps its 64 channels (timm's stem_width applies to deep stems only)
         extra = {"channels": tuple(round(c * cfg.width) for c in base)}

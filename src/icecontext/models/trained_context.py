@@ -299,8 +299,8 @@ def untrained_message(context: TrainedContext) -> str | None:
     stride = context.output_stride
     text = (
         f"rate {first.rate} of task {task} reads only zero padding in "
-        f"{context.describe_patch()}; the smallest patch that trains it is "
-        f"{first.trained_from} px"
+        f"{context.describe_patch()}; the smallest patch (a multiple of {stride} px) that "
+        f"trains it is {first.trained_from} px"
     )
     others: dict[str, list[int]] = {}
     for t, b in untrained[1:]:

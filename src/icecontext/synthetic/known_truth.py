@@ -13,9 +13,9 @@ Construction, per task ``T`` (docs/data.md, "Known-truth scenes"):
 2. **Label.** ``z_T(p)`` is the mean of ``v_T`` over the disc of radius ``R_T`` around
    ``p``, divided by its standard deviation (a constant of ``cell_fraction`` and
    ``R_T`` in pixels, :func:`disc_mean_sd`), so ``z_T`` is ``N(0, 1)``. SIC is
-   ``round(10 * Phi(z))`` (classes 0..10 about equally frequent: a regional ice-cover
-   index); SOD and FLOE are the equal-probability quantile bins of ``z`` mapped to
-   ``sod_classes`` / ``floe_classes``.
+   ``round(10 * Phi(z))`` (classes 1..9 equally frequent, 0 and 10 half as often: a
+   regional ice-cover index); SOD and FLOE are the equal-probability quantile bins of
+   ``z`` mapped to ``sod_classes`` / ``floe_classes``.
 3. **What the pixels show** (each a function of the latent at the *same* pixel plus
    independent noise, so any single pixel is ambiguous about its label):
 
@@ -33,14 +33,15 @@ Construction, per task ``T`` (docs/data.md, "Known-truth scenes"):
      drawn for a uniform 50 % ice cover: they carry no chart information.
 
 Why a smaller field cannot do better. A network output at ``p`` is a function of the
-inputs within its receptive field of radius ``r``; the inputs there are functions of
-the latent values of the cells that meet that disc and of noise independent of
-everything else. So no such network predicts ``z_T(p)`` better than an oracle that
-knows those cells' values exactly; the oracle's best prediction is the part of the
-disc mean from the cells it sees, with correlation :func:`context_ceiling` to ``z``.
-With ``cell_fraction`` 0.25 the ceiling is about 0.72 at ``r = R/2`` and reaches 1
-near ``r = 0.9 R`` (a cell that meets the field's disc is known whole). With AMSR2
-inputs, ``r`` grows by the 2 km cell's half-diagonal.
+inputs within its receptive field, a square of half-width ``r`` (the field radius the
+study reports); the inputs there are functions of the latent values of the cells that
+meet that square and of noise independent of everything else. So no such network
+predicts ``z_T(p)`` better than an oracle that knows those cells' values exactly; the
+oracle's best prediction is the part of the disc mean from the cells it sees, with
+correlation :func:`context_ceiling` to ``z``. With ``cell_fraction`` 0.25 the ceiling
+is about 0.8 at ``r = R/2`` and 1 from about ``r = 0.75 R`` (the square's corners and
+the cells it meets reach beyond ``r``). With AMSR2 inputs, ``r`` grows by the 2 km
+cell's half-diagonal.
 """
 
 from __future__ import annotations
@@ -212,17 +213,18 @@ def disc_mean(field: np.ndarray, radius_px: float) -> np.ndarray:
 def _disc_moments(
     cell_fraction: float, radius_px: int, field_px: int, draws: int, seed: int
 ) -> tuple[float, float]:
-    """Monte Carlo ``E[sum a_i^2]`` over all cells and over the cells meeting a disc.
+    """Monte Carlo ``E[sum a_i^2]`` over all cells and over the cells meeting a field.
 
     ``a_i`` is cell ``i``'s share of the disc of ``radius_px``; the second sum keeps
-    the cells that meet the central disc of ``field_px`` (a receptive field).
+    the cells that meet the central square of half-width ``field_px`` (a receptive
+    field: convolutions reach as far along the diagonals as along the axes).
     """
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[-radius_px : radius_px + 1, -radius_px : radius_px + 1]
     dd = yy * yy + xx * xx
     inside = dd <= radius_px * radius_px
     pts = np.column_stack([yy[inside], xx[inside]]).astype(float)
-    near = dd[inside] <= field_px * field_px
+    near = np.maximum(np.abs(yy), np.abs(xx))[inside] <= field_px
     spacing = cell_fraction * radius_px
     half = radius_px + 3 * spacing + 2
     total = seen = 0.0
@@ -249,11 +251,11 @@ def disc_mean_sd(cell_fraction: float, radius_px: float, draws: int = 300) -> fl
 
 
 def context_ceiling(field_over_radius: float, cell_fraction: float, draws: int = 300) -> float:
-    """Correlation with ``z`` of the best prediction from a field of ``field_over_radius * R``.
+    """Correlation with ``z`` of the best prediction from a field of half-width ``f R``.
 
-    The oracle knows exactly the latent values of every cell meeting the field's disc
-    (module docstring); any model whose output depends only on inputs in that disc
-    can do no better. 1 when the field covers the whole label disc.
+    ``f`` is ``field_over_radius``. The oracle knows exactly the latent values of every
+    cell meeting the field's square (module docstring); any model whose output depends
+    only on inputs in that square can do no better. 1 when the field covers the disc.
     """
     if field_over_radius >= 1.0:
         return 1.0

@@ -155,6 +155,7 @@ class ValidationConfig(Section):
     @classmethod
     def _precision_as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
     max_scenes: PositiveInt | None = None
 
 
