@@ -133,7 +133,8 @@ def test_untrained_rates_and_overrides_of_patch_and_tile(capsys):
 def test_a_model_preset_uses_the_default_patch_and_tile(capsys):
     assert main(["rf", "--config", str(CONFIGS / "small_cpu.yaml"), "--theory-only"]) == 0
     out = capsys.readouterr().out
-    assert "256 px training patches (16 x 16 feature cells" in out
+    assert "384 px training patches (24 x 24 feature cells" in out
     assert "[default of data.patch_size]" in out and "[default of train.validation.tile]" in out
     rates, _ = _context_rows(out)
-    assert rates[18][-1] == "UNTRAINED"
+    # rate 18 of 24 cells: axis taps read data at 6 of 24 positions per axis
+    assert rates[18][3:5] == ["25", "%"] and rates[18][-1] == "half"
