@@ -3,13 +3,14 @@
 #
 #   bash docs/images/make_explain_example.sh [WORK_DIR]      # default /tmp/explain_example
 #
-# Tiny on purpose (about 6 minutes on 2 shared CPU cores): 4 synthetic 800 x 800 scenes
-# (64 km), two small-preset models trained for 60 steps that differ only in their ASPP
-# rates, then `icecontext explain --compare` of the same SOD target (the young ice of the
-# reference chart, a thin strip along a coast): HiResCAM at the default layer, Grad-CAM
-# and HiResCAM at the ASPP input (encoder.layer3; the figures are the last). The models
-# are barely trained: the figures show what the command draws and how to read it, not a
-# study result.
+# Tiny on purpose: 4 synthetic 800 x 800 scenes (64 km), two small-preset models trained
+# for 60 steps on 384 px patches (24 feature cells, so every tap of rates 6/12/18 reads
+# data during training) that differ only in their ASPP rates, then `icecontext explain
+# --compare` of the same SOD target (the young ice of the reference chart, a thin strip
+# along a coast): HiResCAM at the ASPP input (the defaults; the figures), HiResCAM at
+# decoders.SOD.project (the former default layer) and Grad-CAM at the ASPP input. The
+# models are barely trained: the figures show what the command draws and how to read it,
+# not a study result.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -26,7 +27,7 @@ fi
 train() {  # train NAME RATES
     "$IC" train --config "$REPO/configs/train/small_cpu.yaml" \
         data.root="$WORK/data" 'data.features=[sar,incidence]' \
-        data.patch_size=160 data.batch_size=4 data.workers=0 data.patches_per_epoch=128 \
+        data.patch_size=384 data.batch_size=4 data.workers=0 data.patches_per_epoch=128 \
         data.splits.val_count=1 \
         train.max_steps=60 train.max_epochs=null train.scheduler.warmup_steps=5 \
         train.validation.tile=512 \
@@ -45,9 +46,9 @@ explain() {  # explain OUT_NAME EXTRA_ARGS...
         --scene "$SCENE" --task SOD --mask reference --class 2 \
         --device cpu --max-size 400 --out "$WORK/explain/$name" "$@"
 }
-explain hirescam-default --method hirescam
-explain gradcam-layer3 --method gradcam --layer encoder.layer3
-explain hirescam-layer3 --method hirescam --layer encoder.layer3
+explain hirescam-layer3  # the defaults: HiResCAM at the ASPP input (encoder.layer3)
+explain hirescam-project --layer decoders.SOD.project
+explain gradcam-layer3 --method gradcam
 
 # Copy the figures, reduced in width to stay small in the repository (RGB: a palette
 # would change the chart colours).

@@ -7,11 +7,18 @@ with a non-zero status instead of a traceback.
 
 from __future__ import annotations
 
+import signal
 from os import PathLike
 
 
 class IceContextError(Exception):
-    """Base class of every error caused by user input."""
+    """Base class of every error caused by user input.
+
+    Attributes:
+        exit_status: The command line's exit status for this error.
+    """
+
+    exit_status: int = 2
 
 
 class SceneFormatError(IceContextError):
@@ -47,3 +54,20 @@ class ConfigError(IceContextError):
 
 class DataError(IceContextError):
     """Data exist and are readable but cannot be used as asked (e.g. all masked)."""
+
+
+class Interrupted(IceContextError):
+    """A long job stopped on a signal after saving what it needs to resume.
+
+    The exit status is the shell's convention for a signal, 128 + its number (130 for
+    SIGINT, 143 for SIGTERM), so a scheduler never records the job as finished.
+
+    Attributes:
+        signum: The signal received.
+    """
+
+    def __init__(self, signum: int, saved: str):
+        self.signum = int(signum)
+        self.exit_status = 128 + self.signum
+        name = signal.Signals(self.signum).name
+        super().__init__(f"interrupted by {name}; {saved}; run the same command again to resume")

@@ -1,7 +1,9 @@
-"""Kill a training run with SIGKILL after its first checkpoint, resume it, and compare.
+"""Kill or stop a training run, resume it, and compare with an uninterrupted one.
 
 The resumed run must end with exactly the weights, optimiser step and validation scores
-of an uninterrupted run with the same seed (CPU, deterministic algorithms, one thread).
+of an uninterrupted run with the same seed (CPU, deterministic algorithms, one thread),
+with or without loader workers. SIGTERM and SIGINT stop a run at the next step with a
+resumable checkpoint, and the run resumed mid-epoch is exact too.
 """
 
 from __future__ import annotations
@@ -29,15 +31,21 @@ def _env():
     return env
 
 
+@pytest.mark.parametrize("workers", [0, 2])
 def test_resume_after_sigkill_matches_uninterrupted_run(
-    tiny_store, tiny_config, write_config, tmp_path
+    workers, tiny_store, tiny_config, write_config, tmp_path
 ):
+    """With loader workers too: they draw their first patch indices when the resumed
+    run creates its iterator, so the loader's restored epoch must be set before."""
     epochs = {"max_epochs": 4}
+    data = {"workers": workers}
     full_cfg = write_config(
-        tmp_path / "full.yaml", tiny_config(tiny_store, tmp_path, "full", train=epochs)
+        tmp_path / "full.yaml",
+        tiny_config(tiny_store, tmp_path, "full", train=epochs, data=data),
     )
     kill_cfg = write_config(
-        tmp_path / "kill.yaml", tiny_config(tiny_store, tmp_path, "kill", train=epochs)
+        tmp_path / "kill.yaml",
+        tiny_config(tiny_store, tmp_path, "kill", train=epochs, data=data),
     )
     # both runs start together (two cores): the reference run and the one to kill
     full = subprocess.Popen(
@@ -121,3 +129,75 @@ def test_read_metrics_skips_a_log_cut_by_a_kill(tmp_path):
     df = read_metrics(run)
     assert df["step"].tolist() == [0, 1, 2, 3] and df["x"].tolist() == [1, 2, 20, 30]
     assert plot_training_curves(run, tmp_path / "curves.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("signum", "status", "workers"), [(signal.SIGTERM, 143, 2), (signal.SIGINT, 130, 0)]
+)
+def test_a_signal_stops_at_the_next_step_and_the_run_resumes_exactly(
+    signum, status, workers, tiny_store, tiny_config, write_config, tmp_path
+):
+    """SIGTERM (schedulers) and SIGINT (Ctrl+C): a checkpoint at the next step, the exit
+    status of a signal, a message saying how to resume; the run resumed mid-epoch equals
+    an uninterrupted one, with and without loader workers."""
+    epochs = {"max_epochs": 4}
+    data = {"workers": workers}
+    full_cfg = write_config(
+        tmp_path / "full.yaml",
+        tiny_config(tiny_store, tmp_path, "full", train=epochs, data=data),
+    )
+    stop_cfg = write_config(
+        tmp_path / "stop.yaml",
+        tiny_config(tiny_store, tmp_path, "stop", train=epochs, data=data),
+    )
+    full = subprocess.Popen(
+        _cmd(full_cfg), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    victim = subprocess.Popen(
+        _cmd(stop_cfg), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    last = tmp_path / "stop" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists():  # end of epoch 0: the signal lands in epoch 1 or later
+        assert victim.poll() is None, "the run ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.02)
+    victim.send_signal(signum)
+    out, err = victim.communicate(timeout=120)
+    assert victim.returncode == status, out[-2000:] + err[-2000:]
+    name = signal.Signals(signum).name
+    assert f"interrupted by {name}; saved {last}" in err
+    assert "run the same command again to resume" in err and "Traceback" not in err
+    stopped = read_checkpoint(last)
+    assert stopped["global_step"] > 4  # written after the signal, not the epoch-0 checkpoint
+    if stopped["global_step"] % 4:  # mid-epoch: the loader recorded its place
+        assert stopped["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
+            {"epoch": stopped["epoch"], "batches": stopped["global_step"] % 4}
+        ]
+
+    resumed = subprocess.run(
+        _cmd(stop_cfg), env=_env(), capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    step = stopped["global_step"]
+    assert f"resuming from {last} at epoch {stopped['epoch']}, step {step}" in resumed.stderr
+    assert full.wait(timeout=600) == 0
+    a = read_checkpoint(tmp_path / "full" / "checkpoints" / "last.ckpt")
+    b = read_checkpoint(last)
+    assert a["global_step"] == b["global_step"] == 16
+    wa, wb = model_state_dict(a), model_state_dict(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa), "weights differ after resume"
+
+
+def test_a_corrupted_resume_checkpoint_is_named_without_a_traceback(
+    tiny_store, tiny_config, write_config, tmp_path
+):
+    cfg = write_config(tmp_path / "c.yaml", tiny_config(tiny_store, tmp_path, "c"))
+    last = tmp_path / "c" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"PK\x03\x04 not a checkpoint")
+    done = subprocess.run(_cmd(cfg), env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert f"{last}: the run's resume checkpoint cannot be read" in done.stderr
+    assert "delete it to train the run from its start" in done.stderr
+    assert "Traceback" not in done.stderr

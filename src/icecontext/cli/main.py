@@ -6,7 +6,9 @@ subcommand's module is imported, so ``icecontext --help`` and light commands sta
 without loading torch.
 
 Errors caused by user input (:class:`~icecontext.errors.IceContextError`) are printed
-as one line on stderr with exit status 2; an interrupt exits with 130.
+as one line on stderr with exit status 2. Long jobs stopped by SIGTERM or SIGINT
+(:class:`~icecontext.errors.Interrupted`) save their state, say how to resume and exit
+with 128 + the signal number (143, 130).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from icecontext import __version__
-from icecontext.errors import IceContextError
+from icecontext.errors import IceContextError, Interrupted
 
 # name -> (module under icecontext.cli, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -89,11 +91,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv[split + 1 :])
     try:
         status = module.run(args)
+    except Interrupted as exc:
+        print(f"icecontext {top_args.command}: {exc}", file=sys.stderr)
+        return exc.exit_status
     except IceContextError as exc:
         print(f"icecontext {top_args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_status
     except KeyboardInterrupt:
-        print(f"icecontext {top_args.command}: interrupted", file=sys.stderr)
+        print(
+            f"icecontext {top_args.command}: interrupted (forced: nothing saved since the last "
+            "checkpoint); run the same command again to resume",
+            file=sys.stderr,
+        )
         return 130
     return int(status or 0)
 

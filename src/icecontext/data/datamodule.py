@@ -20,6 +20,7 @@ patches, and the union of an epoch's patches is the same on 1 or 8 GPUs.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -173,11 +174,86 @@ class EpochPatchSampler(DistributedSampler):  # type: ignore[type-arg]
         )
         self.length = int(length)
         self.fixed = fixed
+        self.start = 0  # this rank's samples to skip in the next iteration (resume)
 
     def __iter__(self) -> Iterator[int]:
+        # read when iteration starts: after a resume set the epoch and the start
         offset = 0 if self.fixed else self.epoch * self.length
-        for i in super().__iter__():
+        start, self.start = self.start, 0
+        for i in itertools.islice(super().__iter__(), start, None):
             yield offset + int(i)
+
+
+class ResumableLoader(PatchLoader):
+    """The training loader, with its place in the epoch saved in every checkpoint.
+
+    Two things make a resumed run train on exactly the patches of an uninterrupted one,
+    with or without worker processes:
+
+    * Lightning stores :meth:`state_dict` in checkpoints and, for a run stopped
+      mid-epoch, calls :meth:`load_state_dict` before training resumes: the sampler
+      takes the epoch back and skips the batches already trained.
+    * The iterator starts on its first ``next()``, not when ``iter()`` is called:
+      Lightning creates it before it sets the epoch of a resumed run, and worker
+      processes draw their first patch indices as soon as it exists.
+
+    Takes the arguments of :class:`~icecontext.data.batching.PatchLoader`, with an
+    :class:`EpochPatchSampler` as ``sampler``.
+    """
+
+    _epoch = 0
+    _batches = 0
+
+    def __iter__(self) -> Any:
+        return _DeferredIterator(self)
+
+    def _start(self) -> Any:
+        """Create the real iterator at the sampler's current epoch and start."""
+        sampler = self.sampler
+        assert isinstance(sampler, EpochPatchSampler)
+        self._epoch = sampler.epoch
+        self._batches = sampler.start // (self.batch_size or 1)
+        return super().__iter__()
+
+    def state_dict(self) -> dict[str, int]:
+        """The epoch being trained and the batches of it handed out so far."""
+        return {"epoch": int(self._epoch), "batches": int(self._batches)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue after the batches a checkpoint recorded (the next epoch if it was done)."""
+        sampler = self.sampler
+        assert isinstance(sampler, EpochPatchSampler)
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        if batches >= len(self):
+            epoch, batches = epoch + 1, 0
+        sampler.set_epoch(epoch)
+        sampler.start = batches * (self.batch_size or 1)
+
+
+class _DeferredIterator:
+    """Starts :class:`ResumableLoader`'s iterator on first use and counts its batches."""
+
+    def __init__(self, owner: ResumableLoader) -> None:
+        self._owner = owner
+        self._inner: Any = None
+
+    def __iter__(self) -> _DeferredIterator:
+        return self
+
+    def __next__(self) -> Any:
+        if self._inner is None:
+            self._inner = self._owner._start()
+        batch = next(self._inner)
+        self._owner._batches += 1
+        return batch
+
+    def __len__(self) -> int:
+        return len(self._owner)
+
+    def __getattr__(self, name: str) -> Any:  # only for names not set in __init__
+        if self._inner is None:
+            self._inner = self._owner._start()
+        return getattr(self._inner, name)
 
 
 # ----------------------------------------------------------------------------- scenes
@@ -320,9 +396,11 @@ class IceDataModule(pl.LightningDataModule):
     def _dataset(self, sampler: PatchSampler, length: int, stream: int) -> PatchDataset:
         return PatchDataset(sampler, length, self.seed, stream, threads=self.cfg.num_threads)
 
-    def _loader(self, dataset: Dataset[Any], sampler: Any) -> DataLoader[Any]:
+    def _loader(
+        self, dataset: Dataset[Any], sampler: Any, loader: type[PatchLoader] = PatchLoader
+    ) -> DataLoader[Any]:
         workers = self.cfg.num_workers
-        return PatchLoader(
+        return loader(
             dataset,
             batch_size=self.cfg.batch_size,
             sampler=sampler,
@@ -334,13 +412,14 @@ class IceDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader[Any]:
-        """Random, augmented patches; a new set every epoch."""
+        """Random, augmented patches; a new set every epoch (resumable mid-epoch)."""
         if self.train_sampler is None:
             self.setup("fit")
         assert self.train_sampler is not None
         dataset = self._dataset(self.train_sampler, self.cfg.patches_per_epoch, TRAIN_STREAM)
         rank, world = self._rank()
-        return self._loader(dataset, EpochPatchSampler(len(dataset), world, rank))
+        sampler = EpochPatchSampler(len(dataset), world, rank)
+        return self._loader(dataset, sampler, ResumableLoader)
 
     def val_dataloader(self) -> DataLoader[Any] | list[Any]:
         """The same ``val_patches`` patches every epoch (no augmentation); ``[]`` if none."""

@@ -7,14 +7,20 @@
   keeps its log up to its resume point;
 * :class:`RankRecord` writes, per process, fingerprints of the samples it trained on
   and a digest of its final weights (the multi-process tests compare them);
+* :class:`StopOnSignal` turns SIGTERM (what SLURM and Kubernetes send before a kill)
+  and SIGINT (Ctrl+C) into a stop at the next step with a resumable ``last.ckpt``;
 * :class:`StepTimer` measures step time and the part of it spent waiting for data
   (used by ``benchmarks/train.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +29,7 @@ import numpy as np
 import torch
 
 from icecontext.atomic import write_text_atomic
+from icecontext.errors import Interrupted
 
 
 class FinalCheckpoint(pl.Callback):
@@ -60,6 +67,73 @@ class FlushLogs(pl.Callback):
         """Flush every logger (they write on rank 0 only)."""
         for logger in trainer.loggers:
             logger.save()
+
+
+class StopOnSignal(pl.Callback):
+    """Stop training at the next step on SIGTERM or SIGINT, leaving a resumable checkpoint.
+
+    Use :meth:`listening` around ``trainer.fit``: it installs the handlers (so a signal
+    during set-up is not lost), and :meth:`on_train_start` installs them again over the
+    ones Lightning registers when fitting starts (Lightning's own SIGTERM handling only
+    stops at the end of an epoch or raises inside validation, with no checkpoint). After
+    the signal, the next finished training step writes ``last.ckpt`` (logs flushed
+    first) and :class:`~icecontext.errors.Interrupted` is raised: exit status 143 or
+    130. A second SIGINT stops at once (``KeyboardInterrupt``). Data-loader workers,
+    forked while the handlers are installed, inherit them and ignore the signal: their
+    parent ends them.
+
+    Args:
+        path: The ``last.ckpt`` path.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.received: int | None = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl+C: stop now
+        self.received = signum
+
+    def _install(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # signal handlers can only be set from the main thread
+        return {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+
+    @contextlib.contextmanager
+    def listening(self) -> Iterator[StopOnSignal]:
+        """Install the handlers for the duration of the block, then restore the old ones."""
+        previous = self._install()
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Take SIGTERM back from Lightning's handler (restored by its teardown)."""
+        self._install()
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """After a signal: flush the logs, write ``last.ckpt`` and stop."""
+        if self.received is None:
+            return
+        for logger in trainer.loggers:
+            logger.save()
+        trainer.save_checkpoint(self.path)  # every rank calls; rank 0 writes
+        raise Interrupted(
+            self.received,
+            f"saved {self.path} at epoch {trainer.current_epoch}, step {trainer.global_step}",
+        )
 
 
 class RankRecord(pl.Callback):

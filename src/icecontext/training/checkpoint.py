@@ -90,6 +90,27 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     return ckpt
 
 
+def resume_point(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(epoch, global step)`` of a run's resume checkpoint, checking that it reads.
+
+    Memory-mapped, so the weights are not read; a truncated or corrupted ``last.ckpt``
+    is reported before any training starts.
+
+    Raises:
+        DataError: If the file cannot be read as a training checkpoint (naming it and
+            what to do).
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        return int(ckpt["epoch"]), int(ckpt["global_step"])
+    except Exception as exc:  # torch raises many types for truncated/foreign files
+        raise DataError(
+            f"{path}: the run's resume checkpoint cannot be read ({type(exc).__name__}: "
+            f"{exc}); delete it to train the run from its start (best.ckpt is kept), or "
+            "choose another output.name"
+        ) from exc
+
+
 def model_state_dict(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Return the network's state dict from a Lightning checkpoint (prefix removed)."""
     return {

@@ -34,8 +34,8 @@ from icecontext.atomic import write_text_atomic
 from icecontext.data.format import CHARTS, N_CLASSES
 from icecontext.errors import ConfigError, DataError
 from icecontext.provenance import seed_everything, write_run_record
-from icecontext.training.callbacks import FinalCheckpoint, FlushLogs, RankRecord
-from icecontext.training.checkpoint import AtomicCheckpointIO
+from icecontext.training.callbacks import FinalCheckpoint, FlushLogs, RankRecord, StopOnSignal
+from icecontext.training.checkpoint import AtomicCheckpointIO, resume_point
 from icecontext.training.config import RunConfig, check_run_context
 from icecontext.training.losses import class_weights_from_histogram
 from icecontext.training.module import IceChartModule, SceneIndexDataset
@@ -401,6 +401,10 @@ def train(
     run = run_dir_for(cfg)
     resume = resume_checkpoint(cfg, run)
     rank0 = rank_zero_only.rank == 0
+    if resume is not None:
+        epoch, step = resume_point(resume)
+        if rank0:
+            log.info("resuming from %s at epoch %d, step %d", resume, epoch, step)
     if rank0:
         run.path.mkdir(parents=True, exist_ok=True)
         write_run_record(
@@ -427,10 +431,16 @@ def train(
     weights = class_weights_for(cfg, train_sources)
     module = IceChartModule(cfg, features, weights, val_sources)
     dm = FullSceneDataModule(inner, len(val_sources))
+    stopper = StopOnSignal(run.last)
     trainer = build_trainer(
-        cfg, run, has_validation=bool(val_sources), callbacks=callbacks, resuming=resume is not None
+        cfg,
+        run,
+        has_validation=bool(val_sources),
+        callbacks=[stopper, *callbacks],
+        resuming=resume is not None,
     )
-    trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
+    with stopper.listening():
+        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
 
     ckpt_cb = trainer.checkpoint_callback
     best_path = (

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,6 +40,7 @@ from torch import Tensor
 from torch.utils.data import IterableDataset
 
 from icecontext import __version__
+from icecontext.data.datamodule import steps_per_epoch
 from icecontext.data.format import CHARTS, PIXEL_SPACING_M
 from icecontext.data.sources import full_resolution_charts
 from icecontext.errors import DataError
@@ -196,12 +198,27 @@ class IceChartModule(pl.LightningModule):
         """AdamW/SGD with the configured schedule (horizon = the run's total steps)."""
         opt_cfg = self.cfg.train.optimizer
         optimizer = build_optimizer(parameter_groups(self.model, opt_cfg.weight_decay), opt_cfg)
-        total = self.trainer.estimated_stepping_batches
-        horizon = int(total) if np.isfinite(total) else None
+        horizon = self._total_steps()
         sched = build_scheduler(optimizer, self.cfg.train.scheduler, horizon)
         if sched is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": sched}
+
+    def _total_steps(self) -> int | None:
+        """The run's optimizer steps (``None``: no limit), computed from the config.
+
+        What ``trainer.estimated_stepping_batches`` gives, without its side effect: it
+        builds the training loader before a resumed run's loop state is restored, and
+        the loader then misses its place in the epoch (``ResumableLoader``).
+        """
+        tr = self.cfg.train
+        batches = steps_per_epoch(self.cfg.data, self.trainer.world_size)
+        total = None
+        if tr.max_epochs is not None:
+            total = math.ceil(batches / tr.accumulate_grad_batches) * max(tr.max_epochs, 1)
+        if tr.max_steps is not None:
+            total = tr.max_steps if total is None else min(total, tr.max_steps)
+        return total
 
     # ------------------------------------------------------------------ validation
 
