@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from icecontext.cli.main import main
+from icecontext.errors import Interrupted
 from icecontext.experiments.grid import load_study
 from icecontext.experiments.sweep import DONE_MARKER, SweepRunner
 from icecontext.testing import tiny_run_config, write_tiny_store
@@ -162,6 +163,15 @@ FAKE_TRAIN = textwrap.dedent(
     run_id = cfg["output"]["name"]
     with open(os.environ["FAKE_COUNTS"], "a") as f:
         f.write(run_id + "\\n")
+    if os.environ.get("FAKE_WAIT"):  # a long run that saves and exits 143 on SIGTERM
+        import signal
+        def stop(signum, frame):
+            with open(os.environ["FAKE_WAIT"], "a") as f:
+                f.write(run_id + "\\n")
+            sys.exit(143)
+        signal.signal(signal.SIGTERM, stop)
+        time.sleep(60)
+        sys.exit(5)
     time.sleep(0.3)
     if run_id == os.environ.get("FAKE_FAIL"):
         sys.exit(3)
@@ -258,3 +268,39 @@ def test_bad_jobs_and_shard_name_the_flag(study_store, make_study, write_study, 
     assert "--shard" in capsys.readouterr().err
     assert main(["sweep", "--config", str(cfg), "--jobs", "0", "--dry-run"]) != 0
     assert "--jobs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_the_sweep_and_its_runs_and_the_same_command_continues(
+    signum, status, study_store, make_study, write_study, tmp_path, monkeypatch
+):
+    cfg = write_study(tmp_path / "s.yaml", make_study(study_store, rates=((1,), (2,), (3,))))
+    runs = tmp_path / "runs"
+    stopped = tmp_path / "stopped.txt"
+    monkeypatch.setenv("FAKE_COUNTS", str(tmp_path / "counts.txt"))
+    monkeypatch.setenv("FAKE_WAIT", str(stopped))
+    runner = _fake_runner(cfg, runs, tmp_path, jobs=2)
+    before = signal.getsignal(signum)
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signum))
+    timer.start()
+    t0 = time.monotonic()
+    with pytest.raises(Interrupted) as caught:
+        runner.run()
+    timer.join()
+    assert time.monotonic() - t0 < 30  # the runs did not sleep their 60 s
+    assert caught.value.exit_status == status
+    assert "run the same command again to resume" in str(caught.value)
+    # the two running runs got SIGTERM (whatever the sweep received); the third never started
+    assert sorted(stopped.read_text().split()) == ["r1_f-sar_s0", "r2_f-sar_s0"]
+    assert sorted((tmp_path / "counts.txt").read_text().split()) == sorted(
+        stopped.read_text().split()
+    )
+    assert not (runs / ".sweep" / "failed").exists() or not list(
+        (runs / ".sweep" / "failed").iterdir()
+    )
+    assert any("stopping the running runs" in line for line in runner.lines)
+    assert signal.getsignal(signum) is before  # the sweep's handler is gone again
+    # the same sweep again trains all three
+    monkeypatch.delenv("FAKE_WAIT")
+    again = _fake_runner(cfg, runs, tmp_path).run()
+    assert again.count("trained") == 3

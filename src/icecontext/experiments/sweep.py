@@ -16,7 +16,10 @@ Layout of the runs folder::
 Each run trains in a child process (``icecontext train``), which resumes from the run
 directory's ``last.ckpt`` when an earlier attempt was interrupted. On Linux the child
 dies with the sweep (``PR_SET_PDEATHSIG``), so a killed sweep leaves no orphan training
-in the folder and its lock becomes stale at once.
+in the folder and its lock becomes stale at once. SIGTERM or SIGINT stops the sweep
+cleanly: no new run starts, the running ones get SIGTERM and save their checkpoints, and
+:class:`~icecontext.errors.Interrupted` is raised (exit 143 or 130); the same command
+continues where it stopped.
 
 Changed configs. A finished or partial run counts (is skipped, or resumed) only while
 the study still makes the config it was trained with: :func:`config_hash` of the
@@ -43,7 +46,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Literal
@@ -51,7 +54,7 @@ from typing import Any, Literal
 import yaml
 
 from icecontext.atomic import write_text_atomic
-from icecontext.errors import ConfigError
+from icecontext.errors import ConfigError, Interrupted
 from icecontext.experiments.grid import RunSpec, Study, expand, shard
 from icecontext.experiments.locking import DEFAULT_STALE_AFTER, RunLock, try_lock
 
@@ -520,7 +523,9 @@ class Outcome:
     """What happened to one run in this sweep invocation."""
 
     run_id: str
-    status: Literal["trained", "skipped-done", "skipped-locked", "skipped-changed", "failed"]
+    status: Literal[
+        "trained", "skipped-done", "skipped-locked", "skipped-changed", "failed", "interrupted"
+    ]
     seconds: float = 0.0
     rc: int | None = None
     scores: dict[str, Any] = field(default_factory=dict)
@@ -610,6 +615,8 @@ class SweepRunner:
         self.rerun_changed = rerun_changed
         self._log = log
         self._print_lock = threading.Lock()
+        self._stop: int | None = None  # the signal that stops the sweep
+        self._procs: set[subprocess.Popen[bytes]] = set()  # training processes running now
         self.train_command = train_command or [
             sys.executable,
             "-m",
@@ -710,7 +717,7 @@ class SweepRunner:
         )
 
         def worker(slot: int) -> None:
-            while True:
+            while self._stop is None:
                 try:
                     spec = todo.get_nowait()
                 except queue.Empty:
@@ -722,10 +729,18 @@ class SweepRunner:
                 self.log(f"[sweep] {n}/{total} {outcome.status:<14} {spec.run_id}{_tail(outcome)}")
 
         threads = [threading.Thread(target=worker, args=(k,)) for k in range(self.jobs)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        with self._stopping_on_signals():
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        if self._stop is not None:
+            stopped = [o.run_id for o in outcomes if o.status == "interrupted"]
+            raise Interrupted(
+                self._stop,
+                f"{sum(o.status == 'trained' for o in outcomes)} runs finished; "
+                + (f"{', '.join(stopped)} saved their checkpoints" if stopped else "none running"),
+            )
         order = {s.run_id: i for i, s in enumerate(self.specs)}
         outcomes.sort(key=lambda o: order[o.run_id])
         summary = SweepSummary(outcomes)
@@ -741,6 +756,39 @@ class SweepRunner:
             )
         )
         return summary
+
+    @contextlib.contextmanager
+    def _stopping_on_signals(self) -> Iterator[None]:
+        """On SIGTERM/SIGINT: start no more runs and stop the running ones.
+
+        The running training processes get SIGTERM (also after a Ctrl+C, which reaches
+        them directly too: a second SIGINT would make them stop without saving), write
+        their checkpoints and exit; the sweep then raises
+        :class:`~icecontext.errors.Interrupted`. Only from the main thread.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handle(signum: int, frame: Any) -> None:
+            if self._stop is None:
+                self.log(
+                    f"[sweep] {signal.Signals(signum).name}: stopping the running runs "
+                    "(they save their checkpoints); no new run starts"
+                )
+            self._stop = signum
+            with self._print_lock:
+                procs = list(self._procs)
+            for proc in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+
+        previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     def _run_one(self, spec: RunSpec, cfg: dict[str, Any], slot: int) -> Outcome:
         if is_done(self.runs_dir, spec) and self._changed(spec, cfg) is None:
@@ -803,15 +851,23 @@ class SweepRunner:
                 env=env,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
+            with self._print_lock:
+                self._procs.add(proc)
+            if self._stop is not None:  # the signal came while this run was starting
+                proc.send_signal(signal.SIGTERM)
             beat = time.monotonic()
             while proc.poll() is None:
                 time.sleep(0.5)
                 if time.monotonic() - beat > HEARTBEAT_S:
                     lock.heartbeat()
                     beat = time.monotonic()
+            with self._print_lock:
+                self._procs.discard(proc)
         seconds = time.perf_counter() - t0
         failed_marker = meta / "failed" / f"{spec.run_id}.json"
         rc = proc.returncode
+        if self._stop is not None and rc != 0:  # stopped by the sweep: resumes next time
+            return Outcome(spec.run_id, "interrupted", seconds, rc)
         metrics = rdir / "metrics.json"
         if rc == 0 and metrics.is_file():
             summary = json.loads(metrics.read_text(encoding="utf-8"))
@@ -855,4 +911,6 @@ def _tail(o: Outcome) -> str:
         return f" in {o.seconds:.0f} s{score}"
     if o.status == "failed":
         return f" (exit {o.rc}; see .sweep/logs and .sweep/failed)"
+    if o.status == "interrupted":
+        return f" after {o.seconds:.0f} s (resumes from its checkpoint next time)"
     return ""
