@@ -72,3 +72,35 @@ def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
     return Path(target)
+
+
+def check_writable(target: str | os.PathLike[str], option: str, *, folder: bool) -> Path:
+    """Refuse, before any work and without creating anything, an output that cannot be written.
+
+    The nearest existing folder on the way to ``target`` must be a writable folder (a
+    path below a regular file, or in a read-only place, is refused), and a ``folder``
+    target must not be an existing file.
+
+    Args:
+        target: The output folder, or file when ``folder`` is false.
+        option: The option that named it (``"--out"``), for the message.
+        folder: Whether ``target`` is a folder.
+
+    Returns:
+        ``target`` as a path.
+
+    Raises:
+        ConfigError: Naming the option, the path and why it cannot be written.
+    """
+    from icecontext.errors import ConfigError
+
+    target = Path(target)
+    if folder and target.exists() and not target.is_dir():
+        raise ConfigError(option, f"{target} is a file; expected a folder")
+    start = target if folder else target.parent
+    existing = next((p for p in (start, *start.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise ConfigError(option, f"cannot write to {target}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(option, f"cannot write to {target}: {existing} is not writable")
+    return target

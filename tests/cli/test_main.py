@@ -47,3 +47,103 @@ def test_user_errors_exit_2_with_one_line(
     err = capsys.readouterr().err
     assert err.startswith("icecontext validate: error:") and "no scene files" in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (PermissionError(13, "Permission denied", "/data/out"), "permission denied: /data/out"),
+        (OSError(28, "No space left on device", "/d/a.nc"), "no space left on device: /d/a.nc"),
+        (OSError(30, "Read-only file system", "/ro/x"), "read-only file system: /ro/x"),
+        (NotADirectoryError(20, "Not a directory", "/f/x"), "not a directory: /f/x"),
+        (
+            OSError(2, "No such file or directory", "a", None, "b"),
+            "no such file or directory: a -> b",
+        ),
+    ],
+)
+def test_a_file_system_refusal_is_one_line_naming_the_path(
+    error: OSError, expected: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import icecontext.cli.validate as command
+
+    def refuse(args):
+        raise error
+
+    monkeypatch.setattr(command, "run", refuse)
+    assert main(["validate", "x.nc"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"icecontext validate: error: {expected} (run with --debug for the traceback)\n"
+    # --debug (or -v) shows the traceback instead
+    with pytest.raises(type(error)):
+        main(["--debug", "validate", "x.nc"])
+
+
+def test_an_output_folder_under_a_file_is_refused_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The machines here run as root, where permissions do not refuse anything: a path
+    below a regular file is refused by any file system."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    out = blocker / "scenes"
+    status = main(["synth", "--out", str(out), "--scenes", "1", "--height", "64", "--width", "64"])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err
+    assert str(out) in err or str(blocker) in err
+    assert err.count("\n") == 1
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        (["synth", "--out", "{out}"], "--out"),
+        (["show", "x.nc", "--out", "{out}/a.png"], "--out"),
+        (["convert-raw", "raw", "--out", "{out}"], "--out"),
+        (["prepare", "--data", "d", "--out", "{out}"], "--out"),
+        (
+            ["rf", "--config", str(ROOT / "configs/model/small_cpu.yaml"), "--plot", "{out}/p.png"],
+            "--plot",
+        ),
+        (
+            [
+                "train",
+                "--config",
+                str(ROOT / "configs/train/small_cpu.yaml"),
+                "data.store=s",
+                "output.root={out}",
+            ],
+            "output.root",
+        ),
+        (["evaluate", "-k", "best.ckpt", "--data", "d", "--out", "{out}"], "--out"),
+        (["predict", "-k", "best.ckpt", "--scenes", "s", "--out", "{out}"], "--out"),
+        (["submission", "-k", "best.ckpt", "--test-dir", "d", "--out", "{out}/u.nc"], "--out"),
+        (["export", "-k", "best.ckpt", "--out", "{out}/model.pt"], "--out"),
+        (["explain", "-k", "r", "-s", "s.nc", "-t", "SOD", "--out", "{out}"], "--out"),
+        (["quickstart", "--out", "{out}"], "--out"),
+        (["study-report", "runs", "--out", "{out}"], "--out"),
+        (
+            ["sweep", "--config", str(ROOT / "configs/study/smoke.yaml"), "--runs-dir", "{out}"],
+            "--runs-dir",
+        ),
+    ],
+    ids=lambda v: v[0] if isinstance(v, list) else None,
+)
+def test_every_command_refuses_an_unwritable_output_first(
+    command: list[str], option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before reading any input or doing any work: one line naming the option and the path,
+    exit status 2, nothing created."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    out = blocker / "out"
+    before = sorted(tmp_path.rglob("*"))
+    status = main([part.replace("{out}", str(out)) for part in command])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert err.startswith(f"icecontext {command[0]}: error: option '{option}': cannot write to ")
+    assert f"{blocker} is a file, not a folder" in err and err.count("\n") == 1
+    assert sorted(tmp_path.rglob("*")) == before

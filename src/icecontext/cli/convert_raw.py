@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from icecontext.atomic import check_writable
 from icecontext.data.format import prep_file_name, scene_name_from_raw
 from icecontext.data.raw import open_raw
 from icecontext.data.scene import write_scene
@@ -61,8 +62,8 @@ def _expected_output(raw: Path, out: Path) -> Path | None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert every file; print one line per file and a summary; 1 if any failed."""
+    out: Path = check_writable(args.out, "--out", folder=True)
     files = _raw_files(args.raw)
-    out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     converted = skipped = 0
     failures: list[str] = []

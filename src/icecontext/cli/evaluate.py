@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from icecontext.atomic import check_writable
 from icecontext.cli.tiling_options import parse_overlap
 
 
@@ -41,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the score table."""
+    if args.out is not None:  # before the scoring, which can take long
+        check_writable(args.out, "--out", folder=True)
     from icecontext.training.evaluate import evaluate_checkpoint
 
     overlap = None if args.overlap is None else parse_overlap(args.overlap)

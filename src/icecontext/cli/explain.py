@@ -33,12 +33,12 @@ import argparse
 import json
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from icecontext.atomic import check_writable
 from icecontext.cli.tiling_options import parse_overlap
 from icecontext.errors import ConfigError, DataError
 
@@ -286,6 +286,8 @@ def _explain(*args: Any, **kwargs: Any) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Explain, write the maps, figures and distance summary, print the table."""
+    if args.out is not None:  # before the models are loaded (the default is checked later)
+        check_writable(args.out, "--out", folder=True)
     import numpy as np
 
     from icecontext.explain.distance import (
@@ -349,9 +351,7 @@ def run(args: argparse.Namespace) -> int:
     # fail on an unwritable place before the (long) computation, but create the folder
     # only once there is something to write: a target that cannot be explained must not
     # leave an empty output folder behind
-    parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
-    if not os.access(parent, os.W_OK):
-        raise ConfigError("--out", f"cannot write to {out} ({parent} is not writable)")
+    check_writable(out, "--out", folder=True)
 
     results: list[tuple[_Model, SceneCam, float | None, float | None]] = []
     fixed = None

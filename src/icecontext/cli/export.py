@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from icecontext.atomic import check_writable
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     """Export and report the files and the eager-vs-export check."""
     from icecontext.inference.export import DEFAULT_NAMES, export_model
 
-    out = args.out or Path(DEFAULT_NAMES[args.format])
+    out = check_writable(args.out or Path(DEFAULT_NAMES[args.format]), "--out", folder=False)
     result = export_model(args.checkpoint, out, fmt=args.format)
     print(f"wrote {result.model_path} ({args.format}) and {result.metadata_path}")
     meta = result.metadata

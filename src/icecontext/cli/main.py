@@ -6,7 +6,9 @@ subcommand's module is imported, so ``icecontext --help`` and light commands sta
 without loading torch.
 
 Errors caused by user input (:class:`~icecontext.errors.IceContextError`) are printed
-as one line on stderr with exit status 2. Long jobs stopped by SIGTERM or SIGINT
+as one line on stderr with exit status 2, and so are refusals of the file system
+(``OSError``: permission denied, no space left on device, ...), naming the path;
+``--debug`` shows their traceback instead. Long jobs stopped by SIGTERM or SIGINT
 (:class:`~icecontext.errors.Interrupted`) save their state, say how to resume and exit
 with 128 + the signal number (143, 130).
 """
@@ -54,7 +56,10 @@ def _top_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"icecontext {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log debug messages, show tracebacks"
+    )
+    parser.add_argument("--debug", action="store_true", help="the same as --verbose")
     parser.add_argument("command", nargs="?", help="the subcommand to run")
     return parser
 
@@ -66,8 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Global flags come before the command; everything after it belongs to the command.
     split = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
     top_args = top.parse_args(argv[: split + 1])
+    debug = top_args.verbose or top_args.debug
     logging.basicConfig(
-        level=logging.DEBUG if top_args.verbose else logging.INFO,
+        level=logging.DEBUG if debug else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
     if top_args.command is None:
@@ -91,6 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv[split + 1 :])
     try:
         status = module.run(args)
+    except OSError as exc:  # a file system refusal is the user's to fix, not a bug
+        if debug:
+            raise
+        print(f"icecontext {top_args.command}: error: {os_error_message(exc)}", file=sys.stderr)
+        return 2
     except Interrupted as exc:
         print(f"icecontext {top_args.command}: {exc}", file=sys.stderr)
         return exc.exit_status
@@ -105,6 +116,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     return int(status or 0)
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line naming what the operating system refused and the path concerned.
+
+    ``PermissionError`` reads "permission denied: <path>", a full disk "no space left on
+    device: <path>"; other errors give the system's reason and the path. Run with
+    ``--debug`` for the traceback.
+    """
+    import errno
+
+    path = exc.filename if exc.filename is not None else "(path unknown)"
+    if exc.filename2 is not None:
+        path = f"{path} -> {exc.filename2}"
+    if isinstance(exc, PermissionError):
+        reason = "permission denied"
+    elif exc.errno == errno.ENOSPC:
+        reason = "no space left on device"
+    elif exc.errno == errno.EROFS:
+        reason = "read-only file system"
+    else:
+        reason = (exc.strerror or str(exc) or type(exc).__name__).lower()
+    return f"{reason}: {path} (run with --debug for the traceback)"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from icecontext.atomic import check_writable
 from icecontext.cli.tiling_options import add_tiling_options, predict_settings
 
 
@@ -62,6 +63,7 @@ def _formats(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Predict the scenes and list the files written."""
+    check_writable(args.out, "--out", folder=True)
     from icecontext.inference.scenes import predict_scenes
     from icecontext.provenance import write_run_record
 

@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from icecontext.atomic import check_writable
 from icecontext.data.store import DEFAULT_CHUNK, prepare_store
 from icecontext.provenance import write_run_record
 
@@ -56,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Prepare the store; print a summary; exit 1 if any scene failed."""
+    check_writable(args.out, "--out", folder=True)
     result = prepare_store(
         args.data,
         args.out,

@@ -18,6 +18,8 @@ import logging
 import sys
 from pathlib import Path
 
+from icecontext.atomic import check_writable
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
@@ -49,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0 when the self-check passes, 1 when it fails (the report is written either way).
     """
+    check_writable(args.out, "--out", folder=True)
     from icecontext.training.quickstart import run_quickstart, self_check
 
     logging.getLogger("lightning.pytorch").propagate = False

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from icecontext.atomic import atomic_path
+from icecontext.atomic import atomic_path, check_writable
 from icecontext.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -159,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.samples < 1:
         raise ConfigError("--samples", f"must be >= 1, got {args.samples}")
+    if args.plot is not None:
+        check_writable(args.plot, "--plot", folder=False)
     if not 0 < args.mass <= 1:
         raise ConfigError("--mass", f"must be in (0, 1], got {args.mass}")
     check_context_arguments(args)

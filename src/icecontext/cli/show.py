@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from icecontext.atomic import check_writable
 from icecontext.data.scene import open_scene
 from icecontext.errors import ConfigError
 from icecontext.plotting.scene import save_scene_figure
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--dpi", f"must be 20..600, got {args.dpi}")
     if args.out.suffix.lower() != ".png":
         raise ConfigError("--out", f"must name a .png file, got '{args.out}'")
+    check_writable(args.out, "--out", folder=False)
     ds = open_scene(args.scene, reference=None if args.no_reference else "auto")
     try:
         path = save_scene_figure(ds, args.out, max_size=args.max_size, dpi=args.dpi)

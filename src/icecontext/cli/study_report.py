@@ -13,6 +13,8 @@ import argparse
 import shlex
 from pathlib import Path
 
+from icecontext.atomic import check_writable
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
@@ -31,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report and print where it went."""
+    check_writable(args.out, "--out", folder=True)
     from icecontext.experiments.report import write_report
 
     words = [*args.runs_dir, "--out", args.out]

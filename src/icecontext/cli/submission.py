@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from icecontext.atomic import check_writable
 from icecontext.cli.tiling_options import add_tiling_options, predict_settings
 
 
@@ -35,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the upload package and summarise it."""
+    check_writable(args.out, "--out", folder=False)
     from icecontext.inference.submission import write_submission
 
     result = write_submission(args.checkpoint, args.test_dir, args.out, predict_settings(args))

@@ -21,6 +21,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from icecontext.atomic import check_writable
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
@@ -59,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     study = load_study(args.config)
     index, count = parse_shard(args.shard)
     runs_dir = args.runs_dir or study.runs_dir
+    check_writable(runs_dir, "--runs-dir" if args.runs_dir else "study.runs_dir", folder=True)
     runner = SweepRunner(
         study,
         runs_dir,

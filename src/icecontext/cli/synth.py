@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from icecontext.atomic import write_text_atomic
+from icecontext.atomic import check_writable, write_text_atomic
 from icecontext.config import validate
 from icecontext.data.format import (
     CHART_FILL,
@@ -225,6 +225,7 @@ def write_synthetic_scene(
 def run(args: argparse.Namespace) -> int:
     """Generate and write the scenes."""
     _check(args)
+    check_writable(args.out, "--out", folder=True)
     truth = parse_known_truth(args.known_truth) if args.known_truth is not None else None
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

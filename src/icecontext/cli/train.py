@@ -17,6 +17,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from icecontext.atomic import check_writable
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
@@ -41,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
     from icecontext.training.fit import is_global_zero, train
     from icecontext.training.rundir import run_dir_for
+
+    check_writable(run_dir_for(cfg).path, "output.root", folder=True)
 
     # Lightning logs through its own handler; without this every line prints twice.
     logging.getLogger("lightning.pytorch").propagate = False
