@@ -15,7 +15,9 @@ only the generic mechanism:
 from __future__ import annotations
 
 import copy
+import difflib
 import os
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -98,6 +100,31 @@ def _dotted(loc: Sequence[int | str]) -> str:
     return ".".join(str(p) for p in loc)
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds (through ``X | None`` and the like), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _suggestion(model: type[BaseModel], loc: Sequence[int | str]) -> str:
+    """``"; did you mean 'x'? (valid here: ...)"`` for an unknown key at ``loc``."""
+    cls: type[BaseModel] | None = model
+    for part in loc[:-1]:
+        field = cls.model_fields.get(str(part)) if cls is not None else None
+        cls = _model_in(field.annotation) if field is not None else None
+    if cls is None:
+        return " (check the spelling; see the documented configs)"
+    valid = list(cls.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"{hint} (valid here: {', '.join(valid)})"
+
+
 def validate(model: type[M], data: Mapping[str, Any], prefix: str = "") -> M:
     """Validate a mapping into ``model``.
 
@@ -108,11 +135,13 @@ def validate(model: type[M], data: Mapping[str, Any], prefix: str = "") -> M:
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
-        err = exc.errors()[0]
+        errors = exc.errors()
+        # a misspelt key also makes its intended key "missing": name the misspelling
+        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         key = _dotted([*([prefix] if prefix else []), *err["loc"]])
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown option (check the spelling; see the documented configs)"
+            msg = "unknown option" + _suggestion(model, err["loc"])
         elif "input" in err and err["type"] not in ("missing",):
             msg = f"{msg} (got {err['input']!r})"
         raise ConfigError(key or model.__name__, msg) from None

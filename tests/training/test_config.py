@@ -162,3 +162,18 @@ def test_precision_32_as_a_yaml_number_is_accepted(tmp_path):
     assert cfg.trainer.precision == "32" and cfg.train.validation.precision == "32"
     with pytest.raises(ConfigError, match="trainer.precision"):
         _load(tmp_path, ["trainer.precision=16"])
+
+
+def test_a_misspelt_key_is_named_with_the_closest_valid_one(tmp_path):
+    """A top-level typo used to be reported as its intended section being missing."""
+    with pytest.raises(ConfigError) as exc:
+        _load(tmp_path, data={"modle": {"aspp": {"rates": [1]}}})
+    assert exc.value.option == "modle"
+    assert "did you mean 'model'?" in str(exc.value)
+    assert "valid here: seed, data, model, train, trainer, output" in str(exc.value)
+    with pytest.raises(ConfigError) as exc:
+        _load(tmp_path, ["train.max_epoch=3"])
+    assert exc.value.option == "train.max_epoch" and "did you mean 'max_epochs'?" in str(exc.value)
+    with pytest.raises(ConfigError) as exc:
+        _load(tmp_path, ["model.aspp.zzz=3"])
+    assert "did you mean" not in str(exc.value) and "valid here: rates, channels" in str(exc.value)
