@@ -171,3 +171,24 @@ def test_the_export_check_judges_each_output_at_its_own_scale():
     # 3 on a SIC value of 4 is an error, even beside huge SOD logits
     assert compare_outputs(Heads(), Heads(sic_error=3.0, sod_error=2.0), 6) == (3.0, 4.0)
     assert compare_outputs(Heads(), Heads(), 6) == (0.0, 1.0)
+
+
+def test_an_export_moved_without_its_metadata_says_so(exported, exported_onnx, tmp_path, capsys):
+    import shutil
+
+    _, _, script = exported
+    scenes = tmp_path / "scenes"
+    write_scene_files(scenes, 1, height=64, width=64, seed=2)
+    for model, side in ((script, "model.json"), (exported_onnx, "model.onnx.json")):
+        moved = tmp_path / "moved" / model.name
+        moved.parent.mkdir(exist_ok=True)
+        shutil.copyfile(model, moved)
+        rc = main(["predict", "-k", str(moved), "-s", str(scenes), "-o", str(tmp_path / "o")])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"{moved} found without {side}" in err
+        assert f"copy {side} from the export folder beside it" in err
+    # a .pt that is not TorchScript is still judged as a checkpoint
+    plain = tmp_path / "weights.pt"
+    torch.save({"a": torch.zeros(1)}, plain)
+    assert main(["predict", "-k", str(plain), "-s", str(scenes), "-o", str(tmp_path / "o")]) == 2
+    assert "not an icecontext training checkpoint" in capsys.readouterr().err

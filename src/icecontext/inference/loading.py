@@ -98,13 +98,24 @@ def load_inference_model(
 
     Raises:
         ConfigError: ``--checkpoint`` if the file does not exist.
-        DataError: If it is neither an icecontext checkpoint nor an export.
+        DataError: If it is neither an icecontext checkpoint nor an export, or an export
+            without its metadata JSON (named, with what to do).
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError("--checkpoint", f"file '{path}' does not exist")
     if is_exported(path):
         return _load_exported(path, device)
+    meta = metadata_path(path)
+    # an export moved without its side file (a .pt may also be a plain torch.save)
+    if not meta.is_file() and (
+        path.suffix == ".onnx" or (path.suffix == ".pt" and _is_torchscript(path))
+    ):
+        raise DataError(
+            f"{path} found without {meta.name} (the features, resolution and receptive "
+            f"field of the export); copy {meta.name} from the export folder beside it, "
+            "or re-run 'icecontext export'"
+        )
     from icecontext.training.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(path, map_location=device)
@@ -128,6 +139,17 @@ def load_inference_model(
             "version": loaded.record.get("version", ""),
         },
     )
+
+
+def _is_torchscript(path: Path) -> bool:
+    """Whether a file is a TorchScript archive (a zip holding ``*/code/``)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def _load_exported(path: Path, device: str | torch.device) -> InferenceModel:
