@@ -202,6 +202,11 @@ def test_bad_options_are_named(setup, tmp_path, capsys):
     assert "--overlap" in capsys.readouterr().err
     assert main([*base, "--batch", "0"]) == 2
     assert "--batch" in capsys.readouterr().err
+    assert main([*base, "--tile", "8"]) == 2  # 272 tiles of padding, once accepted
+    assert "option '--tile': must be at least 64 pixels, got 8" in capsys.readouterr().err
+    assert main([*base, "--device", "foo"]) == 2  # once a torch traceback
+    err = capsys.readouterr().err
+    assert "option '--device': unknown device 'foo'; use auto, cpu, cuda or cuda:N" in err
     assert main(["predict", "-k", str(tmp_path / "none.ckpt"), "-s", str(scenes), "-o", "x"]) == 2
     assert "none.ckpt" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

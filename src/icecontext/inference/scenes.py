@@ -120,11 +120,28 @@ class PredictRun:
     scenes: list[ScenePredictionResult] = field(default_factory=list)
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU (the training package's rule)."""
-    from icecontext.training.evaluate import resolve_device as resolve
+MIN_TILE = 64
+"""Smallest ``--tile`` accepted: smaller tiles are mostly context margin and padding."""
 
-    return resolve(device)
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; otherwise the device named.
+
+    Raises:
+        ConfigError: ``--device`` for a name torch does not know, or CUDA asked for
+            where no GPU is visible.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(
+            "--device", f"unknown device '{device}'; use auto, cpu, cuda or cuda:N"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device", f"'{device}' asked but no CUDA GPU is visible")
+    return dev
 
 
 def check_output_folder(out: str | os.PathLike[str]) -> Path:
@@ -250,8 +267,8 @@ def prepare_prediction(
         DataError: A scene has no SAR data.
     """
     device = resolve_device(s.device)
-    if s.tile is not None and s.tile < 1:
-        raise ConfigError("--tile", f"must be >= 1 pixel, got {s.tile}")
+    if s.tile is not None and s.tile < MIN_TILE:
+        raise ConfigError("--tile", f"must be at least {MIN_TILE} pixels, got {s.tile}")
     if s.batch is not None and s.batch < 1:
         raise ConfigError("--batch", f"must be >= 1 tile, got {s.batch}")
     if s.overlap not in ("auto", "rf"):

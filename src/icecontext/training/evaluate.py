@@ -40,9 +40,10 @@ import torch
 
 from icecontext.atomic import write_text_atomic
 from icecontext.data.format import CHART_FILL, CHARTS
-from icecontext.errors import ConfigError, DataError
+from icecontext.errors import DataError
 from icecontext.evaluation import ChartScorer, scene_groups
 from icecontext.inference.predictor import InferencePrecision, model_overlap, predict_scene
+from icecontext.inference.scenes import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -86,20 +87,6 @@ class EvaluationResult:
     unlabelled: list[str] = field(default_factory=list)
     resolution_m: int = 80
     files: list[Path] = field(default_factory=list)
-
-
-def resolve_device(device: DeviceChoice) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU.
-
-    Raises:
-        ConfigError: ``--device`` if CUDA is asked for but not available.
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device", f"'{device}' asked but no CUDA GPU is visible")
-    return dev
 
 
 def _netcdf_reference(path: Path) -> Callable[[], dict[str, np.ndarray]]:
