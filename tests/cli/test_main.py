@@ -147,3 +147,25 @@ def test_every_command_refuses_an_unwritable_output_first(
     assert err.startswith(f"icecontext {command[0]}: error: option '{option}': cannot write to ")
     assert f"{blocker} is a file, not a folder" in err and err.count("\n") == 1
     assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("command", ["predict", "submission"])
+def test_an_empty_scene_folder_is_named_before_torch_loads(command: str, tmp_path: Path) -> None:
+    """Importing torch takes seconds: inputs that cannot work are refused before it."""
+    import subprocess
+    import sys
+
+    ckpt = tmp_path / "best.ckpt"
+    ckpt.write_bytes(b"x")
+    empty = tmp_path / "scenes"
+    empty.mkdir()
+    scenes = ["-s", str(empty)] if command == "predict" else ["--test-dir", str(empty)]
+    out = tmp_path / ("o" if command == "predict" else "u.nc")
+    code = (
+        "import sys; from icecontext.cli.main import main; "
+        f"rc = main({[command, '-k', str(ckpt), *scenes, '-o', str(out)]!r}); "
+        "print(rc, 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["2", "False"], done.stderr
+    assert f"{empty}: no scene files (*.nc) in this folder" in done.stderr

@@ -12,7 +12,11 @@ import argparse
 from pathlib import Path
 
 from icecontext.atomic import check_writable
-from icecontext.cli.tiling_options import add_tiling_options, predict_settings
+from icecontext.cli.tiling_options import (
+    add_tiling_options,
+    check_inputs_early,
+    predict_settings,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +68,7 @@ def _formats(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Predict the scenes and list the files written."""
     check_writable(args.out, "--out", folder=True)
+    check_inputs_early(args.checkpoint, args.scenes)
     from icecontext.inference.scenes import predict_scenes
     from icecontext.provenance import write_run_record
 

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from icecontext.atomic import check_writable
-from icecontext.cli.tiling_options import add_tiling_options, predict_settings
+from icecontext.cli.tiling_options import add_tiling_options, check_inputs_early, predict_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Write the upload package and summarise it."""
     check_writable(args.out, "--out", folder=False)
+    check_inputs_early(args.checkpoint, args.test_dir)
     from icecontext.inference.submission import write_submission
 
     result = write_submission(args.checkpoint, args.test_dir, args.out, predict_settings(args))

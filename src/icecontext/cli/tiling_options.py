@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from icecontext.errors import ConfigError
 
 if TYPE_CHECKING:
     from icecontext.inference.scenes import PredictSettings
@@ -57,3 +61,18 @@ def predict_settings(args: argparse.Namespace, **options: Any) -> PredictSetting
         progress=not args.no_progress,
         **options,
     )
+
+
+def check_inputs_early(checkpoint: Path, scenes: Sequence[Path] | Path | None) -> None:
+    """Name a missing checkpoint or an empty scene folder before torch is imported (seconds).
+
+    Raises:
+        ConfigError: ``--checkpoint`` for a file that does not exist.
+        DataError: A scene folder without scene files, or a missing scene path.
+    """
+    if not Path(checkpoint).is_file():
+        raise ConfigError("--checkpoint", f"file '{checkpoint}' does not exist")
+    if scenes is not None:
+        from icecontext.data.store import collect_scene_files
+
+        collect_scene_files(scenes)
