@@ -86,3 +86,15 @@ def test_prepare_rebuilds_a_regenerated_scene_and_says_why(
     text = capsys.readouterr().out
     assert f"rebuilding {name}: source changed (" in text
     assert "1 scene(s) written, 2 already complete, 0 failed; 3 scene(s) in the store" in text
+
+
+def test_a_store_that_received_no_scene_is_removed(tmp_path, capsys):
+    """Nothing half-made: a new store left empty by failures does not stay behind."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "20190101T000000_dmi_prep.nc").write_text("not NetCDF")
+    out = tmp_path / "store.zarr"
+    assert main(["prepare", "--data", str(data), "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED  20190101T000000_dmi" in err and "nothing written" in err
+    assert not out.exists()

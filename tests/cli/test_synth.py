@@ -122,3 +122,10 @@ def test_known_truth_scenes_validate_and_record_their_radii(tmp_path: Path) -> N
     truth = json.loads(next(out.glob("*_synth.json")).read_text())
     assert truth["known_truth"]["radius_km"] == {"SIC": 0.8, "SOD": 1.2, "FLOE": 1.6}
     assert truth["informative_channels"]["SIC"] == {"sar": 1.0, "amsr2:18.7": 0.9}
+
+
+def test_a_bad_scale_leaves_no_folder(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "scenes"
+    assert main(["synth", "--out", str(out), "--scale", "bogus"]) == 2
+    assert "option '--scale': unknown scale 'bogus'" in capsys.readouterr().err
+    assert not out.exists()

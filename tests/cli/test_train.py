@@ -72,7 +72,7 @@ def test_bad_overrides_exit_2_naming_the_key(config_file, capsys, override, name
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert named in err, err
-    assert not (config_file.parent / "runs" / "bad" / "checkpoints" / "last.ckpt").exists()
+    assert not (config_file.parent / "runs" / "bad").exists()  # refused before any folder
 
 
 def test_missing_config_file_is_named(tmp_path, capsys):

@@ -9,6 +9,7 @@ rest of the store.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -58,15 +59,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Prepare the store; print a summary; exit 1 if any scene failed."""
     check_writable(args.out, "--out", folder=True)
-    result = prepare_store(
-        args.data,
-        args.out,
-        features=args.features,
-        downsample=args.downsample,
-        jobs=args.jobs,
-        chunk=args.chunk,
-        progress=not args.no_progress,
-    )
+    created = not args.out.exists()
+    try:
+        result = prepare_store(
+            args.data,
+            args.out,
+            features=args.features,
+            downsample=args.downsample,
+            jobs=args.jobs,
+            chunk=args.chunk,
+            progress=not args.no_progress,
+        )
+    except BaseException:
+        if created:  # nothing half-made: a store this call began goes with its failure
+            shutil.rmtree(args.out, ignore_errors=True)
+        raise
+    total = len(result.manifest.scenes) if result.manifest else 0
+    if created and total == 0:
+        shutil.rmtree(args.out, ignore_errors=True)
+        for name, error in result.failed.items():
+            print(f"FAILED  {name}: {error}", file=sys.stderr)
+        print(f"{args.out}: no scene could be converted; nothing written", file=sys.stderr)
+        return 1
     write_run_record(
         args.out,
         None,
@@ -83,7 +97,6 @@ def run(args: argparse.Namespace) -> int:
             }
         },
     )
-    total = len(result.manifest.scenes) if result.manifest else 0
     print(
         f"{args.out}: {len(result.written)} scene(s) written, {len(result.skipped)} already "
         f"complete, {len(result.failed)} failed; {total} scene(s) in the store"

@@ -108,6 +108,7 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(
             "--known-truth", "known-truth labels are per pixel, not polygons: drop --raw"
         )
+    resolve_scales(args.scale)  # a bad --scale fails before the output folder exists
 
 
 def parse_known_truth(text: str) -> KnownTruthParams:

@@ -398,6 +398,7 @@ def train(
     t0 = time.perf_counter()
     # before the run directory exists: a refused config leaves no trace
     context = check_run_context(cfg).record()
+    _check_store_features(cfg)  # also before the run directory exists
     run = run_dir_for(cfg)
     resume = resume_checkpoint(cfg, run)
     rank0 = rank_zero_only.rank == 0
@@ -417,7 +418,6 @@ def train(
         torch.set_num_threads(cfg.trainer.threads)
     seed_everything(cfg.seed)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    _check_store_features(cfg)
 
     inner = datamodule if datamodule is not None else IceDataModule(cfg.data, seed=cfg.seed)
     inner.setup("fit")
