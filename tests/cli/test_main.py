@@ -169,3 +169,32 @@ def test_an_empty_scene_folder_is_named_before_torch_loads(command: str, tmp_pat
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["2", "False"], done.stderr
     assert f"{empty}: no scene files (*.nc) in this folder" in done.stderr
+
+
+def test_project_messages_show_and_library_chatter_does_not() -> None:
+    """The root logger at INFO printed GDAL's harmless messages and onnxscript's chatter."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, icecontext.cli.validate as v\n"
+        "def run(args):\n"
+        "    logging.getLogger('rasterio._env').info('library chatter')\n"
+        "    logging.getLogger('rasterio._env').warning('library warning')\n"
+        "    logging.getLogger('icecontext.inference').info('project progress')\n"
+        "    logging.getLogger('icecontext.inference').debug('project detail')\n"
+        "    return 0\n"
+        "v.run = run\n"
+        "from icecontext.cli.main import main\n"
+        "import sys; sys.exit(main(sys.argv[1:]))\n"
+    )
+    quiet = subprocess.run(
+        [sys.executable, "-c", code, "validate", "x"], capture_output=True, text=True, timeout=60
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert "project progress" in quiet.stderr and "library warning" in quiet.stderr
+    assert "library chatter" not in quiet.stderr and "project detail" not in quiet.stderr
+    loud = subprocess.run(
+        [sys.executable, "-c", code, "-v", "validate", "x"], capture_output=True, text=True
+    )
+    assert "library chatter" in loud.stderr and "project detail" in loud.stderr

@@ -72,10 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     split = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
     top_args = top.parse_args(argv[: split + 1])
     debug = top_args.verbose or top_args.debug
+    # the project's messages at INFO; other libraries' chatter only from WARNING up
     logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
+        level=logging.DEBUG if debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("icecontext").setLevel(logging.DEBUG if debug else logging.INFO)
     if top_args.command is None:
         top.print_help()
         return 2

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -43,6 +44,12 @@ from icecontext.training.optim import MONITOR
 from icecontext.training.rundir import RunDir, resume_checkpoint, run_dir_for
 
 log = logging.getLogger(__name__)
+
+# Lightning 2.6 calls a torch pytree API that torch deprecates, once per batch transfer;
+# nothing a user can act on
+warnings.filterwarnings(
+    "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+)
 
 
 @dataclass

@@ -92,6 +92,11 @@ def _profile(height: int, width: int) -> dict[str, Any]:
 
 
 def _describe(dst: Any, chart: str, scene_name: str) -> None:
+    """Colour table, band description and tags; call before writing the data.
+
+    A colour table written after the data makes libtiff log "Cannot modify tag
+    PhotometricInterpretation while writing" (harmless, but alarming).
+    """
     dst.write_colormap(1, colour_table(chart))
     dst.colorinterp = [ColorInterp.palette]
     dst.set_band_description(1, f"{chart}: {CHART_LONG_NAMES[chart]}")
@@ -158,8 +163,8 @@ def _write_sar_grid(
             dst = rasterio.open(tmp, "w", **_profile(*arr.shape))
         with dst:
             dst.gcps = (gcps, CRS.from_string(GEOGRAPHIC_CRS))
+            _describe(dst, chart, scene_name)  # the colour table before the data (_describe)
             dst.write(arr, 1)
-            _describe(dst, chart, scene_name)
     return path
 
 
@@ -169,8 +174,8 @@ def _write_projected(
     profile = _profile(*arr.shape)
     profile.update(crs=CRS.from_user_input(crs), transform=transform)
     with export_target(path, f"{chart} GeoTIFF") as tmp, rasterio.open(tmp, "w", **profile) as dst:
-        dst.write(arr, 1)
         _describe(dst, chart, scene_name)
+        dst.write(arr, 1)
     return path
 
 
