@@ -204,6 +204,9 @@ def test_bad_options_are_named(setup, tmp_path, capsys):
     assert "--batch" in capsys.readouterr().err
     assert main([*base, "--tile", "8"]) == 2  # 272 tiles of padding, once accepted
     assert "option '--tile': must be at least 64 pixels, got 8" in capsys.readouterr().err
+    assert main([*base, "--crs", "EPSG:99999"]) == 2  # once a traceback and an empty folder
+    assert "option '--crs': unknown CRS 'EPSG:99999'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
     assert main([*base, "--device", "foo"]) == 2  # once a torch traceback
     err = capsys.readouterr().err
     assert "option '--device': unknown device 'foo'; use auto, cpu, cuda or cuda:N" in err

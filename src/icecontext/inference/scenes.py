@@ -319,6 +319,10 @@ def predict_scenes(
     """
     s = settings or PredictSettings()
     formats = check_formats(s.formats)
+    if "geotiff_3413" in formats:
+        from icecontext.inference.exports.geotiff import check_crs
+
+        check_crs(s.crs)
     loaded, tile, overlap, batch, device, files = prepare_prediction(model_path, scenes, s, model)
     folder = check_output_folder(out)
 

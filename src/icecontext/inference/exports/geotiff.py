@@ -35,7 +35,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import calculate_default_transform, reproject
 
 from icecontext.data.format import CHART_FILL, CHART_LONG_NAMES, CHARTS, CLASS_NAMES
-from icecontext.errors import DataError
+from icecontext.errors import ConfigError, DataError
 from icecontext.inference.exports.colours import colour_table
 from icecontext.inference.exports.geolocation import scene_tiepoints, tiepoint_pixel_positions
 from icecontext.inference.exports.netcdf import check_charts, scene_label, scene_shape
@@ -73,6 +73,22 @@ def scene_gcps(scene: xr.Dataset) -> list[GroundControlPoint]:
                 )
             )
     return gcps
+
+
+def check_crs(crs: str, option: str = "--crs") -> CRS:
+    """The CRS named by ``crs``, or an error naming the option (before anything is written).
+
+    Raises:
+        ConfigError: For a CRS that PROJ does not know.
+    """
+    from rasterio.errors import CRSError
+
+    try:
+        return CRS.from_user_input(crs)
+    except CRSError as exc:
+        raise ConfigError(
+            option, f"unknown CRS '{crs}' ({exc}); give an EPSG code such as EPSG:3413"
+        ) from None
 
 
 def _profile(height: int, width: int) -> dict[str, Any]:
