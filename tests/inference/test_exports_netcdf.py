@@ -240,6 +240,31 @@ def test_failure_mid_write_leaves_no_partial_file(
     assert not list(tmp_path.iterdir())
 
 
+def test_a_full_disk_reported_as_an_hdf_error_is_named(
+    tmp_path: Path, scene: xr.Dataset, charts: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """netCDF4 reports ENOSPC as ``RuntimeError: NetCDF: HDF error``."""
+    import shutil
+    from collections import namedtuple
+
+    import icecontext.inference.exports.output as output
+
+    def hdf_error(self: xr.Dataset, path: object, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("NetCDF: HDF error")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", hdf_error)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 4096, 4096))
+    with pytest.raises(ExportError, match=r"no space left on device in .* \(No space left"):
+        write_chart_netcdf(tmp_path / "charts.nc", scene, charts)
+    assert not list(tmp_path.iterdir())
+    # with room left it is another error, passed on as it is
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 0, 10**9))
+    with pytest.raises(RuntimeError, match="HDF error"):
+        write_chart_netcdf(tmp_path / "charts.nc", scene, charts)
+    assert output._disk_full(tmp_path) is False
+
+
 def test_scene_outputs_all_or_nothing(
     tmp_path: Path, scene: xr.Dataset, charts: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,7 +10,9 @@ an :class:`ExportError` that names the folder or file, with nothing left behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +36,9 @@ def export_target(path: str | os.PathLike[str], what: str = "output") -> Iterato
         The temporary path to write.
 
     Raises:
-        ExportError: If the folder cannot be created or written, or ``path`` is a folder.
+        ExportError: If the folder cannot be created or written, or ``path`` is a folder;
+            a full disk is named as such, also when a library reports it as a
+            ``RuntimeError`` (netCDF4: "NetCDF: HDF error").
     """
     target = Path(path)
     if target.is_dir():
@@ -42,7 +46,12 @@ def export_target(path: str | os.PathLike[str], what: str = "output") -> Iterato
     folder = target.parent
     try:
         with atomic_path(target) as tmp:
-            yield tmp
+            try:
+                yield tmp
+            except RuntimeError as exc:  # netCDF4/HDF5 report a full disk as "HDF error"
+                if _disk_full(folder):
+                    raise OSError(errno.ENOSPC, "No space left on device", str(target)) from exc
+                raise
             # mkstemp creates 0600 files; give the result the usual umask-based mode.
             if tmp.exists():
                 tmp.chmod(0o666 & ~_current_umask())
@@ -52,10 +61,20 @@ def export_target(path: str | os.PathLike[str], what: str = "output") -> Iterato
             problem = f"output folder {folder} cannot be created: {existing} is a file"
         elif isinstance(exc, PermissionError) or not os.access(existing or folder, os.W_OK):
             problem = f"output folder {folder} is not writable"
+        elif exc.errno == errno.ENOSPC:
+            problem = f"no space left on device in {folder}"
         else:
             problem = f"writing into output folder {folder} failed"
         reason = exc.strerror or str(exc)
         raise ExportError(f"{target}: cannot write the {what}: {problem} ({reason})") from exc
+
+
+def _disk_full(folder: Path, margin: int = 1 << 20) -> bool:
+    """Whether the file system of ``folder`` has less than ``margin`` bytes free."""
+    try:
+        return shutil.disk_usage(folder).free < margin
+    except OSError:
+        return False
 
 
 def _current_umask() -> int:
