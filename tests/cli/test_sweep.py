@@ -304,3 +304,45 @@ def test_a_signal_stops_the_sweep_and_its_runs_and_the_same_command_continues(
     monkeypatch.delenv("FAKE_WAIT")
     again = _fake_runner(cfg, runs, tmp_path).run()
     assert again.count("trained") == 3
+
+
+def test_slurm_launcher_runs_a_grid_as_an_array_with_submitits_local_executor(
+    study_store, make_study, write_study, tmp_path
+):
+    """Two array tasks (shards), each training its run with the real trainer; submitit's
+    local executor stands in for SLURM (same submission path, subprocesses here)."""
+    pytest.importorskip("submitit")
+    from icecontext.experiments.slurm import ShardJob, SlurmOptions, submit_sweep
+
+    cfg = write_study(tmp_path / "s.yaml", make_study(study_store, rates=((1,), (2,)), epochs=1))
+    runs = tmp_path / "runs"
+    jobs = submit_sweep(cfg, runs, SlurmOptions(tasks=2, cpus_per_task=1), cluster="local")
+    results = [job.result() for job in jobs]  # waits; raises the task's error if it failed
+    assert results == [{"trained": ["r1_f-sar_s0"]}, {"trained": ["r2_f-sar_s0"]}]
+    for run in ("r1_f-sar_s0", "r2_f-sar_s0"):
+        assert (runs / run / DONE_MARKER).is_file()
+        assert (runs / run / "checkpoints" / "last.ckpt").is_file()
+    assert list((runs / ".sweep" / "slurm").glob("*/*_log.out"))
+    # a task hitting its time limit is requeued with the same shard (submitit's protocol)
+    job = ShardJob(cfg, runs, shard_count=2)
+    again = job.checkpoint(2)
+    assert again.args == (2,) and again.function.shard_count == 2
+    assert again.function is not job and again.function._runner is None
+
+
+def test_slurm_launcher_needs_sbatch_and_names_it(
+    study_store, make_study, write_study, tmp_path, capsys
+):
+    pytest.importorskip("submitit")
+    import shutil
+
+    if shutil.which("sbatch"):
+        pytest.skip("this machine has SLURM")
+    cfg = write_study(tmp_path / "s.yaml", make_study(study_store))
+    runs = tmp_path / "runs"
+    argv = ["sweep", "--config", str(cfg), "--runs-dir", str(runs), "--launcher", "slurm"]
+    assert main(argv) == 2
+    assert "option '--launcher': slurm: 'sbatch' is not on the PATH" in capsys.readouterr().err
+    assert not runs.exists() or not list(runs.glob("r*"))
+    assert main([*argv, "--shard", "1/2"]) == 2
+    assert "option '--shard': is chosen per array task" in capsys.readouterr().err

@@ -12,7 +12,9 @@ A finished or partial run whose config the study no longer makes (another
 ``train.max_epochs``, ...) is not skipped or resumed: the sweep refuses, naming the runs
 and options, before it creates or trains anything (exit status 2), unless
 ``--rerun-changed`` moves those run directories to ``<runs>/.sweep/replaced/`` and trains
-them again. See docs/study.md.
+them again. ``--launcher slurm`` submits the grid as a SLURM job array (one shard per
+task) through submitit and returns; tasks that hit their time limit or are preempted
+save and requeue. See docs/study.md.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from icecontext.atomic import check_writable
+from icecontext.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +46,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="retrain finished or partial runs whose config changed (old folders are moved "
         "to <runs>/.sweep/replaced/) instead of refusing them",
+    )
+    slurm = parser.add_argument_group(
+        "SLURM (--launcher slurm: submit the grid as a job array through submitit)"
+    )
+    slurm.add_argument(
+        "--launcher",
+        choices=("local", "slurm"),
+        default="local",
+        help="local: train here (default); slurm: submit one array task per shard and return",
+    )
+    slurm.add_argument("--tasks", type=int, default=None, help="array tasks = shards (4)")
+    slurm.add_argument("--partition", default=None, help="SLURM partition")
+    slurm.add_argument("--gpus-per-task", type=int, default=0, help="GPUs of each task (0)")
+    slurm.add_argument("--cpus-per-task", type=int, default=4, help="CPU cores of each task (4)")
+    slurm.add_argument(
+        "--time-min", type=int, default=240, help="time limit per task; tasks requeue (240)"
+    )
+    slurm.add_argument(
+        "--array-parallelism", type=int, default=None, help="tasks running at once (all)"
     )
     parser.add_argument(
         "--stale-after",
@@ -89,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
             for c in changed:
                 print(f"  {c.describe()}")
         return 0
+    if args.launcher == "slurm":
+        return _submit(args, runner, runs_dir)
     summary = runner.run()
     status = 0
     if summary.failed:
@@ -101,3 +126,35 @@ def run(args: argparse.Namespace) -> int:
         )
         status = 1
     return status
+
+
+def _submit(args: argparse.Namespace, runner: Any, runs_dir: Path) -> int:
+    """Validate the grid here, then submit it as a SLURM job array."""
+    from icecontext.experiments.slurm import SlurmOptions, submit_sweep
+    from icecontext.experiments.sweep import changed_error
+
+    if args.shard != "1/1":
+        raise ConfigError("--shard", "is chosen per array task with --launcher slurm; drop it")
+    configs = runner.configs()  # an invalid grid point fails here, not on the cluster
+    changed = runner.changed(configs)
+    if changed and not args.rerun_changed:
+        raise changed_error(changed, runs_dir)
+    if changed:
+        raise ConfigError("--rerun-changed", "move the changed runs aside with a local sweep first")
+    options = SlurmOptions(
+        tasks=args.tasks or min(4, len(configs)),
+        partition=args.partition,
+        gpus_per_task=args.gpus_per_task,
+        cpus_per_task=args.cpus_per_task,
+        time_min=args.time_min,
+        parallelism=args.array_parallelism,
+        jobs=args.jobs,
+    )
+    jobs = submit_sweep(args.config, runs_dir, options)
+    ids = ", ".join(str(j.job_id) for j in jobs)
+    print(f"submitted {len(jobs)} array tasks for {len(configs)} runs: {ids}")
+    print(
+        f"task logs: {runs_dir}/.sweep/slurm/; progress: icecontext sweep --config "
+        f"{args.config} --runs-dir {runs_dir} --dry-run"
+    )
+    return 0

@@ -757,6 +757,30 @@ class SweepRunner:
         )
         return summary
 
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        """Start no new run; send SIGTERM to the running ones (they save and exit)."""
+        if self._stop is None:
+            self.log(
+                f"[sweep] {signal.Signals(signum).name}: stopping the running runs "
+                "(they save their checkpoints); no new run starts"
+            )
+        self._stop = signum
+        with self._print_lock:
+            procs = list(self._procs)
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self, timeout: float) -> bool:
+        """After :meth:`request_stop`: wait until no run is running; ``False`` on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._print_lock:
+                if not self._procs:
+                    return True
+            time.sleep(0.2)
+        return False
+
     @contextlib.contextmanager
     def _stopping_on_signals(self) -> Iterator[None]:
         """On SIGTERM/SIGINT: start no more runs and stop the running ones.
@@ -771,17 +795,7 @@ class SweepRunner:
             return
 
         def handle(signum: int, frame: Any) -> None:
-            if self._stop is None:
-                self.log(
-                    f"[sweep] {signal.Signals(signum).name}: stopping the running runs "
-                    "(they save their checkpoints); no new run starts"
-                )
-            self._stop = signum
-            with self._print_lock:
-                procs = list(self._procs)
-            for proc in procs:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
+            self.request_stop(signum)
 
         previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
