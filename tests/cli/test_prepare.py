@@ -98,3 +98,63 @@ def test_a_store_that_received_no_scene_is_removed(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "FAILED  20190101T000000_dmi" in err and "nothing written" in err
     assert not out.exists()
+
+
+def _descendants(pid: int) -> set[int]:
+    """Child processes of ``pid``, recursively (Linux /proc)."""
+    out: set[int] = set()
+    try:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        children = {int(c) for t in tasks for c in (t / "children").read_text().split()}
+    except OSError:
+        return out
+    for child in children:
+        out |= {child, *_descendants(child)}
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_sigterm_stops_a_parallel_prepare_and_its_workers_and_the_command_continues(
+    tmp_path: Path,
+) -> None:
+    """Once: SIGTERM ended the parent alone, and its forkserver and workers ran on for
+    20 minutes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data, store = tmp_path / "data", tmp_path / "store.zarr"
+    assert main(["synth", "--out", str(data), "--scenes", "6", "--height", "1000",
+                 "--width", "1000", "--no-progress"]) == 0  # fmt: skip
+    cmd = [sys.executable, "-m", "icecontext.cli.main", "prepare", "--data", str(data),
+           "--out", str(store), "--jobs", "2", "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    workers: set[int] = set()
+    while len(workers) < 3:  # the forkserver and two workers
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        workers = _descendants(proc.pid)
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out + err
+    assert "interrupted by SIGTERM; the scenes finished so far stay in" in err
+    assert "run the same command again to resume" in err and "Traceback" not in err
+    deadline = time.monotonic() + 15
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in workers if _alive(p)], "workers outlived the command"
+    assert not (store / ".incomplete").exists()  # staging of the stopped scenes removed
+    # the same command finishes the store
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "6 scene(s) in the store" in done.stdout

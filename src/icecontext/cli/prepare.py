@@ -15,6 +15,7 @@ from pathlib import Path
 
 from icecontext.atomic import check_writable
 from icecontext.data.store import DEFAULT_CHUNK, prepare_store
+from icecontext.errors import Interrupted
 from icecontext.provenance import write_run_record
 
 
@@ -70,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
             chunk=args.chunk,
             progress=not args.no_progress,
         )
+    except Interrupted:
+        raise  # finished scenes stay: the same command continues
     except BaseException:
         if created:  # nothing half-made: a store this call began goes with its failure
             shutil.rmtree(args.out, ignore_errors=True)

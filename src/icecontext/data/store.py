@@ -62,6 +62,7 @@ from icecontext.data.manifest import STORE_VERSION, Manifest, SceneRecord, make_
 from icecontext.data.sources import ZarrSource
 from icecontext.data.variables import resolve_features
 from icecontext.errors import ConfigError, DataError
+from icecontext.signals import interrupt_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -631,18 +632,19 @@ def prepare_store(
         args = [(str(scenes[n]), str(store), n, file_channels, downsample, chunk) for n in todo]
         bar = tqdm(total=len(todo), desc="prepare", unit="scene", disable=not progress)
         try:
-            for name, _record, error in _run(args, jobs):
-                if error is None:
-                    result.written.append(name)
-                else:
-                    if name in result.rebuilt:  # the old group stays; say it is out of date
-                        error += (
-                            "; the store keeps this scene's data from the earlier version "
-                            "of its source (fix the file and run prepare again)"
-                        )
-                    result.failed[name] = error
-                    bar.write(f"scene {name} ({scenes[name]}): failed: {error}")
-                bar.update(1)
+            with interrupt_on_signals(f"the scenes finished so far stay in {store}"):
+                for name, _record, error in _run(args, jobs):
+                    if error is None:
+                        result.written.append(name)
+                    else:
+                        if name in result.rebuilt:  # the old group stays; say it is out of date
+                            error += (
+                                "; the store keeps this scene's data from the earlier version "
+                                "of its source (fix the file and run prepare again)"
+                            )
+                        result.failed[name] = error
+                        bar.write(f"scene {name} ({scenes[name]}): failed: {error}")
+                    bar.update(1)
         finally:
             bar.close()
             result.manifest = rebuild_manifest(store)
@@ -691,9 +693,13 @@ def _run(
         try:
             for fut in as_completed(futures):
                 yield fut.result()
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
+        except BaseException:  # an error, an interruption or the consumer giving up
+            # ProcessPoolExecutor (3.11) has no public way to stop running workers, and a
+            # scene can take minutes: end them, their staging folder is removed after
+            workers = list((getattr(pool, "_processes", None) or {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in workers:
+                proc.terminate()
             raise
 
 
