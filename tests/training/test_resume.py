@@ -38,14 +38,12 @@ def test_resume_after_sigkill_matches_uninterrupted_run(
     """With loader workers too: they draw their first patch indices when the resumed
     run creates its iterator, so the loader's restored epoch must be set before."""
     epochs = {"max_epochs": 4}
-    data = {"workers": workers}
-    full_cfg = write_config(
-        tmp_path / "full.yaml",
-        tiny_config(tiny_store, tmp_path, "full", train=epochs, data=data),
-    )
-    kill_cfg = write_config(
-        tmp_path / "kill.yaml",
-        tiny_config(tiny_store, tmp_path, "kill", train=epochs, data=data),
+    full_cfg, kill_cfg = (
+        write_config(
+            tmp_path / f"{name}.yaml",
+            tiny_config(tiny_store, tmp_path, name, train=epochs, data={"workers": workers}),
+        )
+        for name in ("full", "kill")
     )
     # both runs start together (two cores): the reference run and the one to kill
     full = subprocess.Popen(
@@ -140,15 +138,14 @@ def test_a_signal_stops_at_the_next_step_and_the_run_resumes_exactly(
     """SIGTERM (schedulers) and SIGINT (Ctrl+C): a checkpoint at the next step, the exit
     status of a signal, a message saying how to resume; the run resumed mid-epoch equals
     an uninterrupted one, with and without loader workers."""
-    epochs = {"max_epochs": 4}
-    data = {"workers": workers}
-    full_cfg = write_config(
-        tmp_path / "full.yaml",
-        tiny_config(tiny_store, tmp_path, "full", train=epochs, data=data),
-    )
-    stop_cfg = write_config(
-        tmp_path / "stop.yaml",
-        tiny_config(tiny_store, tmp_path, "stop", train=epochs, data=data),
+    full_cfg, stop_cfg = (
+        write_config(
+            tmp_path / f"{name}.yaml",
+            tiny_config(
+                tiny_store, tmp_path, name, train={"max_epochs": 4}, data={"workers": workers}
+            ),
+        )
+        for name in ("full", "stop")
     )
     full = subprocess.Popen(
         _cmd(full_cfg), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
