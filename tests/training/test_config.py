@@ -160,8 +160,10 @@ def test_precision_32_as_a_yaml_number_is_accepted(tmp_path):
     # `precision: 32` (docs/training.md) and `trainer.precision=32` parse as the int 32
     cfg = _load(tmp_path, ["trainer.precision=32", "train.validation.precision=32"])
     assert cfg.trainer.precision == "32" and cfg.train.validation.precision == "32"
+    with pytest.raises(ConfigError, match="trainer.precision"):  # 16-mixed needs a GPU
+        _load(tmp_path, ["trainer.precision=16", "trainer.accelerator=cpu"])
     with pytest.raises(ConfigError, match="trainer.precision"):
-        _load(tmp_path, ["trainer.precision=16"])
+        _load(tmp_path, ["trainer.precision=8"])
 
 
 def test_a_misspelt_key_is_named_with_the_closest_valid_one(tmp_path):
@@ -177,3 +179,21 @@ def test_a_misspelt_key_is_named_with_the_closest_valid_one(tmp_path):
     with pytest.raises(ConfigError) as exc:
         _load(tmp_path, ["model.aspp.zzz=3"])
     assert "did you mean" not in str(exc.value) and "valid here: rates, channels" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "value"),
+    [
+        ("trainer.precision=bf16", "bf16-mixed"),  # the command line's spelling
+        ("trainer.precision=16", "16-mixed"),
+        ("trainer.precision=32", "32"),
+        ("trainer.precision=bf16-mixed", "bf16-mixed"),
+    ],
+)
+def test_trainer_precision_takes_the_command_line_spellings(tmp_path, override, value):
+    assert _load(tmp_path, [override, "trainer.accelerator=gpu"]).trainer.precision == value
+
+
+def test_validation_precision_takes_the_trainer_spelling(tmp_path):
+    cfg = _load(tmp_path, ["train.validation.precision=bf16-mixed"])
+    assert cfg.train.validation.precision == "bf16"

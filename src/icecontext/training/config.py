@@ -58,6 +58,11 @@ ResumePolicy = Literal["auto", "never"]
 ValPrecision = Literal["auto", "32", "bf16"]
 
 
+def _as_text(value: Any) -> Any:
+    """YAML and command-line overrides read ``precision: 32`` as a number."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class OptimizerConfig(Section):
     """Optimiser.
 
@@ -154,7 +159,9 @@ class ValidationConfig(Section):
     @field_validator("precision", mode="before")
     @classmethod
     def _precision_as_text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        # one spelling everywhere: the trainer's bf16-mixed is accepted here too
+        value = _as_text(value)
+        return "bf16" if value == "bf16-mixed" else value
 
     max_scenes: PositiveInt | None = None
 
@@ -237,8 +244,9 @@ class TrainerConfig(Section):
     @field_validator("precision", mode="before")
     @classmethod
     def _precision_as_text(cls, value: Any) -> Any:
-        # YAML and command-line overrides read `precision: 32` as a number
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        # one spelling everywhere: bf16 and 16 (as on the command line) mean the mixed modes
+        value = _as_text(value)
+        return {"bf16": "bf16-mixed", "16": "16-mixed"}.get(value, value)
 
     @model_validator(mode="after")
     def _check_scale_out(self) -> TrainerConfig:
