@@ -105,13 +105,15 @@ def test_predict_accepts_the_exported_models(exported, exported_onnx, capsys):
     scenes = root / "scenes"
     write_scene_files(scenes, 1, height=90, width=110, seed=2)
     for label, model in (("eager", ckpt), ("script", out), ("onnx", exported_onnx)):
+        # --precision auto: 32 on a CPU, and always for ONNX (which accepts no other)
         rc = main(["predict", "-k", str(model), "-s", str(scenes), "-o", str(root / label),
-                   "--formats", "netcdf", "--tile", "64", "--no-progress"])  # fmt: skip
+                   "--formats", "netcdf", "--tile", "64", "--no-progress",
+                   "--precision", "auto"])  # fmt: skip
         assert rc == 0, capsys.readouterr().err
     a = xr.open_dataset(next((root / "eager").glob("*.nc")), mask_and_scale=False)
     for label, kind in (("script", "torchscript"), ("onnx", "onnx")):
         b = xr.open_dataset(next((root / label).glob("*.nc")), mask_and_scale=False)
-        assert b.attrs["model_kind"] == kind
+        assert b.attrs["model_kind"] == kind and b.attrs["precision"] == "32"
         for chart in CHARTS:
             assert a[chart].shape == (90, 110)
             np.testing.assert_array_equal(a[chart].values, b[chart].values)

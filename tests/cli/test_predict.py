@@ -213,3 +213,6 @@ def test_bad_options_are_named(setup, tmp_path, capsys):
     assert main(["predict", "-k", str(tmp_path / "none.ckpt"), "-s", str(scenes), "-o", "x"]) == 2
     assert "none.ckpt" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    # the tiling's own check names the option as typed (it said "option 'tile'")
+    assert main([*base, "--tile", "64", "--overlap", "40", "--no-progress"]) == 2
+    assert "option '--tile': tile 64 px leaves no core" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from icecontext.errors import ConfigError, DataError
 from icecontext.inference.predictor import (
     has_input_data,
     predict_scene,
+    resolve_precision,
     upsample_nearest,
 )
 from icecontext.inference.tiling import round_up
@@ -194,12 +195,20 @@ def test_bad_source_shape_is_a_data_error(scene):
         predict_scene(TinyNet(3), src, src.features, tile=64, overlap=16, align=4)
 
 
+def test_auto_precision_is_bf16_on_cuda_else_32():
+    assert resolve_precision("auto", "cuda") == "bf16"
+    assert resolve_precision("auto", torch.device("cuda:1")) == "bf16"
+    assert resolve_precision("auto", "cpu") == "32"
+    assert resolve_precision("16", "cpu") == "16"  # the explicit choice stays (and fails later)
+
+
 def test_bad_options_name_the_option(scene):
     inputs, valid = scene
     src = ArraySource(inputs, valid)
-    with pytest.raises(ConfigError, match="'batch'"):
+    # named as typed on the command line: "option '--batch'"
+    with pytest.raises(ConfigError, match="option '--batch'"):
         predict_scene(TinyNet(3), src, src.features, batch=0)
-    with pytest.raises(ConfigError, match="'precision'"):
+    with pytest.raises(ConfigError, match="option '--precision'"):
         predict_scene(TinyNet(3), src, src.features, tile=64, overlap=16, align=4, precision="16")
 
 

@@ -89,9 +89,9 @@ def test_overlap_rounded_up_to_alignment():
 @pytest.mark.parametrize(
     ("kwargs", "option"),
     [
-        ({"tile": 64, "overlap": 32}, "tile"),
-        ({"tile": 0, "overlap": 0}, "tile"),
-        ({"tile": 64, "overlap": -1}, "overlap"),
+        ({"tile": 64, "overlap": 32}, "--tile"),
+        ({"tile": 0, "overlap": 0}, "--tile"),
+        ({"tile": 64, "overlap": -1}, "--overlap"),
     ],
 )
 def test_bad_settings_name_the_option(kwargs, option):

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                 "overlap": result.overlap,
                 "batch": result.batch,
                 "device": str(result.device),
-                "precision": args.precision,
+                "precision": result.precision,
                 "formats": list(settings.formats),
             }
         },

@@ -12,6 +12,14 @@ from icecontext.errors import ConfigError
 if TYPE_CHECKING:
     from icecontext.inference.scenes import PredictSettings
 
+PRECISION_CHOICES = ("auto", "32", "bf16", "16")
+"""``--precision``: the spellings of ``trainer.precision`` / ``train.validation.precision``."""
+
+PRECISION_HELP = (
+    "inference precision: 32 (default), bf16 (autocast bfloat16), 16 (float16, CUDA only) or "
+    "auto (bf16 on a CUDA device, else 32)"
+)
+
 OVERLAP_HELP = (
     "context margin per side: pixels, 'auto' (the receptive-field radius capped at tile/16, "
     "fast) or 'rf' (the whole receptive-field radius: equals a single pass; use tiles of at "
@@ -27,9 +35,7 @@ def add_tiling_options(parser: argparse.ArgumentParser) -> None:
         "--batch", type=int, default=None, help="tiles per forward pass (1 on CPU, 4 on GPU)"
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    parser.add_argument(
-        "--precision", choices=("32", "bf16", "16"), default="32", help="inference precision"
-    )
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="32", help=PRECISION_HELP)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

@@ -48,7 +48,8 @@ from icecontext.errors import ConfigError, DataError
 from icecontext.inference.exports.netcdf import PROBABILITY_SCALE
 from icecontext.inference.tiling import DEFAULT_ALIGN, Tile, TileLayout, plan_tiles
 
-InferencePrecision = Literal["32", "bf16", "16"]
+InferencePrecision = Literal["auto", "32", "bf16", "16"]
+"""``--precision``: ``auto`` is bf16 on a CUDA device, else 32 (:func:`resolve_precision`)."""
 ProbabilityDtype = Literal["float32", "uint8"]
 ConfidenceKind = Literal["max", "entropy"]
 
@@ -167,14 +168,26 @@ def _read_padded(
     return out
 
 
+def resolve_precision(
+    precision: InferencePrecision, device: str | torch.device
+) -> Literal["32", "bf16", "16"]:
+    """``auto`` -> ``bf16`` on a CUDA device, else ``32``; the other values unchanged."""
+    if precision != "auto":
+        return precision
+    return "bf16" if torch.device(device).type == "cuda" else "32"
+
+
 def _autocast(
     device: torch.device, precision: InferencePrecision
 ) -> contextlib.AbstractContextManager:
+    precision = resolve_precision(precision, device)
     if precision == "32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     if precision == "16" and device.type != "cuda":
-        raise ConfigError("precision", "16 (float16) inference needs a CUDA device; use bf16 or 32")
+        raise ConfigError(
+            "--precision", "16 (float16) inference needs a CUDA device; use bf16 or 32"
+        )
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
@@ -332,8 +345,8 @@ def predict_scene(
             (and the model has no global pooling). See :func:`auto_overlap`.
         batch: Tiles per forward pass.
         device: Torch device.
-        precision: ``"32"``, ``"bf16"`` (autocast bfloat16, CPU or CUDA) or ``"16"``
-            (autocast float16, CUDA only).
+        precision: ``"32"``, ``"bf16"`` (autocast bfloat16, CPU or CUDA), ``"16"``
+            (autocast float16, CUDA only) or ``"auto"`` (bf16 on CUDA, else 32).
         align: Tile alignment in pixels (the network's total stride).
         balance: Shrink tiles to the smallest aligned size that needs as many tiles
             (:func:`~icecontext.inference.tiling.plan_tiles`): less redundant work.
@@ -352,7 +365,7 @@ def predict_scene(
         DataError: If the source returns arrays of the wrong shape.
     """
     if batch < 1:
-        raise ConfigError("batch", f"must be >= 1 tile, got {batch}")
+        raise ConfigError("--batch", f"must be >= 1 tile, got {batch}")
     if probability_dtype not in ("float32", "uint8"):
         raise ConfigError(
             "probability_dtype", f"must be 'float32' or 'uint8', got {probability_dtype!r}"

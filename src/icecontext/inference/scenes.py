@@ -37,6 +37,7 @@ from icecontext.inference.predictor import (
     has_input_data,
     predict_scene,
     resolve_overlap,
+    resolve_precision,
 )
 from icecontext.inference.streaming import StreamingNetCDFSource
 
@@ -57,7 +58,8 @@ class PredictSettings:
             (:func:`~icecontext.inference.predictor.resolve_overlap`).
         batch: Tiles per forward pass (``None``: 1 on CPU, 4 on a GPU).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``...
-        precision: ``32``, ``bf16`` (autocast bfloat16) or ``16`` (float16, CUDA).
+        precision: ``32``, ``bf16`` (autocast bfloat16), ``16`` (float16, CUDA) or
+            ``auto`` (bf16 on a CUDA device, else 32; 32 for an ONNX model).
         formats: Outputs per scene (``netcdf``, ``geotiff``, ``geotiff_3413``, ``quicklook``).
         crs: Target CRS of the ``geotiff_3413`` (map-projected) GeoTIFFs.
         probabilities: Write per-class probabilities into the NetCDF file.
@@ -109,6 +111,7 @@ class PredictRun:
         overlap: Margin used.
         batch: Tiles per forward pass.
         device: Device used.
+        precision: Precision used (``auto`` resolved).
         scenes: Per-scene results.
     """
 
@@ -117,6 +120,7 @@ class PredictRun:
     overlap: int
     batch: int
     device: torch.device
+    precision: str = "32"
     scenes: list[ScenePredictionResult] = field(default_factory=list)
 
 
@@ -253,13 +257,14 @@ def prepare_prediction(
     scenes: ScenePaths,
     s: PredictSettings,
     model: InferenceModel | None = None,
-) -> tuple[InferenceModel, int, int, int, Any, dict[str, Path]]:
+) -> tuple[InferenceModel, int, int, int, Any, InferencePrecision, dict[str, Path]]:
     """Check the options, load the model and check every scene, before anything is written.
 
     Shared by ``predict`` and ``submission``.
 
     Returns:
-        ``(model, tile, overlap, batch, device, scene files by name)``.
+        ``(model, tile, overlap, batch, device, precision, scene files by name)``, the
+        precision resolved (``auto``: bf16 on CUDA, else 32; always 32 for ONNX).
 
     Raises:
         ConfigError: Bad tile, batch, overlap or device.
@@ -274,12 +279,13 @@ def prepare_prediction(
     if s.overlap not in ("auto", "rf"):
         resolve_overlap(s.overlap, None, 1)  # a bad number fails before the model loads
     loaded = model or load_inference_model(model_path, device)
-    if loaded.kind == "onnx" and s.precision != "32":
+    if loaded.kind == "onnx" and s.precision not in ("32", "auto"):
         raise ConfigError(
             "--precision",
             f"{s.precision} applies to torch models; an ONNX model runs in float32 "
             "(use --precision 32, or the checkpoint or TorchScript export)",
         )
+    precision = "32" if loaded.kind == "onnx" else resolve_precision(s.precision, device)
     loaded.model.to(device).eval()
     tile = s.tile or DEFAULT_TILE
     overlap = resolve_overlap(s.overlap, loaded.receptive_field, tile)
@@ -287,7 +293,7 @@ def prepare_prediction(
     files = collect_scenes(scenes)
     for path in files.values():
         open_scene_source(path, loaded).close()
-    return loaded, tile, overlap, batch, device, files
+    return loaded, tile, overlap, batch, device, precision, files
 
 
 def predict_scenes(
@@ -323,10 +329,12 @@ def predict_scenes(
         from icecontext.inference.exports.geotiff import check_crs
 
         check_crs(s.crs)
-    loaded, tile, overlap, batch, device, files = prepare_prediction(model_path, scenes, s, model)
+    loaded, tile, overlap, batch, device, precision, files = prepare_prediction(
+        model_path, scenes, s, model
+    )
     folder = check_output_folder(out)
 
-    run = PredictRun(loaded, tile, overlap, batch, device)
+    run = PredictRun(loaded, tile, overlap, batch, device, precision)
     config_text = _config_of(loaded)
     for name, path in files.items():
         source = open_scene_source(path, loaded)
@@ -340,7 +348,7 @@ def predict_scenes(
                     overlap=overlap,
                     batch=batch,
                     device=device,
-                    precision=s.precision,
+                    precision=precision,
                     return_probabilities=s.probabilities,
                     probability_dtype="uint8",
                     confidence=s.confidence,
@@ -367,7 +375,7 @@ def predict_scenes(
                     "tile": tile,
                     "overlap": overlap,
                     "stitching": "central crop (tile cores)",
-                    "precision": s.precision,
+                    "precision": precision,
                     "device": str(device),
                 },
             )

@@ -80,7 +80,9 @@ def write_submission(
         ExportError: The target folder is not writable.
     """
     s = settings or PredictSettings()
-    loaded, tile, overlap, batch, device, files = prepare_prediction(model_path, test_dir, s, model)
+    loaded, tile, overlap, batch, device, precision, files = prepare_prediction(
+        model_path, test_dir, s, model
+    )
     out = Path(out)
     check_output_folder(out.parent)
     names = sorted(files)
@@ -109,7 +111,7 @@ def write_submission(
                         overlap=overlap,
                         batch=batch,
                         device=device,
-                        precision=s.precision,
+                        precision=precision,
                         progress=progress,
                     )
             finally:

@@ -169,7 +169,8 @@ def plan_tiles(
 
     Raises:
         ConfigError: If the sizes are not positive or ``tile`` leaves no core after
-            removing ``2 * overlap`` (names ``tile`` / ``overlap``).
+            removing ``2 * overlap`` (names ``--tile`` / ``--overlap``, the options of
+            the commands).
     """
     h, w = (int(v) for v in shape)
     if h < 1 or w < 1:
@@ -177,9 +178,9 @@ def plan_tiles(
     if align < 1:
         raise ConfigError("align", f"must be >= 1, got {align}")
     if tile < 1:
-        raise ConfigError("tile", f"must be >= 1 pixel, got {tile}")
+        raise ConfigError("--tile", f"must be >= 1 pixel, got {tile}")
     if overlap < 0:
-        raise ConfigError("overlap", f"must be >= 0 pixels, got {overlap}")
+        raise ConfigError("--overlap", f"must be >= 0 pixels, got {overlap}")
     tile = round_up(tile, align)
     step = (tile - 2 * overlap) // align * align
     ph, pw = round_up(h, align), round_up(w, align)
@@ -188,7 +189,7 @@ def plan_tiles(
         return TileLayout((h, w), (ph, pw), (ph, pw), overlap, align, (Tile(span_r, span_c),))
     if step <= 0:
         raise ConfigError(
-            "tile",
+            "--tile",
             f"tile {tile} px leaves no core after an overlap of {overlap} px on each side "
             f"(need tile > 2 * overlap, in multiples of {align}); increase the tile or "
             "reduce the overlap",
