@@ -11,6 +11,7 @@ import pytest
 
 from icecontext.cli.main import main
 from icecontext.data.format import CHARTS
+from icecontext.data.store import collect_scene_files
 from icecontext.evaluation import score_charts
 from icecontext.inference.predictor import predict_scene
 from icecontext.testing import tiny_run_config, write_scene_files, write_tiny_store
@@ -18,6 +19,11 @@ from icecontext.training.checkpoint import load_checkpoint
 from icecontext.training.config import RunConfig
 from icecontext.training.evaluate import open_eval_scenes
 from icecontext.training.fit import train
+
+WARNING = (
+    "icecontext evaluate: warning: {old} is deprecated and will be removed in the next "
+    "release; use --scenes"
+)
 
 
 def pooled_scores(loaded, folder: Path, tile: int, overlap: int) -> dict:
@@ -64,7 +70,7 @@ def setup(tmp_path_factory) -> tuple[Path, Path]:
 def test_evaluate_writes_the_challenge_metric_of_the_tiled_predictions(setup, tmp_path, capsys):
     ckpt, test = setup
     out = tmp_path / "eval"
-    argv = ["evaluate", "--checkpoint", str(ckpt), "--data", str(test), "--out", str(out)]
+    argv = ["evaluate", "--checkpoint", str(ckpt), "--scenes", str(test), "--out", str(out)]
     assert main([*argv, "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "scored 2 scene(s) at 80 m" in printed and f"results: {out}" in printed
@@ -103,7 +109,7 @@ def test_overlap_rf_scores_what_a_single_pass_scores(setup, tmp_path):
     test = tmp_path / "big"  # several 256 px tiles around a 78 px margin
     write_scene_files(test, 1, height=300, width=340, seed=41, test_set=True)
     out = tmp_path / "eval_rf"
-    argv = ["evaluate", "-k", str(ckpt), "-d", str(test), "-o", str(out), "--no-plots"]
+    argv = ["evaluate", "-k", str(ckpt), "-s", str(test), "-o", str(out), "--no-plots"]
     assert main([*argv, "--tile", "256", "--overlap", "rf", "--device", "cpu"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["settings"]["overlap"] == "rf" and metrics["settings"]["tile"] == 256
@@ -116,23 +122,52 @@ def test_overlap_rf_scores_what_a_single_pass_scores(setup, tmp_path):
         assert metrics["unrounded"][key] == pytest.approx(expected["unrounded"][key], abs=1e-9)
 
 
+@pytest.mark.xdist_group("cli_evaluate")
+def test_only_scores_the_named_scenes_and_old_spelling_d_still_reads_them(setup, tmp_path, capsys):
+    ckpt, test = setup
+    name = sorted(collect_scene_files(test))[1]
+    out = tmp_path / "one"
+    argv = ["evaluate", "-k", str(ckpt), "-d", str(test), "-o", str(out), "--only", name]
+    assert main([*argv, "--no-plots", "--no-progress", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "scored 1 scene(s)" in captured.out
+    assert captured.err.count(WARNING.format(old="-d")) == 1
+    assert list(pd.read_csv(out / "breakdown_scene.csv")["scene"]) == [name]
+
+
 def test_unlabelled_scenes_only_is_an_error_naming_the_folder(setup, tmp_path, capsys):
     ckpt, _ = setup
     bare = tmp_path / "bare"
     write_scene_files(bare, 1, height=100, width=100, seed=3, test_set=True)
     for ref in bare.glob("*_prep_reference.nc"):
         ref.unlink()
+    # --data: the deprecated spelling of --scenes still reads the folder, with a warning
     argv = ["evaluate", "--checkpoint", str(ckpt), "--data", str(bare), "--device", "cpu"]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert str(bare) in err and "_prep_reference.nc" in err
+    assert WARNING.format(old="--data") in err
 
 
 def test_missing_checkpoint_and_bad_overlap_are_named(setup, tmp_path, capsys):
     _, test = setup
-    assert main(["evaluate", "--checkpoint", str(tmp_path / "x.ckpt"), "--data", str(test)]) == 2
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "x.ckpt"), "--scenes", str(test)]) == 2
     assert "'--checkpoint'" in capsys.readouterr().err
     ckpt, _ = setup
-    argv = ["evaluate", "--checkpoint", str(ckpt), "--data", str(test), "--overlap", "wide"]
+    argv = ["evaluate", "--checkpoint", str(ckpt), "--scenes", str(test), "--overlap", "wide"]
     assert main(argv) == 2
     assert "'--overlap': expected pixels, 'auto' or 'rf'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "one of the arguments --scenes/-s is required"),
+        (["--scenes", "a", "--data", "b"], "not allowed with argument --scenes/-s"),
+        (["-s", "a", "--precision", "fp8"], "invalid choice: 'fp8'"),
+    ],
+)
+def test_scenes_is_required_once(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "-k", "x.ckpt", *argv])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -44,7 +44,7 @@ def test_explain_compare_end_to_end(setup, capsys):
     out = root / "out"
     status = main(
         [
-            "explain", "--checkpoint", str(ckpt), "--scene", str(scene), "--task", "SOD",
+            "explain", "--checkpoint", str(ckpt), "--scenes", str(scene), "--task", "SOD",
             "--mask", "reference", "--out", str(out), "--compare", str(other_run),
             "--tile", "128", "--device", "cpu",
         ]
@@ -137,7 +137,11 @@ def test_list_layers(setup, capsys):
     ("extra", "needle"),
     [
         (["--layer", "decoders.SOD.nope"], "option '--layer': unknown layer 'decoders.SOD.nope'"),
-        (["--window", "150", "0", "50", "50"], "option '--window'"),
+        (
+            ["--window", "150", "0", "50", "50"],
+            "option '--window': rows 150..199, columns 0..49 must lie inside the scene "
+            "(160 x 180 pixels at 80 m)",
+        ),
         (["--class", "9"], "option '--class': SOD classes are 0..5"),
         (["--compare", "nowhere"], "option '--compare': 'nowhere'"),
         (["--tile", "64", "--overlap", "40"], "option '--tile'"),
@@ -161,4 +165,49 @@ def test_missing_scene_and_checkpoint(setup, capsys):
     assert main(["explain", "-k", str(root / "x.ckpt"), "-s", str(scene), "-t", "SOD"]) == 2
     assert "option '--checkpoint'" in capsys.readouterr().err
     assert main(["explain", "-k", str(ckpt), "-s", str(root / "none.nc"), "-t", "SOD"]) == 2
-    assert "option '--scene'" in capsys.readouterr().err
+    assert "option '--scenes': '" in capsys.readouterr().err
+
+
+def test_old_spelling_scene_still_works_with_a_warning(setup, capsys):
+    root, _, ckpt, _ = setup
+    assert main(["explain", "-k", str(ckpt), "--scene", str(root / "none.nc"), "-t", "SOD"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "icecontext explain: warning: --scene is deprecated and will be removed in the next "
+        "release; use --scenes\n"
+    )
+    assert f"option '--scenes': '{root / 'none.nc'}' does not exist" in err
+
+
+def test_window_errors_speak_in_80_m_pixels_for_a_downsampled_model(setup, tmp_path, capsys):
+    """The model sees the 160 x 180 scene as 80 x 90; --window is typed in 80 m pixels."""
+    scene = setup[1]
+    ckpt = save_tiny_checkpoint(
+        tmp_path / "run" / "checkpoints" / "best.ckpt", features=FEATURES, downsample=2
+    )
+    args = ["explain", "-k", str(ckpt), "-s", str(scene), "-t", "SOD", "--device", "cpu"]
+    assert main([*args, "--window", "150", "0", "50", "50"]) == 2
+    err = capsys.readouterr().err
+    expected = "rows 150..199, columns 0..49 must lie inside the scene (160 x 180 pixels at 80 m)"
+    assert expected in err
+    assert "(75, 0, 25, 25)" not in err and "80 x 90" not in err
+
+
+def test_window_without_target_pixels_is_quoted_as_typed(monkeypatch):
+    """The explainer's "no pixel of window ..." names the model's grid: the CLI retypes it."""
+    import icecontext.explain.scene as scene_module
+    from icecontext.cli.explain import _explain, _window
+    from icecontext.errors import DataError
+
+    domain = _window([21, 30, 64, 96], 2, (160, 180))
+    assert domain == (10, 15, 33, 48)  # start floored, end rounded up
+
+    def no_pixel(*args, window, **kwargs):
+        raise DataError(f"scene S: no pixel of window {window} matches the target SOD class 5")
+
+    monkeypatch.setattr(scene_module, "explain_scene", no_pixel)
+    with pytest.raises(DataError) as err:
+        _explain(window=domain, window_80m=[21, 30, 64, 96])
+    assert str(err.value) == (
+        "scene S: no pixel of window 21 30 64 96 (80 m pixels) matches the target SOD class 5"
+    )

@@ -36,6 +36,22 @@ def test_validate_reports_good_and_bad(
     assert main(["validate", str(scene_dir), str(bad)]) == 1
     out = capsys.readouterr().out
     assert f"FAIL  {bad}: variable 'skt'" in out and "3 of 4" in out
+    # --scenes, the other commands' spelling, reads the same paths
+    assert main(["validate", "--scenes", str(scene_dir), str(bad)]) == 1
+    assert "3 of 4" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "one of the arguments PATH --scenes/-s is required"),
+        (["a.nc", "-s", "b.nc"], "argument --scenes/-s: not allowed with argument PATH"),
+    ],
+)
+def test_validate_takes_its_paths_once(argv: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["validate", *argv])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_user_errors_exit_2_with_one_line(
@@ -103,7 +119,7 @@ ROOT = Path(__file__).resolve().parents[2]
         (["synth", "--out", "{out}"], "--out"),
         (["show", "x.nc", "--out", "{out}/a.png"], "--out"),
         (["convert-raw", "raw", "--out", "{out}"], "--out"),
-        (["prepare", "--data", "d", "--out", "{out}"], "--out"),
+        (["prepare", "--scenes", "d", "--out", "{out}"], "--out"),
         (
             ["rf", "--config", str(ROOT / "configs/model/small_cpu.yaml"), "--plot", "{out}/p.png"],
             "--plot",
@@ -118,9 +134,9 @@ ROOT = Path(__file__).resolve().parents[2]
             ],
             "output.root",
         ),
-        (["evaluate", "-k", "best.ckpt", "--data", "d", "--out", "{out}"], "--out"),
+        (["evaluate", "-k", "best.ckpt", "--scenes", "d", "--out", "{out}"], "--out"),
         (["predict", "-k", "best.ckpt", "--scenes", "s", "--out", "{out}"], "--out"),
-        (["submission", "-k", "best.ckpt", "--test-dir", "d", "--out", "{out}/u.nc"], "--out"),
+        (["submission", "-k", "best.ckpt", "--scenes", "d", "--out", "{out}/u.nc"], "--out"),
         (["export", "-k", "best.ckpt", "--out", "{out}/model.pt"], "--out"),
         (["explain", "-k", "r", "-s", "s.nc", "-t", "SOD", "--out", "{out}"], "--out"),
         (["quickstart", "--out", "{out}"], "--out"),
@@ -159,7 +175,7 @@ def test_an_empty_scene_folder_is_named_before_torch_loads(command: str, tmp_pat
     ckpt.write_bytes(b"x")
     empty = tmp_path / "scenes"
     empty.mkdir()
-    scenes = ["-s", str(empty)] if command == "predict" else ["--test-dir", str(empty)]
+    scenes = ["-s", str(empty)]
     out = tmp_path / ("o" if command == "predict" else "u.nc")
     code = (
         "import sys; from icecontext.cli.main import main; "

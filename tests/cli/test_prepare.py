@@ -15,7 +15,7 @@ from icecontext.data.scene import find_scenes
 
 def test_prepare_writes_a_store_and_is_idempotent(scene_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "store"
-    args = ["prepare", "--data", str(scene_dir), "--out", str(out), "--no-progress"]
+    args = ["prepare", "-s", str(scene_dir), "-o", str(out), "--no-progress"]
     assert main([*args, "--downsample", "2", "--features", "sar", "amsr2:36.5", "--jobs", "1"]) == 0
     text = capsys.readouterr().out
     assert "3 scene(s) written, 0 already complete, 0 failed; 3 scene(s) in the store" in text
@@ -36,7 +36,7 @@ def test_prepare_reports_a_corrupt_scene_and_exits_1(
     victim = find_scenes(data)[0]
     victim.write_bytes(b"not a netcdf file")
     out = tmp_path / "store"
-    assert main(["prepare", "--data", str(data), "--out", str(out), "--no-progress"]) == 1
+    assert main(["prepare", "--scenes", str(data), "--out", str(out), "--no-progress"]) == 1
     captured = capsys.readouterr()
     assert f"FAILED  {victim.name[:19]}" in captured.err
     assert "2 scene(s) written, 0 already complete, 1 failed" in captured.out
@@ -55,16 +55,38 @@ def test_prepare_bad_options_exit_2(
     scene_dir: Path, tmp_path: Path, capsys, extra, message
 ) -> None:
     code = main(
-        ["prepare", "--data", str(scene_dir), "--out", str(tmp_path / "s"), "--no-progress", *extra]
+        [
+            "prepare",
+            "--scenes",
+            str(scene_dir),
+            "--out",
+            str(tmp_path / "s"),
+            "--no-progress",
+            *extra,
+        ]
     )
     assert code == 2
     assert message in capsys.readouterr().err
 
 
 def test_prepare_missing_data_folder(tmp_path: Path, capsys) -> None:
-    code = main(["prepare", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "s")])
+    code = main(["prepare", "--scenes", str(tmp_path / "nope"), "--out", str(tmp_path / "s")])
     assert code == 2
     assert f"{tmp_path / 'nope'}: no such scene file or folder" in capsys.readouterr().err
+
+
+def test_old_spelling_data_still_works_with_a_warning(tmp_path: Path, capsys) -> None:
+    nope = [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert main(["prepare", "--data", *nope, "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "icecontext prepare: warning: --data is deprecated and will be removed in the next "
+        "release; use --scenes\n"
+    )
+    assert f"{tmp_path / 'a'}: no such scene file or folder" in err  # the paths were read
+    with pytest.raises(SystemExit):
+        main(["prepare", "--out", str(tmp_path / "s")])
+    assert "one of the arguments --scenes/-s is required" in capsys.readouterr().err
 
 
 def test_prepare_rebuilds_a_regenerated_scene_and_says_why(
@@ -76,7 +98,7 @@ def test_prepare_rebuilds_a_regenerated_scene_and_says_why(
     data = tmp_path / "data"
     shutil.copytree(scene_dir, data)
     out = tmp_path / "store"
-    args = ["prepare", "--data", str(data), "--out", str(out), "--no-progress"]
+    args = ["prepare", "--scenes", str(data), "--out", str(out), "--no-progress"]
     assert main(args) == 0
     victim = find_scenes(data)[2]
     name = victim.name[:19]
@@ -94,7 +116,7 @@ def test_a_store_that_received_no_scene_is_removed(tmp_path, capsys):
     data.mkdir()
     (data / "20190101T000000_dmi_prep.nc").write_text("not NetCDF")
     out = tmp_path / "store.zarr"
-    assert main(["prepare", "--data", str(data), "--out", str(out), "--no-progress"]) == 1
+    assert main(["prepare", "--scenes", str(data), "--out", str(out), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "FAILED  20190101T000000_dmi" in err and "nothing written" in err
     assert not out.exists()
@@ -135,7 +157,7 @@ def test_sigterm_stops_a_parallel_prepare_and_its_workers_and_the_command_contin
     data, store = tmp_path / "data", tmp_path / "store.zarr"
     assert main(["synth", "--out", str(data), "--scenes", "6", "--height", "1000",
                  "--width", "1000", "--no-progress"]) == 0  # fmt: skip
-    cmd = [sys.executable, "-m", "icecontext.cli.main", "prepare", "--data", str(data),
+    cmd = [sys.executable, "-m", "icecontext.cli.main", "prepare", "--scenes", str(data),
            "--out", str(store), "--jobs", "2", "--no-progress"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120

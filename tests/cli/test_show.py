@@ -36,7 +36,9 @@ def test_show_writes_a_png_for_every_file_kind(
     scenes: dict[str, Path], tmp_path: Path, kind: str, capsys
 ) -> None:
     out = tmp_path / f"{kind}.png"
-    assert main(["show", str(scenes[kind]), "--out", str(out), "--dpi", "40"]) == 0
+    # the scene positional or as --scenes (the other commands' spelling); -o for --out
+    scene = [str(scenes[kind])] if kind != "raw" else ["--scenes", str(scenes[kind])]
+    assert main(["show", *scene, "-o", str(out), "--dpi", "40"]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     img = _png(out)
     assert img.shape[0] > 200 and img.shape[1] > 400
@@ -87,3 +89,16 @@ def test_missing_scene_file_is_reported_with_its_path(tmp_path: Path, capsys) ->
     missing = tmp_path / "20200101T000000_dmi_prep.nc"
     assert main(["show", str(missing), "--out", str(tmp_path / "x.png")]) == 2
     assert str(missing) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "one of the arguments SCENE --scenes/-s is required"),
+        (["a.nc", "--scenes", "b.nc"], "argument --scenes/-s: not allowed with argument SCENE"),
+    ],
+)
+def test_the_scene_is_given_once(tmp_path: Path, capsys, argv: list[str], message: str) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["show", *argv, "-o", str(tmp_path / "x.png")])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err

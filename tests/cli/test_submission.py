@@ -16,6 +16,11 @@ from icecontext.inference.exports import check_upload_package
 from icecontext.inference.testing import save_tiny_checkpoint
 from icecontext.testing import make_scene_dataset
 
+WARNING = (
+    "icecontext submission: warning: {old} is deprecated and will be removed in the next "
+    "release; use --scenes"
+)
+
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
@@ -25,7 +30,7 @@ def ckpt(tmp_path_factory):
 def test_upload_for_any_test_scenes_with_a_warning(ckpt, test_set_dir, tmp_path, capsys, caplog):
     out = tmp_path / "upload_package.nc"
     with caplog.at_level(logging.WARNING):
-        rc = main(["submission", "-k", str(ckpt), "--test-dir", str(test_set_dir),
+        rc = main(["submission", "-k", str(ckpt), "--scenes", str(test_set_dir),
                    "--out", str(out), "--tile", "128", "--no-progress"])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
     names = sorted(p.name[:19] for p in test_set_dir.glob("*_prep.nc"))
@@ -48,7 +53,7 @@ def test_official_list_gives_60_variables_and_no_warning(ckpt, tmp_path, capsys)
         ds = make_scene_dataset(height=30 + i, width=40, seed=i, scene_name=name, labelled=False)
         write_scene(ds, folder / prep_file_name(ds.attrs["scene_id"].removesuffix("_prep.nc")))
     out = tmp_path / "upload_package.nc"
-    rc = main(["submission", "-k", str(ckpt), "-d", str(folder), "-o", str(out),
+    rc = main(["submission", "-k", str(ckpt), "-s", str(folder), "-o", str(out),
                "--no-progress"])  # fmt: skip
     assert rc == 0
     found = check_upload_package(out, expected_scenes="official")
@@ -64,7 +69,7 @@ def test_bad_scene_leaves_no_upload_file(ckpt, test_set_dir, tmp_path, capsys):
     folder.mkdir()
     bad.to_netcdf(folder / f"{bad.attrs['scene_id'][:19]}_prep.nc")
     out = tmp_path / "upload_package.nc"
-    rc = main(["submission", "-k", str(ckpt), "-d", str(test_set_dir), str(folder),
+    rc = main(["submission", "-k", str(ckpt), "-s", str(test_set_dir), str(folder),
                "-o", str(out), "--no-progress"])  # fmt: skip
     assert rc == 2 and "nersc_sar_secondary" in capsys.readouterr().err
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["in"]
@@ -75,7 +80,9 @@ def test_unwritable_target_folder(ckpt, test_set_dir, tmp_path, capsys):
     blocker.write_text("x")
     out = blocker / "upload_package.nc"
     rc = main(["submission", "-k", str(ckpt), "-d", str(test_set_dir), "-o", str(out)])
-    assert rc == 2 and str(blocker) in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and str(blocker) in err
+    assert WARNING.format(old="-d") in err  # the old spelling still works
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
 
 
@@ -86,7 +93,9 @@ def test_bad_tiling_option_is_named_and_writes_nothing(
     ckpt, test_set_dir, tmp_path, capsys, option, value
 ):
     out = tmp_path / "upload_package.nc"
-    rc = main(["submission", "-k", str(ckpt), "-d", str(test_set_dir), "-o", str(out),
+    rc = main(["submission", "-k", str(ckpt), "--test-dir", str(test_set_dir), "-o", str(out),
                option, value, "--no-progress"])  # fmt: skip
-    assert rc == 2 and option in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and f"option '{option}'" in err
+    assert WARNING.format(old="--test-dir") in err
     assert not any(tmp_path.iterdir())

@@ -166,7 +166,7 @@ def _prepare_cmd(data: Path, out: Path) -> list[str]:
         "-c",
         code,
         "prepare",
-        "--data",
+        "--scenes",
         str(data),
         "--out",
         str(out),

@@ -1,9 +1,11 @@
-"""``icecontext evaluate --checkpoint K --data D [--out DIR]``: the challenge metric.
+"""``icecontext evaluate --checkpoint K --scenes D [--out DIR]``: the challenge metric.
 
 Predicts every scene of ``D`` (a folder of ``_prep.nc`` files, test files paired with
 their ``_prep_reference.nc``, or a prepared store) with the tiled predictor and writes
 ``metrics.json``, ``metrics.csv``, ``per_class.csv``, breakdowns per scene / service /
-month, and confusion-matrix plots into ``--out``.
+month, and confusion-matrix plots into ``--out``. ``--only NAME ...`` scores a subset
+(it was ``--scenes`` before ``--scenes`` became the input, as in the other commands);
+``--data``/``-d`` is the deprecated spelling of ``--scenes``.
 """
 
 from __future__ import annotations
@@ -12,19 +14,35 @@ import argparse
 from pathlib import Path
 
 from icecontext.atomic import check_writable
-from icecontext.cli.tiling_options import parse_overlap
+from icecontext.cli.deprecated import add_renamed_option
+from icecontext.cli.tiling_options import PRECISION_CHOICES, PRECISION_HELP, parse_overlap
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
     parser.add_argument("--checkpoint", "-k", type=Path, required=True, help="best.ckpt of a run")
-    parser.add_argument(
-        "--data", "-d", type=Path, required=True, help="folder of _prep.nc scenes, or a store"
+    add_renamed_option(
+        parser,
+        ("--scenes", "-s"),
+        ("--data", "-d"),
+        required=True,
+        dest="data",
+        type=Path,
+        metavar="DIR",
+        help="folder of _prep.nc scenes (test files with their _prep_reference.nc), or a "
+        "prepared store",
     )
     parser.add_argument(
         "--out", "-o", type=Path, default=None, help="output folder (default <run>/eval/<data>)"
     )
-    parser.add_argument("--scenes", nargs="+", default=None, help="only these scene names")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="score only these scene names of --scenes (this filter was called --scenes "
+        "before --scenes became the input of every command)",
+    )
     parser.add_argument("--tile", type=int, default=None, help="tile side in pixels")
     parser.add_argument(
         "--overlap",
@@ -34,10 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch", type=int, default=None, help="tiles per forward pass")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    parser.add_argument(
-        "--precision", choices=("32", "bf16", "16"), default="32", help="inference precision"
-    )
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="32", help=PRECISION_HELP)
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,12 +68,13 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint,
         args.data,
         args.out,
-        scenes=args.scenes,
+        scenes=args.only,
         tile=args.tile,
         overlap=overlap,
         batch=args.batch,
         device=args.device,
         precision=args.precision,
+        progress=not args.no_progress,
         plots=not args.no_plots,
     )
     s = result.scores

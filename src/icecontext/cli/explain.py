@@ -2,7 +2,7 @@ r"""``icecontext explain``: Grad-CAM maps of one task head over a scene, and how
 
 ::
 
-    icecontext explain --checkpoint runs/a/checkpoints/best.ckpt --scene data/X_prep.nc \
+    icecontext explain --checkpoint runs/a/checkpoints/best.ckpt --scenes data/X_prep.nc \
         --task SOD [--class 4] [--mask reference|prediction] [--layer NAME] \
         [--window R C H W] [--method hirescam|gradcam] [--out DIR] \
         [--compare runs/b runs/c ...]
@@ -24,7 +24,8 @@ Writes into ``--out`` (default
   beside the radius of the field of the layers after the explained one;
 * ``summary.json``, ``config.yaml``, ``provenance.json``.
 
-See docs/explain.md for what the maps mean and their limits.
+``--scene`` is the deprecated spelling of ``--scenes``. See docs/explain.md for what the
+maps mean and their limits.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from icecontext.atomic import check_writable
+from icecontext.cli.deprecated import add_renamed_option
 from icecontext.cli.tiling_options import parse_overlap
 from icecontext.errors import ConfigError, DataError
 
@@ -56,11 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", "-k", type=Path, required=True, help="best.ckpt of a run, or its run folder"
     )
-    parser.add_argument(
-        "--scene",
-        "-s",
-        type=Path,
+    add_renamed_option(
+        parser,
+        ("--scenes", "-s"),
+        ("--scene",),
         required=True,
+        dest="scene",
+        type=Path,
+        metavar="SCENE",
         help="a _prep.nc file (test files find their _prep_reference.nc), or STORE/SCENE_NAME "
         "of a prepared store",
     )
@@ -181,7 +186,7 @@ def _load(paths: Sequence[Path], device: Any) -> list[_Model]:
 
 
 def _open_source(scene: Path, features: Sequence[str], downsample: int, upsampling: str) -> Any:
-    """Open ``--scene`` as a NetCDF file or a store's scene group.
+    """Open ``--scenes`` as a NetCDF file or a store's scene group.
 
     ``features`` are the channels the models need; HH is loaded too when the scene has
     it, for the figure's background.
@@ -194,7 +199,7 @@ def _open_source(scene: Path, features: Sequence[str], downsample: int, upsampli
         store = scene.parent
         if not (store / MANIFEST_NAME).is_file():
             raise ConfigError(
-                "--scene",
+                "--scenes",
                 f"'{scene}' is a folder but not a scene of a prepared store (no {MANIFEST_NAME} "
                 f"in {store}); give a _prep.nc file or STORE/SCENE_NAME",
             )
@@ -207,18 +212,36 @@ def _open_source(scene: Path, features: Sequence[str], downsample: int, upsampli
         prepared.check_features(list(features), option="the checkpoint's features")
         return prepared.source(scene.name, upsampling)  # type: ignore[arg-type]
     if not scene.is_file():
-        raise ConfigError("--scene", f"'{scene}' does not exist")
+        raise ConfigError("--scenes", f"'{scene}' does not exist")
     load = list(dict.fromkeys([*features, HH]))
     return NetCDFSource(scene, load, downsample, upsampling)  # type: ignore[arg-type]
 
 
-def _window(window: Sequence[int] | None, downsample: int) -> tuple[int, int, int, int] | None:
-    """80 m window -> the model's grid (start floored, end rounded up)."""
+def _window(
+    window: Sequence[int] | None, downsample: int, full_shape: tuple[int, int]
+) -> tuple[int, int, int, int] | None:
+    """80 m window -> the model's grid (start floored, end rounded up).
+
+    Checked here, in the 80 m pixels the user typed: the explainer's own check speaks of
+    the model's (downsampled) grid.
+
+    Raises:
+        ConfigError: ``--window`` outside the scene of ``full_shape`` (80 m pixels).
+    """
     if window is None:
         return None
     r, c, h, w = (int(v) for v in window)
     if h < 1 or w < 1 or r < 0 or c < 0:
-        raise ConfigError("--window", f"expected ROW COL >= 0 and HEIGHT WIDTH >= 1, got {window}")
+        raise ConfigError(
+            "--window", f"expected ROW COL >= 0 and HEIGHT WIDTH >= 1, got {r} {c} {h} {w}"
+        )
+    full_h, full_w = full_shape
+    if r + h > full_h or c + w > full_w:
+        raise ConfigError(
+            "--window",
+            f"rows {r}..{r + h - 1}, columns {c}..{c + w - 1} must lie inside the scene "
+            f"({full_h} x {full_w} pixels at 80 m)",
+        )
     k = downsample
     r1, c1 = -(-(r + h) // k), -(-(c + w) // k)
     return (r // k, c // k, r1 - r // k, c1 - c // k)
@@ -272,16 +295,18 @@ def _device(name: str) -> Any:
     return dev
 
 
-def _explain(*args: Any, **kwargs: Any) -> Any:
-    """``explain_scene``, with tiling errors named by this command's flags."""
+def _explain(*args: Any, window_80m: Sequence[int] | None, **kwargs: Any) -> Any:
+    """``explain_scene``, with its window quoted as typed (80 m pixels) in its errors."""
     from icecontext.explain.scene import explain_scene
 
     try:
         return explain_scene(*args, **kwargs)
-    except ConfigError as exc:
-        if exc.option in ("tile", "overlap", "batch"):
-            raise ConfigError(f"--{exc.option}", exc.problem) from None
-        raise
+    except DataError as exc:
+        grid = f"window {kwargs.get('window')}"
+        if window_80m is None or grid not in str(exc):
+            raise
+        typed = "window " + " ".join(str(int(v)) for v in window_80m) + " (80 m pixels)"
+        raise DataError(str(exc).replace(grid, typed)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -343,7 +368,7 @@ def run(args: argparse.Namespace) -> int:
         return sources[key]
 
     src0 = source_for(first)
-    domain = _window(args.window, downsample)
+    domain = _window(args.window, downsample, src0.full_shape)
     # the method and layer always, so a change of defaults never overwrites other maps
     slug = f"{spec.slug()}-{args.method}-{layer_name}"
     out = args.out or _run_dir(first.path) / "explain" / f"{src0.name}-{slug}"
@@ -365,6 +390,7 @@ def run(args: argparse.Namespace) -> int:
             spec,
             layer=args.layer,
             window=domain,
+            window_80m=args.window,
             tile=tile,
             overlap=overlap,
             batch=args.batch,

@@ -1,9 +1,9 @@
-"""``icecontext prepare --data DIR --out STORE``: scenes -> chunked Zarr patch store.
+"""``icecontext prepare --scenes DIR --out STORE``: scenes -> chunked Zarr patch store.
 
 Idempotent and resumable: scenes already complete in the store are skipped, an
 interrupted run is finished by running the same command again, and a scene that
 cannot be read is reported by name and skipped (exit status 1) without touching the
-rest of the store.
+rest of the store. ``--data`` is the deprecated spelling of ``--scenes``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from icecontext.atomic import check_writable
+from icecontext.cli.deprecated import add_renamed_option
 from icecontext.data.store import DEFAULT_CHUNK, prepare_store
 from icecontext.errors import Interrupted
 from icecontext.provenance import write_run_record
@@ -21,15 +22,19 @@ from icecontext.provenance import write_run_record
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
-    parser.add_argument(
-        "--data",
+    add_renamed_option(
+        parser,
+        ("--scenes", "-s"),
+        ("--data",),
+        required=True,
+        dest="data",
         type=Path,
         nargs="+",
-        required=True,
+        metavar="PATH",
         help="folder(s) of scenes (*_prep.nc, test files with *_prep_reference.nc, raw *.nc) "
         "or scene files",
     )
-    parser.add_argument("--out", type=Path, required=True, help="store folder (created)")
+    parser.add_argument("--out", "-o", type=Path, required=True, help="store folder (created)")
     parser.add_argument(
         "--downsample",
         type=int,

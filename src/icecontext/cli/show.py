@@ -1,5 +1,7 @@
 """``icecontext show SCENE --out PNG``: draw a scene's SAR, AMSR2 and charts.
 
+The scene may also be given as ``--scenes SCENE``, the spelling of the other commands.
+
 Six panels: HH and HV backscatter (dB), AMSR2 36.5 GHz H (K), and the SIC, SOD and
 FLOE charts with class names; masked pixels are grey in the charts and wheat in the
 SAR images. Any file :func:`icecontext.data.scene.open_scene` reads works: a
@@ -20,8 +22,18 @@ from icecontext.plotting.scene import save_scene_figure
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
-    parser.add_argument("scene", type=Path, help="scene file (_prep.nc, test or raw)")
-    parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    scene = parser.add_mutually_exclusive_group(required=True)
+    scene.add_argument(
+        "scene", nargs="?", type=Path, metavar="SCENE", help="scene file (_prep.nc, test or raw)"
+    )
+    scene.add_argument(
+        "--scenes",
+        "-s",
+        type=Path,
+        metavar="SCENE",
+        help="the scene file, as an option (the spelling of the other commands)",
+    )
+    parser.add_argument("--out", "-o", type=Path, required=True, help="PNG file to write")
     parser.add_argument(
         "--max-size",
         type=int,
@@ -45,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out.suffix.lower() != ".png":
         raise ConfigError("--out", f"must name a .png file, got '{args.out}'")
     check_writable(args.out, "--out", folder=False)
-    ds = open_scene(args.scene, reference=None if args.no_reference else "auto")
+    ds = open_scene(args.scene or args.scenes, reference=None if args.no_reference else "auto")
     try:
         path = save_scene_figure(ds, args.out, max_size=args.max_size, dpi=args.dpi)
     finally:

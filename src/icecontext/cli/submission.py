@@ -1,10 +1,10 @@
-"""``icecontext submission --checkpoint K --test-dir D --out upload_package.nc``.
+"""``icecontext submission --checkpoint K --scenes D --out upload_package.nc``.
 
 Predicts every test scene of ``D`` and writes the AutoICE upload file (format
 reference §4: a ``uint8`` variable ``{scene}_{SIC|SOD|FLOE}`` per scene and chart at
 the full 80 m shape, 60 variables for the 20 official test scenes), checked for that
 structure before it replaces ``--out``. Scenes other than the official list are
-written with a warning.
+written with a warning. ``--test-dir``/``-d`` is the deprecated spelling of ``--scenes``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from icecontext.atomic import check_writable
+from icecontext.cli.deprecated import add_renamed_option
 from icecontext.cli.tiling_options import add_tiling_options, check_inputs_early, predict_settings
 
 
@@ -25,8 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="best.ckpt of a run, or model.pt / model.onnx of 'icecontext export'",
     )
-    parser.add_argument(
-        "--test-dir", "-d", type=Path, nargs="+", required=True, help="test _prep.nc folder(s)"
+    add_renamed_option(
+        parser,
+        ("--scenes", "-s"),
+        ("--test-dir", "-d"),
+        required=True,
+        dest="test_dir",
+        type=Path,
+        nargs="+",
+        metavar="PATH",
+        help="test _prep.nc folder(s) or files",
     )
     parser.add_argument(
         "--out", "-o", type=Path, default=Path("upload_package.nc"), help="the upload file"

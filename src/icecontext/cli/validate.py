@@ -1,4 +1,7 @@
-"""``icecontext validate FILE|DIR ...``: check scenes against the AI4Arctic format."""
+"""``icecontext validate FILE|DIR ...``: check scenes against the AI4Arctic format.
+
+The paths may also be given as ``--scenes FILE|DIR ...``, the spelling of the other commands.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,24 @@ from icecontext.errors import SceneFormatError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
-    parser.add_argument("paths", nargs="+", type=Path, help="scene files or folders of scenes")
+    scenes = parser.add_mutually_exclusive_group(required=True)
+    # default []: argparse then sees an absent positional as not given (no conflict)
+    scenes.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        default=[],
+        metavar="PATH",
+        help="scene files or folders of scenes",
+    )
+    scenes.add_argument(
+        "--scenes",
+        "-s",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="the same, as an option (the spelling of the other commands)",
+    )
     parser.add_argument(
         "--require-labels",
         action="store_true",
@@ -22,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Validate every scene; print one line each; exit 1 if any failed."""
     files: list[Path] = []
-    for p in args.paths:
+    for p in args.scenes or args.paths:
         files.extend(find_scenes(p) if p.is_dir() else [p])
     failed = 0
     for f in files:

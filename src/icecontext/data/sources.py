@@ -340,7 +340,7 @@ class SceneSource:
             raise DataError(
                 f"{self.where}: no 80 m charts for this scene downsampled {self.downsample}x "
                 "(the store was prepared before store format 2); run the same "
-                "'icecontext prepare --data ... --out ...' again: scenes prepared without a "
+                "'icecontext prepare --scenes ... --out ...' again: scenes prepared without a "
                 "source fingerprint are rebuilt, with their 80 m charts"
             )
         _, _, height, width = check_window(window)

@@ -744,7 +744,7 @@ class PreparedStore:
             log.warning(
                 "%s: prepared before store format 2, so it holds no 80 m charts; validation "
                 "and evaluation need them at --downsample %d: run 'icecontext prepare' with "
-                "the same --data and --out again to rebuild its scenes",
+                "the same --scenes and --out again to rebuild its scenes",
                 self.path,
                 self.manifest.downsample,
             )
