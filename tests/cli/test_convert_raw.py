@@ -64,7 +64,8 @@ def test_skip_existing_and_overwrite(tmp_path, raw_dir, capsys) -> None:
     assert main(["convert-raw", str(raw_dir), "--out", str(out)]) == 0
     assert "0 converted, 2 skipped" in capsys.readouterr().out
     assert target.stat().st_mtime_ns == stamp
-    assert main(["convert-raw", str(raw_dir), "--out", str(out), "--overwrite"]) == 0
+    args = ["convert-raw", str(raw_dir), "-o", str(out), "--overwrite", "--no-progress"]
+    assert main(args) == 0
     assert "2 converted" in capsys.readouterr().out
 
 

@@ -37,7 +37,7 @@ def test_reference_preset_summary(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_overrides_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
     cfg = str(CONFIGS / "small_cpu.yaml")
-    args = ["model-summary", "--config", cfg, "--input-size", "97", "123", "--batch", "2"]
+    args = ["model-summary", "-c", cfg, "--input-size", "97", "123", "--batch", "2"]
     assert main([*args, "model.shared_decoder=true", "model.sic_mode=classification"]) == 0
     rows = _rows(capsys.readouterr().out)
     assert "decoder shared" in rows and "decoder SOD" not in rows

@@ -46,7 +46,7 @@ def test_table_has_theory_measurement_and_erf_in_px_and_km(
 def test_theory_only_is_instant_and_global_pooling_is_reported(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    args = ["rf", "--config", str(CONFIGS / "autoice_reference.yaml"), "--theory-only"]
+    args = ["rf", "-c", str(CONFIGS / "autoice_reference.yaml"), "--theory-only"]
     assert main([*args, "model.aspp.pooling=global"]) == 0
     out = capsys.readouterr().out
     assert "pool global" in out

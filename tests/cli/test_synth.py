@@ -17,7 +17,7 @@ SIZE = ["--height", "300", "--width", "325"]
 
 
 def _synth(out: Path, *extra: str) -> int:
-    return main(["synth", "--out", str(out), *SIZE, "--no-progress", *extra])
+    return main(["synth", "-o", str(out), *SIZE, "--no-progress", *extra])
 
 
 @pytest.fixture(scope="module")

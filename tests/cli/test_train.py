@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -73,6 +74,27 @@ def test_bad_overrides_exit_2_naming_the_key(config_file, capsys, override, name
     err = capsys.readouterr().err
     assert named in err, err
     assert not (config_file.parent / "runs" / "bad").exists()  # refused before any folder
+
+
+def test_no_progress_turns_the_bars_off(config_file, monkeypatch, capsys):
+    """``-c`` and ``--no-progress`` (= ``train.progress_bar=false``); the training is faked."""
+    import icecontext.training.fit as fit
+
+    seen = []
+
+    def fake_train(cfg):
+        seen.append(cfg.train.progress_bar)
+        return SimpleNamespace(
+            resumed_from=None, best_score=None, best_epoch=None, run_dir=Path("r"),
+            best_checkpoint=Path("b.ckpt"), last_checkpoint=Path("l.ckpt"),
+        )  # fmt: skip
+
+    monkeypatch.setattr(fit, "train", fake_train)
+    argv = ["train", "-c", str(config_file), "output.name=bars", "train.progress_bar=true"]
+    assert main(argv) == 0
+    assert main([*argv, "--no-progress"]) == 0  # wins over the config and its overrides
+    assert seen == [True, False]
+    assert "best checkpoint: b.ckpt" in capsys.readouterr().out
 
 
 def test_missing_config_file_is_named(tmp_path, capsys):

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="RAW",
         help="raw 40 m AI4Arctic files, or folders of them (*.nc)",
     )
-    parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    parser.add_argument("--out", "-o", type=Path, required=True, help="output folder (created)")
     parser.add_argument(
         "--clean-charts",
         action="store_true",
@@ -41,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(docs/charts.md); default: reproduce the published labels",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing _prep.nc files")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def _raw_files(paths: list[Path]) -> list[Path]:
@@ -67,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     converted = skipped = 0
     failures: list[str] = []
-    for raw in tqdm(files, desc="convert-raw", unit="file", disable=None):
+    hide = True if args.no_progress else None  # None: hidden when not on a terminal
+    for raw in tqdm(files, desc="convert-raw", unit="file", disable=hide):
         target = _expected_output(raw, out)
         if target is not None and target.exists() and not args.overwrite:
             skipped += 1

@@ -16,7 +16,9 @@ from icecontext.errors import ConfigError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
-    parser.add_argument("--config", type=Path, required=True, help="YAML file with a model section")
+    parser.add_argument(
+        "--config", "-c", type=Path, required=True, help="YAML file with a model section"
+    )
     parser.add_argument(
         "--input-size",
         type=int,

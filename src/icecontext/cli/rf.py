@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
-    parser.add_argument("--config", type=Path, required=True, help="YAML file with a model section")
+    parser.add_argument(
+        "--config", "-c", type=Path, required=True, help="YAML file with a model section"
+    )
     parser.add_argument("--plot", type=Path, help="write gradient profiles to this PNG")
     parser.add_argument(
         "--input-size",

@@ -52,7 +52,7 @@ TRUTH_SUFFIX = "_synth.json"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
-    parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    parser.add_argument("--out", "-o", type=Path, required=True, help="output folder (created)")
     parser.add_argument("--scenes", type=int, default=1, help="number of scenes (default 1)")
     parser.add_argument(
         "--height", type=int, default=5000, help="SAR lines at 80 m (default 5000, a real scene)"

@@ -26,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config", "-c", type=Path, required=True, help="run config YAML (configs/train/*.yaml)"
     )
     parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (the same as train.progress_bar=false)",
+    )
+    parser.add_argument(
         "overrides",
         nargs="*",
         metavar="KEY=VALUE",
@@ -39,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
     # Validated before Lightning is imported: a refused config (e.g. atrous rates that the
     # training patches cannot train) fails in seconds and leaves no run directory.
-    cfg = load_run_config(args.config, list(args.overrides))
+    overrides = [*args.overrides, *(["train.progress_bar=false"] if args.no_progress else [])]
+    cfg = load_run_config(args.config, overrides)
 
     from icecontext.training.fit import is_global_zero, train
     from icecontext.training.rundir import run_dir_for
