@@ -43,7 +43,7 @@ explain() {  # explain OUT_NAME EXTRA_ARGS...
     local name="$1"
     shift
     "$IC" explain --checkpoint "$WORK/runs/rates-1" --compare "$WORK/runs/rates-6-12-18" \
-        --scene "$SCENE" --task SOD --mask reference --class 2 \
+        --scenes "$SCENE" --task SOD --mask reference --class 2 \
         --device cpu --max-size 400 --out "$WORK/explain/$name" "$@"
 }
 explain hirescam-layer3  # the defaults: HiResCAM at the ASPP input (encoder.layer3)

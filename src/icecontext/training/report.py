@@ -393,7 +393,8 @@ def write_report(
     add("")
     add("```bash")
     add(
-        f"icecontext evaluate --checkpoint {out}/run/checkpoints/{ckpt_name} --data {out}/data/test"
+        f"icecontext evaluate --checkpoint {out}/run/checkpoints/{ckpt_name} "
+        f"--scenes {out}/data/test"
     )
     add(f"tensorboard --logdir {out}/run/logs")
     add("icecontext train --config configs/train/small_cpu.yaml data.store=YOUR_STORE")
