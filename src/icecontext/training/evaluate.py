@@ -42,7 +42,12 @@ from icecontext.atomic import write_text_atomic
 from icecontext.data.format import CHART_FILL, CHARTS
 from icecontext.errors import DataError
 from icecontext.evaluation import ChartScorer, scene_groups
-from icecontext.inference.predictor import InferencePrecision, model_overlap, predict_scene
+from icecontext.inference.predictor import (
+    InferencePrecision,
+    model_overlap,
+    predict_scene,
+    resolve_precision,
+)
 from icecontext.inference.scenes import resolve_device
 
 log = logging.getLogger(__name__)
@@ -358,7 +363,8 @@ def evaluate_checkpoint(
         overlap: Context margin (default: the run's setting).
         batch: Tiles per forward pass (default: the run's setting).
         device: ``auto``, ``cpu``, ``cuda``...
-        precision: ``32``, ``bf16`` or ``16`` (CUDA).
+        precision: ``auto`` (bf16 on CUDA, else 32), ``32``, ``bf16`` or ``16`` (CUDA);
+            the resolved value is recorded.
         progress: Progress bar over scenes.
         plots: Draw the confusion-matrix and per-class F1 figures.
 
@@ -378,6 +384,7 @@ def evaluate_checkpoint(
     tile = tile or val.tile
     overlap = overlap if overlap is not None else val.overlap
     batch = batch or val.batch
+    precision = resolve_precision(precision, resolve_device(device))  # recorded as run
     eval_scenes = open_eval_scenes(
         data, loaded.features, cfg.data.downsample, cfg.data.upsampling, scenes
     )
