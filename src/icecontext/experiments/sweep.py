@@ -157,8 +157,8 @@ def prepare_data(
     store = store_path(study, runs_dir, label)
     if s is None or store is None:
         return None
-    from icecontext.cli.synth import write_synthetic_scene
     from icecontext.data.store import prepare_store
+    from icecontext.synthetic.files import write_synthetic_scene
     from icecontext.synthetic.params import SynthParams, resolve_scales
 
     data = store.parent

@@ -198,7 +198,7 @@ def synthesise(qs: QuickstartSection, data_dir: Path, progress: bool = True) -> 
     """
     from tqdm.auto import tqdm
 
-    from icecontext.cli.synth import write_synthetic_scene
+    from icecontext.synthetic.files import write_synthetic_scene
     from icecontext.synthetic.generator import generate_scene
     from icecontext.synthetic.params import SynthParams, resolve_scales
 
