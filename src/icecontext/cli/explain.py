@@ -284,17 +284,6 @@ def _hh_db(source: Any, domain: tuple[int, int, int, int], valid: Any) -> Any:
     return db
 
 
-def _device(name: str) -> Any:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device", f"'{name}' asked but no CUDA GPU is visible")
-    return dev
-
-
 def _explain(*args: Any, window_80m: Sequence[int] | None, **kwargs: Any) -> Any:
     """``explain_scene``, with its window quoted as typed (80 m pixels) in its errors."""
     from icecontext.explain.scene import explain_scene
@@ -338,7 +327,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--batch", f"must be >= 1, got {args.batch}")
     if args.bin_km is not None and not args.bin_km > 0:
         raise ConfigError("--bin-km", f"must be > 0, got {args.bin_km}")
-    device = _device(args.device)
+    from icecontext.inference.scenes import resolve_device
+
+    device = resolve_device(args.device)  # an unknown name is an error naming --device
     models = _load([args.checkpoint, *(args.compare or [])], device)
     first = models[0]
 
