@@ -76,6 +76,8 @@ def test_user_errors_exit_2_with_one_line(
             OSError(2, "No such file or directory", "a", None, "b"),
             "no such file or directory: a -> b",
         ),
+        # no errno: the message is kept as it is (paths keep their case)
+        (OSError("Unable to open /Data/Scene_A.nc"), "Unable to open /Data/Scene_A.nc"),
     ],
 )
 def test_a_file_system_refusal_is_one_line_naming_the_path(

@@ -321,3 +321,29 @@ def test_lightning_keeps_the_sampler_and_advances_epochs(store: Path, tmp_path: 
     for epoch in (0, 1):
         assert torch.equal(torch.cat(model.windows[epoch]), torch.cat(parallel.windows[epoch]))
         assert torch.equal(torch.stack(model.sums[epoch]), torch.stack(parallel.sums[epoch]))
+
+
+def test_the_training_loader_skips_only_inside_the_epoch_it_was_stopped_in() -> None:
+    """A checkpoint of an epoch that ended early (max_steps) records batches < len; the
+    resumed run starts the next epoch, which must not lose its first batches."""
+    from icecontext.data.datamodule import EpochPatchSampler, ResumableLoader
+
+    def loader() -> ResumableLoader:
+        return ResumableLoader(list(range(1000)), batch_size=4, sampler=EpochPatchSampler(16))
+
+    stopped = loader()
+    stopped.sampler.set_epoch(1)
+    batches = iter(stopped)
+    next(batches), next(batches)
+    assert stopped.state_dict() == {"epoch": 1, "batches": 2}
+
+    same = loader()  # resumed inside epoch 1: batches 2 and 3 remain
+    same.load_state_dict(stopped.state_dict())
+    same.sampler.set_epoch(1)  # Lightning sets the epoch before the first batch
+    assert [b.tolist() for b in same] == [[24, 25, 26, 27], [28, 29, 30, 31]]
+
+    moved_on = loader()  # the epoch ended early: Lightning resumes with epoch 2
+    moved_on.load_state_dict(stopped.state_dict())
+    moved_on.sampler.set_epoch(2)
+    first_pass = [b.tolist() for b in moved_on]
+    assert first_pass[0] == [32, 33, 34, 35] and len(first_pass) == 4  # a whole epoch

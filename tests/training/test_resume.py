@@ -198,3 +198,29 @@ def test_a_corrupted_resume_checkpoint_is_named_without_a_traceback(
     assert f"{last}: the run's resume checkpoint cannot be read" in done.stderr
     assert "delete it to train the run from its start" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_signal_stops_only_after_an_optimizer_step_and_not_before_validation(tmp_path):
+    """Accumulated gradients of a partial window are in no checkpoint, and the epoch's
+    last batch is followed by its validation: neither is a place to stop."""
+    from types import SimpleNamespace
+
+    from icecontext.errors import Interrupted
+    from icecontext.training.callbacks import StopOnSignal
+
+    saved = []
+    trainer = SimpleNamespace(
+        num_training_batches=8, accumulate_grad_batches=2, world_size=1, loggers=[],
+        current_epoch=0, global_step=0, save_checkpoint=saved.append,
+    )  # fmt: skip
+    stopper = StopOnSignal(tmp_path / "last.ckpt")
+    stopper.on_train_batch_end(trainer, None, None, None, 2)  # no signal: nothing
+    stopper.received = signal.SIGTERM
+    stopper.on_train_batch_end(trainer, None, None, None, 2)  # mid-window: go on
+    stopper.on_train_batch_end(trainer, None, None, None, 7)  # last batch: validate first
+    assert saved == []
+    with pytest.raises(Interrupted) as caught:
+        stopper.on_train_epoch_end(trainer, None)
+    assert saved == [tmp_path / "last.ckpt"] and caught.value.exit_status == 143
+    with pytest.raises(Interrupted):
+        stopper.on_train_batch_end(trainer, None, None, None, 3)  # after a step: stop

@@ -138,8 +138,10 @@ def os_error_message(exc: OSError) -> str:
         reason = "no space left on device"
     elif exc.errno == errno.EROFS:
         reason = "read-only file system"
-    else:
-        reason = (exc.strerror or str(exc) or type(exc).__name__).lower()
+    elif exc.strerror:
+        reason = exc.strerror[:1].lower() + exc.strerror[1:]
+    else:  # no errno: the message may hold paths, keep it as it is
+        return f"{exc or type(exc).__name__} (run with --debug for the traceback)"
     return f"{reason}: {path} (run with --debug for the traceback)"
 
 

@@ -84,7 +84,6 @@ def run(args: argparse.Namespace) -> int:
     study = load_study(args.config)
     index, count = parse_shard(args.shard)
     runs_dir = args.runs_dir or study.runs_dir
-    check_writable(runs_dir, "--runs-dir" if args.runs_dir else "study.runs_dir", folder=True)
     runner = SweepRunner(
         study,
         runs_dir,
@@ -112,12 +111,18 @@ def run(args: argparse.Namespace) -> int:
             for c in changed:
                 print(f"  {c.describe()}")
         return 0
+    # a dry run only reads: a read-only runs folder can be listed
+    check_writable(runs_dir, "--runs-dir" if args.runs_dir else "study.runs_dir", folder=True)
     if args.launcher == "slurm":
         return _submit(args, runner, runs_dir)
     summary = runner.run()
     status = 0
     if summary.failed:
         print(f"failed runs: {', '.join(summary.failed)} (logs in {runs_dir}/.sweep/logs)")
+        status = 1
+    stopped = [o.run_id for o in summary.outcomes if o.status == "interrupted"]
+    if stopped:
+        print(f"runs stopped by a signal (they resume next time): {', '.join(stopped)}")
         status = 1
     if summary.changed:
         print(

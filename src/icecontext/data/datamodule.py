@@ -191,8 +191,8 @@ class ResumableLoader(PatchLoader):
     with or without worker processes:
 
     * Lightning stores :meth:`state_dict` in checkpoints and, for a run stopped
-      mid-epoch, calls :meth:`load_state_dict` before training resumes: the sampler
-      takes the epoch back and skips the batches already trained.
+      mid-epoch, calls :meth:`load_state_dict` before training resumes: the batches
+      already trained in the epoch being resumed are skipped.
     * The iterator starts on its first ``next()``, not when ``iter()`` is called:
       Lightning creates it before it sets the epoch of a resumed run, and worker
       processes draw their first patch indices as soon as it exists.
@@ -207,10 +207,19 @@ class ResumableLoader(PatchLoader):
     def __iter__(self) -> Any:
         return _DeferredIterator(self)
 
+    _resume: tuple[int, int] | None = None
+
     def _start(self) -> Any:
         """Create the real iterator at the sampler's current epoch and start."""
         sampler = self.sampler
         assert isinstance(sampler, EpochPatchSampler)
+        if self._resume is not None:
+            # skip only inside the epoch that was stopped: an epoch that ended early
+            # (max_steps, max_minutes) is over, and Lightning has moved to the next
+            epoch, batches = self._resume
+            self._resume = None
+            if sampler.epoch == epoch and batches < len(self):
+                sampler.start = batches * (self.batch_size or 1)
         self._epoch = sampler.epoch
         self._batches = sampler.start // (self.batch_size or 1)
         return super().__iter__()
@@ -220,14 +229,12 @@ class ResumableLoader(PatchLoader):
         return {"epoch": int(self._epoch), "batches": int(self._batches)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue after the batches a checkpoint recorded (the next epoch if it was done)."""
-        sampler = self.sampler
-        assert isinstance(sampler, EpochPatchSampler)
-        epoch, batches = int(state["epoch"]), int(state["batches"])
-        if batches >= len(self):
-            epoch, batches = epoch + 1, 0
-        sampler.set_epoch(epoch)
-        sampler.start = batches * (self.batch_size or 1)
+        """Continue after the batches a checkpoint recorded, if the run resumes that epoch.
+
+        Lightning sets the epoch it resumes (before the first batch is drawn); the
+        recorded batches are skipped only when it is the recorded epoch.
+        """
+        self._resume = (int(state["epoch"]), int(state["batches"]))
 
 
 class _DeferredIterator:

@@ -631,8 +631,9 @@ def prepare_store(
             log.info("%d scene(s) already in %s: skipped", len(result.skipped), store)
         args = [(str(scenes[n]), str(store), n, file_channels, downsample, chunk) for n in todo]
         bar = tqdm(total=len(todo), desc="prepare", unit="scene", disable=not progress)
-        try:
-            with interrupt_on_signals(f"the scenes finished so far stay in {store}"):
+        # the handlers stay until the clean-up is done: a second signal cannot cut it
+        with interrupt_on_signals(f"the scenes finished so far stay in {store}"):
+            try:
                 for name, _record, error in _run(args, jobs):
                     if error is None:
                         result.written.append(name)
@@ -645,10 +646,10 @@ def prepare_store(
                         result.failed[name] = error
                         bar.write(f"scene {name} ({scenes[name]}): failed: {error}")
                     bar.update(1)
-        finally:
-            bar.close()
-            result.manifest = rebuild_manifest(store)
-            shutil.rmtree(store / INCOMPLETE_DIR, ignore_errors=True)
+            finally:
+                bar.close()
+                result.manifest = rebuild_manifest(store)
+                shutil.rmtree(store / INCOMPLETE_DIR, ignore_errors=True)
     return result
 
 

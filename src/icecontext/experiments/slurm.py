@@ -105,6 +105,9 @@ class ShardJob:
             shard_count=self.shard_count,
             log=lambda text: print(text, flush=True),
             train_command=self.train_command,
+            # submitit owns the signals: it ignores SLURM's SIGTERM (the trainings get it
+            # from SLURM themselves) and calls checkpoint() on USR2
+            stop_on_signals=False,
         )
         summary = self._runner.run()
         out: dict[str, list[str]] = {}

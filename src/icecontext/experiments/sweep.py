@@ -589,6 +589,8 @@ class SweepRunner:
             ``icecontext train``); the run config path is appended after ``--config``.
         rerun_changed: Retrain finished or partial runs whose config changed (their
             directories are moved to ``.sweep/replaced/``) instead of refusing them.
+        stop_on_signals: Stop on SIGTERM/SIGINT (:meth:`request_stop`); off under a
+            launcher that handles the signals itself (submitit).
     """
 
     def __init__(
@@ -603,18 +605,21 @@ class SweepRunner:
         log: Callable[[str], None] = print,
         train_command: list[str] | None = None,
         rerun_changed: bool = False,
+        stop_on_signals: bool = True,
     ):
         if jobs < 1:
             raise ConfigError("--jobs", f"must be at least 1, got {jobs}")
         self.study = study
         self.runs_dir = Path(runs_dir)
         self.jobs = jobs
+        self.stop_on_signals = stop_on_signals
         self.specs = shard(expand(study.section.axes), shard_index, shard_count)
         self.shard_label = f"{shard_index}/{shard_count}"
         self.stale_after = stale_after
         self.rerun_changed = rerun_changed
         self._log = log
-        self._print_lock = threading.Lock()
+        self._print_lock = threading.RLock()
+        self._procs_lock = threading.RLock()
         self._stop: int | None = None  # the signal that stops the sweep
         self._procs: set[subprocess.Popen[bytes]] = set()  # training processes running now
         self.train_command = train_command or [
@@ -729,7 +734,8 @@ class SweepRunner:
                 self.log(f"[sweep] {n}/{total} {outcome.status:<14} {spec.run_id}{_tail(outcome)}")
 
         threads = [threading.Thread(target=worker, args=(k,)) for k in range(self.jobs)]
-        with self._stopping_on_signals():
+        stopping = self._stopping_on_signals() if self.stop_on_signals else contextlib.nullcontext()
+        with stopping:
             for t in threads:
                 t.start()
             for t in threads:
@@ -759,23 +765,27 @@ class SweepRunner:
 
     def request_stop(self, signum: int = signal.SIGTERM) -> None:
         """Start no new run; send SIGTERM to the running ones (they save and exit)."""
-        if self._stop is None:
-            self.log(
-                f"[sweep] {signal.Signals(signum).name}: stopping the running runs "
-                "(they save their checkpoints); no new run starts"
-            )
+        # Runs as a signal handler in the main thread, possibly inside another handler:
+        # the flag first, so that a second signal neither logs nor waits for a lock
+        # this thread already holds (both locks are re-entrant).
+        first = self._stop is None
         self._stop = signum
-        with self._print_lock:
+        with self._procs_lock:
             procs = list(self._procs)
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
+        if first:
+            self.log(
+                f"[sweep] {signal.Signals(signum).name}: stopping the running runs "
+                "(they save their checkpoints); no new run starts"
+            )
 
     def wait_stopped(self, timeout: float) -> bool:
         """After :meth:`request_stop`: wait until no run is running; ``False`` on timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with self._print_lock:
+            with self._procs_lock:
                 if not self._procs:
                     return True
             time.sleep(0.2)
@@ -865,7 +875,7 @@ class SweepRunner:
                 env=env,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
-            with self._print_lock:
+            with self._procs_lock:
                 self._procs.add(proc)
             if self._stop is not None:  # the signal came while this run was starting
                 proc.send_signal(signal.SIGTERM)
@@ -875,12 +885,14 @@ class SweepRunner:
                 if time.monotonic() - beat > HEARTBEAT_S:
                     lock.heartbeat()
                     beat = time.monotonic()
-            with self._print_lock:
+            with self._procs_lock:
                 self._procs.discard(proc)
         seconds = time.perf_counter() - t0
         failed_marker = meta / "failed" / f"{spec.run_id}.json"
         rc = proc.returncode
-        if self._stop is not None and rc != 0:  # stopped by the sweep: resumes next time
+        # stopped by the sweep, or by a signal sent to the training itself (a scheduler):
+        # it saved its checkpoint and resumes next time, it did not fail
+        if rc in (130, 143) or (self._stop is not None and rc != 0):
             return Outcome(spec.run_id, "interrupted", seconds, rc)
         metrics = rdir / "metrics.json"
         if rc == 0 and metrics.is_file():

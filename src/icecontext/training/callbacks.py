@@ -76,9 +76,11 @@ class StopOnSignal(pl.Callback):
     during set-up is not lost), and :meth:`on_train_start` installs them again over the
     ones Lightning registers when fitting starts (Lightning's own SIGTERM handling only
     stops at the end of an epoch or raises inside validation, with no checkpoint). After
-    the signal, the next finished training step writes ``last.ckpt`` (logs flushed
-    first) and :class:`~icecontext.errors.Interrupted` is raised: exit status 143 or
-    130. A second SIGINT stops at once (``KeyboardInterrupt``). Data-loader workers,
+    the signal, the next optimizer step writes ``last.ckpt`` (logs flushed first) and
+    :class:`~icecontext.errors.Interrupted` is raised: exit status 143 or 130; at the
+    end of an epoch, after its validation. In multi-process runs the ranks decide
+    together, so all stop at the same step. A second SIGINT stops at once
+    (``KeyboardInterrupt``; Lightning then exits with status 1). Data-loader workers,
     forked while the handlers are installed, inherit them and ignore the signal: their
     parent ends them.
 
@@ -116,6 +118,22 @@ class StopOnSignal(pl.Callback):
         """Take SIGTERM back from Lightning's handler (restored by its teardown)."""
         self._install()
 
+    def _stop_now(self, trainer: pl.Trainer) -> bool:
+        """Whether any process got a signal (decided together: ranks must stop at one step)."""
+        stop = self.received is not None
+        if trainer.world_size > 1:
+            stop = bool(trainer.strategy.reduce_boolean_decision(stop, all=False))
+        return stop
+
+    def _save_and_stop(self, trainer: pl.Trainer) -> None:
+        for logger in trainer.loggers:
+            logger.save()
+        trainer.save_checkpoint(self.path)  # every rank calls; rank 0 writes
+        raise Interrupted(
+            self.received or signal.SIGTERM,  # a rank another rank's signal stopped
+            f"saved {self.path} at epoch {trainer.current_epoch}, step {trainer.global_step}",
+        )
+
     def on_train_batch_end(
         self,
         trainer: pl.Trainer,
@@ -124,16 +142,22 @@ class StopOnSignal(pl.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        """After a signal: flush the logs, write ``last.ckpt`` and stop."""
-        if self.received is None:
+        """After a signal: flush the logs, write ``last.ckpt`` and stop.
+
+        Only where an optimizer step has just been taken (gradients accumulated over a
+        partial window are not in a checkpoint), and not after the epoch's last batch:
+        there the epoch's validation comes first (:meth:`on_train_epoch_end`).
+        """
+        last = batch_idx + 1 >= trainer.num_training_batches
+        stepped = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+        if last or not stepped or not self._stop_now(trainer):
             return
-        for logger in trainer.loggers:
-            logger.save()
-        trainer.save_checkpoint(self.path)  # every rank calls; rank 0 writes
-        raise Interrupted(
-            self.received,
-            f"saved {self.path} at epoch {trainer.current_epoch}, step {trainer.global_step}",
-        )
+        self._save_and_stop(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A signal during the epoch's last batch or its validation: stop after them."""
+        if self._stop_now(trainer):
+            self._save_and_stop(trainer)
 
 
 class RankRecord(pl.Callback):
