@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from icecontext.errors import Interrupted
@@ -20,8 +20,29 @@ from icecontext.errors import Interrupted
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+def install(handler: Callable[[int, Any], None]) -> dict[int, Any]:
+    """Set ``handler`` for SIGTERM and SIGINT; return the previous handlers.
+
+    Outside the main thread (where handlers cannot be set) nothing changes and ``{}``
+    is returned.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.signal(s, handler) for s in SIGNALS}
+
+
 @contextlib.contextmanager
-def interrupt_on_signals(saved: str) -> Iterator[None]:
+def handling_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """``handler`` for SIGTERM and SIGINT inside the block, the previous ones after it."""
+    previous = install(handler)
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+def interrupt_on_signals(saved: str) -> contextlib.AbstractContextManager[None]:
     """Raise :class:`Interrupted` on SIGTERM or SIGINT inside the block.
 
     Args:
@@ -30,18 +51,10 @@ def interrupt_on_signals(saved: str) -> Iterator[None]:
 
     Outside the main thread (where handlers cannot be set) the block runs unchanged.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def handle(signum: int, frame: Any) -> None:
         for s in SIGNALS:  # one interruption: a second signal must not cut the clean-up
             signal.signal(s, signal.SIG_IGN)
         raise Interrupted(signum, saved)
 
-    previous = {s: signal.signal(s, handle) for s in SIGNALS}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    return handling_signals(handle)

@@ -46,7 +46,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Literal
@@ -57,6 +57,7 @@ from icecontext.atomic import write_text_atomic
 from icecontext.errors import ConfigError, Interrupted
 from icecontext.experiments.grid import RunSpec, Study, expand, shard
 from icecontext.experiments.locking import DEFAULT_STALE_AFTER, RunLock, try_lock
+from icecontext.signals import handling_signals
 
 HEARTBEAT_S = 30.0
 DONE_MARKER = "study-done.json"
@@ -791,8 +792,7 @@ class SweepRunner:
             time.sleep(0.2)
         return False
 
-    @contextlib.contextmanager
-    def _stopping_on_signals(self) -> Iterator[None]:
+    def _stopping_on_signals(self) -> contextlib.AbstractContextManager[None]:
         """On SIGTERM/SIGINT: start no more runs and stop the running ones.
 
         The running training processes get SIGTERM (also after a Ctrl+C, which reaches
@@ -800,19 +800,7 @@ class SweepRunner:
         their checkpoints and exit; the sweep then raises
         :class:`~icecontext.errors.Interrupted`. Only from the main thread.
         """
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handle(signum: int, frame: Any) -> None:
-            self.request_stop(signum)
-
-        previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+        return handling_signals(lambda signum, frame: self.request_stop(signum))
 
     def _run_one(self, spec: RunSpec, cfg: dict[str, Any], slot: int) -> Outcome:
         if is_done(self.runs_dir, spec) and self._changed(spec, cfg) is None:

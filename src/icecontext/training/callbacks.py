@@ -18,9 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ import torch
 
 from icecontext.atomic import write_text_atomic
 from icecontext.errors import Interrupted
+from icecontext.signals import handling_signals, install
 
 
 class FinalCheckpoint(pl.Callback):
@@ -88,8 +87,6 @@ class StopOnSignal(pl.Callback):
         path: The ``last.ckpt`` path.
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.received: int | None = None
@@ -99,24 +96,13 @@ class StopOnSignal(pl.Callback):
             raise KeyboardInterrupt  # a second Ctrl+C: stop now
         self.received = signum
 
-    def _install(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}  # signal handlers can only be set from the main thread
-        return {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-
-    @contextlib.contextmanager
-    def listening(self) -> Iterator[StopOnSignal]:
+    def listening(self) -> contextlib.AbstractContextManager[None]:
         """Install the handlers for the duration of the block, then restore the old ones."""
-        previous = self._install()
-        try:
-            yield self
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+        return handling_signals(self._handle)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Take SIGTERM back from Lightning's handler (restored by its teardown)."""
-        self._install()
+        install(self._handle)
 
     def _stop_now(self, trainer: pl.Trainer) -> bool:
         """Whether any process got a signal (decided together: ranks must stop at one step)."""
