@@ -201,13 +201,12 @@ class ResumableLoader(PatchLoader):
     :class:`EpochPatchSampler` as ``sampler``.
     """
 
-    _epoch = 0
+    _epoch = 0  # the epoch being trained and the batches of it handed out (state_dict)
     _batches = 0
+    _resume: tuple[int, int] | None = None  # (epoch, batches) to continue after
 
     def __iter__(self) -> Any:
         return _DeferredIterator(self)
-
-    _resume: tuple[int, int] | None = None
 
     def _start(self) -> Any:
         """Create the real iterator at the sampler's current epoch and start."""
