@@ -50,7 +50,7 @@ def main() -> None:
 
     import numpy as np
 
-    from icecontext.data.format import CHART_FILL, CHARTS, N_CLASSES
+    from icecontext.data.io.format import CHART_FILL, CHARTS, N_CLASSES
     from icecontext.evaluation import ChartScorer, score_charts
     from icecontext.inference.exports import (
         UploadPackageWriter,

@@ -75,8 +75,8 @@ def _current_rss_mb() -> float:
 
 def scene_file(workdir: Path, height: int, width: int) -> Path:
     """Write (once) a synthetic exact-format scene of the given size; return its path."""
-    from icecontext.data.format import prep_file_name
-    from icecontext.data.scene import write_scene
+    from icecontext.data.io.format import prep_file_name
+    from icecontext.data.io.scene import write_scene
     from icecontext.testing import make_scene_dataset
 
     folder = workdir / f"scene_{height}x{width}"
@@ -134,7 +134,7 @@ def child(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
-    from icecontext.data.variables import resolve_features
+    from icecontext.data.io.variables import resolve_features
     from icecontext.inference.predictor import predict_scene, resolve_overlap
     from icecontext.inference.scenes import DEFAULT_TILE
     from icecontext.inference.streaming import StreamingNetCDFSource

@@ -7,11 +7,11 @@ for each patch size and worker count with
     the 24 inputs and 3 charts, crop the patch, crop the 2 km window with the starter
     kit's integer offsets and resize it (what the AutoICE starter kit and the
     published paper code do);
-(b) ``store``: :class:`~icecontext.data.datamodule.PatchDataset` over the prepared store
+(b) ``store``: :class:`~icecontext.data.loader.datamodule.PatchDataset` over the prepared store
     (valid-pixel check, exact 2 km geometry, augmentation included), whose batches are
     assembled in place by ``--threads`` threads per loading process.
 
-Both go through :class:`~icecontext.data.batching.PatchLoader` (the training loader: a
+Both go through :class:`~icecontext.data.loader.batching.PatchLoader` (the training loader: a
 torch DataLoader whose workers reuse their shared-memory batch slots for the store's
 in-place batches) with the same batch size. Example::
 
@@ -33,12 +33,14 @@ import torch
 import xarray as xr
 from torch.utils.data import Dataset
 
-from icecontext.data.batching import PatchLoader
-from icecontext.data.datamodule import PatchDataset, collate_patches
-from icecontext.data.format import CHARTS, INPUT_VARIABLES
-from icecontext.data.sampling import PatchSampler, SamplingSettings
-from icecontext.data.store import PreparedStore, prepare_store
-from icecontext.data.variables import feature_grid
+from icecontext.data.io.format import CHARTS, INPUT_VARIABLES
+from icecontext.data.io.variables import feature_grid
+from icecontext.data.loader.batching import PatchLoader
+from icecontext.data.loader.datamodule import PatchDataset, collate_patches
+from icecontext.data.loader.sampling import PatchSampler, SamplingSettings
+from icecontext.data.loader.sources import store_sources
+from icecontext.data.store.prepare import prepare_store
+from icecontext.data.store.prepared import PreparedStore
 from icecontext.testing import write_scene_files
 
 
@@ -167,7 +169,7 @@ def main() -> None:
     )
 
     store = PreparedStore(store_dir)
-    sources = store.sources(store.names)
+    sources = store_sources(store, store.names)
     features = list(INPUT_VARIABLES)
     rows = []
     for p in args.sizes:
@@ -202,7 +204,7 @@ def main() -> None:
             for p in args.sizes:
                 batch = max(1, args.batch if p <= 256 else args.batch // 4)
                 sampler = PatchSampler(
-                    swept.sources(swept.names), features, SamplingSettings(patch_size=p)
+                    store_sources(swept, swept.names), features, SamplingSettings(patch_size=p)
                 )
                 ds = PatchDataset(sampler, 10**6, seed=0)
                 probe = measure(ds, 0, batch, 2, collate_patches)

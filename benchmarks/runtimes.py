@@ -55,8 +55,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
 
-    from icecontext.data.variables import resolve_features
-    from icecontext.inference.export import script_model
+    from icecontext.data.io.variables import resolve_features
+    from icecontext.inference.model_export import script_model
     from icecontext.inference.onnx_model import OnnxModel, export_onnx
     from icecontext.models.config import load_model_spec
     from icecontext.models.multitask import build_model

@@ -28,8 +28,8 @@ from pathlib import Path
 
 def child(args: argparse.Namespace) -> None:
     """Generate and write one scene; print the step times as JSON on the last line."""
-    from icecontext.data.format import prep_file_name
-    from icecontext.data.scene import write_scene
+    from icecontext.data.io.format import prep_file_name
+    from icecontext.data.io.scene import write_scene
     from icecontext.synthetic.generator import generate_scene
     from icecontext.synthetic.params import SynthParams, resolve_scales
     from icecontext.synthetic.writers import (

@@ -33,10 +33,10 @@ PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
 def cpu_benchmark(steps: int, workdir: Path, threads: int | None = None) -> dict[str, float]:
     """Train the quickstart config for ``steps`` steps; return StepTimer's summary."""
     from icecontext.config import validate
+    from icecontext.run.config import RunConfig, resolve_section_files
     from icecontext.training.callbacks import StepTimer
-    from icecontext.training.config import RunConfig, resolve_section_files
     from icecontext.training.fit import train
-    from icecontext.training.quickstart import load_quickstart_config, prepare, synthesise
+    from icecontext.workflows.quickstart import load_quickstart_config, prepare, synthesise
 
     qs, raw, cfg_path = load_quickstart_config(ROOT / "configs" / "quickstart.yaml")
     folders = synthesise(qs, workdir / "data", progress=False)

@@ -1,9 +1,10 @@
-"""The layers import downward only, function-level imports included.
+"""The layers import downward only, function-level imports included, and no cycles.
 
 From the bottom: the top-level helpers (errors, atomic, config, signals, provenance) ->
-data -> models, synthetic, evaluation, plotting -> inference, explain -> training ->
-experiments -> cli. A module may import its own layer and the ones below; the library
-never imports the command line.
+data (io -> config -> store -> loader) -> models, synthetic, evaluation, plotting -> run
+(the run configuration and folder layout) -> inference, explain -> training ->
+workflows, experiments -> cli. A module may import its own layer and the ones below;
+the library never imports the command line (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -15,23 +16,26 @@ import icecontext
 
 ROOT = Path(icecontext.__file__).parent
 RANK = {
-    "data": 1,
+    "data.io": 1.0,
+    "data.config": 1.1,
+    "data.store": 1.2,
+    "data.loader": 1.3,
+    "testing": 2,  # icecontext.testing: scene builders for tests and benchmarks
     "models": 2,
     "synthetic": 2,
     "evaluation": 2,
     "plotting": 2,
+    "run": 2.5,
     "inference": 3,
     "explain": 3,
     "training": 4,
+    "workflows": 5,
     "experiments": 5,
     "cli": 6,
 }
-# Known debt (issue 14): the checkpoint format lives in training but inference loads it.
-KNOWN = {
-    ("inference/loading.py", "icecontext.training.checkpoint"),
-    ("inference/testing.py", "icecontext.training.checkpoint"),
-    ("inference/testing.py", "icecontext.training.config"),
-}
+TORCH_FREE = ("data.io", "data.config", "data.store", "synthetic", "evaluation", "run", "testing")
+"""Units whose modules do not import torch when loaded, so reading, preparing and scoring
+stay light (a function handed a tensor may import it: torch is then loaded already)."""
 
 
 def _imports(path: Path) -> set[str]:
@@ -43,35 +47,114 @@ def _imports(path: Path) -> set[str]:
             raise AssertionError(f"{path}: relative import; use icecontext.<...>")
         elif isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
-    return {m for m in out if m.startswith("icecontext.")}
+    return out
+
+
+def unit_of(module: str) -> str:
+    """The layer unit of a dotted module name below ``icecontext.`` ("" = top-level)."""
+    parts = module.split(".")[1:]
+    if parts == ["testing"]:
+        return "testing"
+    if not parts or (len(parts) == 1 and parts[0] not in RANK):
+        return ""  # a top-level helper module, or the package itself
+    if parts[0] == "data" and len(parts) > 1:
+        return f"data.{parts[1]}"
+    return parts[0]
+
+
+def _modules() -> dict[str, set[str]]:
+    """Dotted module name -> every module it imports."""
+    out = {}
+    for path in ROOT.rglob("*.py"):
+        rel = path.relative_to(ROOT).with_suffix("")
+        parts = [p for p in rel.parts if p != "__init__"]
+        out[".".join(["icecontext", *parts])] = _imports(path)
+    return out
 
 
 def upward_imports() -> set[tuple[str, str]]:
-    """``(module file, imported module)`` pairs that import a higher layer."""
+    """``(module, imported module)`` pairs that import a higher layer."""
     found = set()
-    for path in ROOT.rglob("*.py"):
-        rel = path.relative_to(ROOT)
-        layer = RANK.get(rel.parts[0], 0) if len(rel.parts) > 1 else 0
-        if rel.parts == ("testing.py",):
-            continue  # test builders: may use any layer below the command line
-        for module in _imports(path):
-            target = module.split(".")[1]
-            if RANK.get(target, 0) > layer:
-                found.add((rel.as_posix(), module))
+    for module, imports in _modules().items():
+        rank = RANK.get(unit_of(module), 0)
+        for imported in imports:
+            if imported.startswith("icecontext.") and RANK.get(unit_of(imported), 0) > rank:
+                found.add((module, imported))
     return found
 
 
+def unit_graph() -> dict[str, set[str]]:
+    """Layer unit -> the other units it imports."""
+    graph: dict[str, set[str]] = {}
+    for module, imports in _modules().items():
+        unit = unit_of(module)
+        for imported in imports:
+            if imported.startswith("icecontext.") and unit_of(imported) != unit:
+                graph.setdefault(unit, set()).add(unit_of(imported))
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` as a path ``[a, b, ..., a]``, or ``None``."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        state[node] = 2
+        path.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
 def test_no_module_imports_a_higher_layer() -> None:
-    new = upward_imports() - KNOWN
-    assert not new, f"imports of a higher layer: {sorted(new)}"
+    assert not upward_imports(), f"imports of a higher layer: {sorted(upward_imports())}"
 
 
-def test_the_known_debt_is_still_real() -> None:
-    """An entry fixed must leave the list, so the list never hides a new import."""
-    assert upward_imports() >= KNOWN
+def test_no_cycles_between_units() -> None:
+    assert find_cycle(unit_graph()) is None, f"import cycle: {find_cycle(unit_graph())}"
 
 
-def test_the_check_sees_function_level_imports(tmp_path: Path) -> None:
+def _module_level_imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out
+
+
+def test_torch_free_units_do_not_import_torch() -> None:
+    found = set()
+    for path in ROOT.rglob("*.py"):
+        parts = [p for p in path.relative_to(ROOT).with_suffix("").parts if p != "__init__"]
+        heavy = {m.split(".")[0] for m in _module_level_imports(path)} & {"torch", "lightning"}
+        if heavy and unit_of(".".join(["icecontext", *parts])) in TORCH_FREE:
+            found.add(path.relative_to(ROOT).as_posix())
+    assert not found, f"torch imported by {sorted(found)}"
+
+
+def test_every_subpackage_has_a_rank() -> None:
+    units = {unit_of(m) for m in _modules()} - {""}
+    assert units <= set(RANK), units - set(RANK)
+
+
+def test_the_checks_see_function_level_imports_and_cycles(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from icecontext.cli.synth import run\n    return run\n")
-    assert _imports(module) == {"icecontext.cli.synth"}
+    assert "icecontext.cli.synth" in _imports(module)
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}}) is None
+    assert unit_of("icecontext.data.store.prepare") == "data.store"
+    assert unit_of("icecontext.errors") == ""

@@ -22,8 +22,8 @@ except PackageNotFoundError:  # running from a source tree without installation
 
 # public name -> module that defines it
 _API = {
-    "open_scene": "icecontext.data.scene",
-    "prepare_store": "icecontext.data.store",
+    "open_scene": "icecontext.data.io.scene",
+    "prepare_store": "icecontext.data.store.prepare",
     "SynthParams": "icecontext.synthetic.params",
     "generate_scene": "icecontext.synthetic.generator",
     "write_synthetic_scene": "icecontext.synthetic.files",
@@ -32,8 +32,8 @@ _API = {
     "score_charts": "icecontext.evaluation.metrics",
     "PredictSettings": "icecontext.inference.scenes",
     "predict_scenes": "icecontext.inference.scenes",
-    "RunConfig": "icecontext.training.config",
-    "load_run_config": "icecontext.training.config",
+    "RunConfig": "icecontext.run.config",
+    "load_run_config": "icecontext.run.config",
     "train": "icecontext.training.fit",
 }
 

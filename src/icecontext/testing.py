@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from icecontext.data.format import (
+from icecontext.data.io.format import (
     AMSR2_VARIABLES,
     AMSR_DIMS,
     CHART_FILL,
@@ -40,9 +40,9 @@ from icecontext.data.format import (
     prep_file_name,
     reference_file_name,
 )
-from icecontext.data.scene import write_scene
-from icecontext.data.store import prepare_store
-from icecontext.data.variables import normalise
+from icecontext.data.io.scene import write_scene
+from icecontext.data.io.variables import normalise
+from icecontext.data.store.prepare import prepare_store
 
 # (SIC, SOD, FLOE) triplets that satisfy the chart invariants of the real data.
 _ICE_TYPES = (

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from icecontext.cli.main import main
-from icecontext.data.format import CHARTS, R2T_VARIABLE_NAMES
-from icecontext.data.scene import open_scene, write_scene
+from icecontext.data.io.format import CHARTS, R2T_VARIABLE_NAMES
+from icecontext.data.io.scene import open_scene, write_scene
 from icecontext.synthetic.writers import (
     example_physical_scene,
     physical_to_r2t,

@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 
 from icecontext.cli.main import main
-from icecontext.data.format import CHARTS
-from icecontext.data.store import collect_scene_files
+from icecontext.data.io.format import CHARTS
+from icecontext.data.store.prepare import collect_scene_files
 from icecontext.evaluation import score_charts
+from icecontext.inference.checkpoint import load_checkpoint
 from icecontext.inference.predictor import predict_scene
+from icecontext.run.config import RunConfig
 from icecontext.testing import tiny_run_config, write_scene_files, write_tiny_store
-from icecontext.training.checkpoint import load_checkpoint
-from icecontext.training.config import RunConfig
-from icecontext.training.evaluate import open_eval_scenes
 from icecontext.training.fit import train
+from icecontext.workflows.evaluate_checkpoint import open_eval_scenes
 
 WARNING = (
     "icecontext evaluate: warning: {old} is deprecated and will be removed in the next "

@@ -11,8 +11,8 @@ import pytest
 import xarray as xr
 
 from icecontext.cli.main import main
-from icecontext.inference.testing import save_tiny_checkpoint
 from icecontext.testing import write_scene_files
+from tiny_checkpoint import save_tiny_checkpoint
 
 FEATURES = ["sar", "incidence"]
 

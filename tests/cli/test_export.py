@@ -10,10 +10,10 @@ import torch
 import xarray as xr
 
 from icecontext.cli.main import main
-from icecontext.data.format import CHARTS, CLASS_NAMES
+from icecontext.data.io.format import CHARTS, CLASS_NAMES
 from icecontext.inference.loading import load_inference_model
-from icecontext.inference.testing import save_tiny_checkpoint
 from icecontext.testing import write_scene_files
+from tiny_checkpoint import save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,7 @@ def test_export_errors_name_the_problem(exported, tmp_path, capsys):
 
 def test_the_export_check_judges_each_output_at_its_own_scale():
     """Untrained deep presets have logits of 1e5+; a small SIC error must still show."""
-    from icecontext.inference.export import compare_outputs
+    from icecontext.inference.model_export import compare_outputs
 
     class Heads(torch.nn.Module):
         def __init__(self, sic_error: float = 0.0, sod_error: float = 0.0) -> None:

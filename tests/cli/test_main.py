@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from icecontext.cli.main import COMMANDS, main
-from icecontext.data.scene import write_scene
+from icecontext.data.io.scene import write_scene
 from icecontext.testing import make_scene_dataset
 
 

@@ -10,11 +10,11 @@ import rasterio
 import xarray as xr
 
 from icecontext.cli.main import main
-from icecontext.data.format import CHART_FILL, CHARTS, SAR_VARIABLES
+from icecontext.data.io.format import CHART_FILL, CHARTS, SAR_VARIABLES
 from icecontext.inference.loading import load_inference_model
 from icecontext.inference.scenes import PredictSettings, predict_scenes
-from icecontext.inference.testing import save_tiny_checkpoint
 from icecontext.testing import make_scene_dataset, write_scene_files
+from tiny_checkpoint import save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

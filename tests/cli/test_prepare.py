@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from icecontext.cli.main import main
-from icecontext.data.manifest import Manifest
-from icecontext.data.scene import find_scenes
+from icecontext.data.io.scene import find_scenes
+from icecontext.data.store.manifest import Manifest
 
 
 def test_prepare_writes_a_store_and_is_idempotent(scene_dir: Path, tmp_path: Path, capsys) -> None:
@@ -92,7 +92,7 @@ def test_old_spelling_data_still_works_with_a_warning(tmp_path: Path, capsys) ->
 def test_prepare_rebuilds_a_regenerated_scene_and_says_why(
     scene_dir: Path, tmp_path: Path, capsys
 ) -> None:
-    from icecontext.data.scene import write_scene
+    from icecontext.data.io.scene import write_scene
     from icecontext.testing import make_scene_dataset
 
     data = tmp_path / "data"

@@ -14,9 +14,9 @@ import pytest
 from icecontext.cli.main import main
 from icecontext.config import validate
 from icecontext.errors import ConfigError
-from icecontext.training import quickstart as qs_module
-from icecontext.training.config import RunConfig, check_run_context
-from icecontext.training.quickstart import (
+from icecontext.run.config import RunConfig, check_run_context
+from icecontext.workflows import quickstart as qs_module
+from icecontext.workflows.quickstart import (
     QuickstartResult,
     load_quickstart_config,
     plan_epochs,
@@ -24,7 +24,7 @@ from icecontext.training.quickstart import (
     self_check,
     thread_candidates,
 )
-from icecontext.training.report import self_check_text
+from icecontext.workflows.report import self_check_text
 
 TINY = [
     "quickstart.synth.train_scenes=2",
@@ -240,7 +240,7 @@ def test_exit_status_follows_the_self_check(monkeypatch, tmp_path, capsys, netwo
 
 
 def test_majority_baseline_predicts_the_most_frequent_class():
-    from icecontext.training.baselines import MajorityBaseline
+    from icecontext.workflows.baselines import MajorityBaseline
 
     hist = {c: np.zeros(256, np.int64) for c in ("SIC", "SOD", "FLOE")}
     hist["SIC"][[0, 10, 255]] = [5, 9, 100]  # 255 (masked) never wins
@@ -272,7 +272,7 @@ class _Source:
 
 def test_amsr2_pixel_baseline_learns_what_amsr2_determines():
     from icecontext.evaluation import score_charts
-    from icecontext.training.baselines import MajorityBaseline, PixelBaseline
+    from icecontext.workflows.baselines import MajorityBaseline, PixelBaseline
 
     train = [_Source(0), _Source(1)]
     test = _Source(2)
@@ -290,7 +290,7 @@ def test_amsr2_pixel_baseline_learns_what_amsr2_determines():
 
 
 def test_map_collector_keeps_the_scene_with_the_most_ice():
-    from icecontext.training.report import MapCollector
+    from icecontext.workflows.report import MapCollector
 
     def charts(ice_pixels: int, sod_classes: int) -> dict[str, np.ndarray]:
         sic = np.zeros((10, 10), np.uint8)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from icecontext.cli.main import main
-from icecontext.data.scene import find_scenes
+from icecontext.data.io.scene import find_scenes
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_show_writes_a_png_for_every_file_kind(
 def test_show_of_a_test_scene_without_its_labels_says_so(
     scenes: dict[str, Path], tmp_path: Path
 ) -> None:
-    from icecontext.data.scene import open_scene
+    from icecontext.data.io.scene import open_scene
     from icecontext.plotting.scene import render_scene
 
     bare = render_scene(open_scene(scenes["test"], reference=None))

@@ -10,11 +10,11 @@ import pytest
 import xarray as xr
 
 from icecontext.cli.main import main
-from icecontext.data.format import OFFICIAL_TEST_SCENES, prep_file_name
-from icecontext.data.scene import write_scene
+from icecontext.data.io.format import OFFICIAL_TEST_SCENES, prep_file_name
+from icecontext.data.io.scene import write_scene
 from icecontext.inference.exports import check_upload_package
-from icecontext.inference.testing import save_tiny_checkpoint
 from icecontext.testing import make_scene_dataset
+from tiny_checkpoint import save_tiny_checkpoint
 
 WARNING = (
     "icecontext submission: warning: {old} is deprecated and will be removed in the next "

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from icecontext.cli.main import main
-from icecontext.data.format import CHART_FILL, CHARTS, scene_name_from_raw
-from icecontext.data.scene import find_scenes, open_scene
+from icecontext.data.io.format import CHART_FILL, CHARTS, scene_name_from_raw
+from icecontext.data.io.scene import find_scenes, open_scene
 
 SIZE = ["--height", "300", "--width", "325"]
 

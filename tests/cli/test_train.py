@@ -129,7 +129,7 @@ def test_untrained_rates_are_refused_before_anything_is_written(config_file, cap
 def test_train_refuses_a_config_built_without_the_loader(config_file, tmp_path):
     """``train(cfg)`` checks too (the quickstart builds its RunConfig itself)."""
     from icecontext.errors import ConfigError
-    from icecontext.training.config import RunConfig
+    from icecontext.run.config import RunConfig
     from icecontext.training.fit import train
 
     raw = yaml.safe_load(config_file.read_text())

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from icecontext.data.batching import (
+from icecontext.data.loader.batching import (
     TICKET_KEY,
     BatchAssembler,
     BatchBufferPool,

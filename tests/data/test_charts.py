@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from icecontext.data.charts import (
+from icecontext.data.io.charts import (
     FAST_ICE_FORMS,
     HEADER,
     SIC_TABLE,

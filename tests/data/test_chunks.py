@@ -7,8 +7,8 @@ import pytest
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 
-from icecontext.data.chunks import DirectChunkReader
-from icecontext.data.sources import read_blocks
+from icecontext.data.loader.sources import read_blocks, store_source
+from icecontext.data.store.chunks import DirectChunkReader
 
 
 def _array(tmp_path, name, data, chunks, **kwargs):
@@ -81,7 +81,8 @@ def test_reopened_scenes_never_get_another_scenes_reader(tmp_path):
     names its array ``sar``), so patches came from the wrong scene."""
     import gc
 
-    from icecontext.data.store import PreparedStore, prepare_store
+    from icecontext.data.store.prepare import prepare_store
+    from icecontext.data.store.prepared import PreparedStore
     from icecontext.testing import write_scene_files
 
     roots = []
@@ -93,7 +94,7 @@ def test_reopened_scenes_never_get_another_scenes_reader(tmp_path):
     for _ in range(40):
         for root in roots:
             store = PreparedStore(root)
-            src = store.source(store.names[0])
+            src = store_source(store, store.names[0])
             x, _ = src.read_window((0, 0, 24, 24), list(src.features)[:2])
             truth = zarr.open_group(root / store.names[0], mode="r")["sar"][0:2, 0:24, 0:24]
             wrong += not np.array_equal(x, truth)

@@ -11,17 +11,17 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from icecontext.data.batching import TICKET_KEY, PatchLoader
 from icecontext.data.config import DataConfig, default_threads, default_workers
-from icecontext.data.datamodule import (
+from icecontext.data.loader.batching import TICKET_KEY, PatchLoader
+from icecontext.data.loader.datamodule import (
     EpochPatchSampler,
     IceDataModule,
     PatchDataset,
     collate_patches,
     steps_per_epoch,
 )
-from icecontext.data.sources import NetCDFSource, ZarrSource
-from icecontext.data.store import prepare_store
+from icecontext.data.loader.sources import NetCDFSource, ZarrSource
+from icecontext.data.store.prepare import prepare_store
 from icecontext.errors import ConfigError, DataError
 
 FEATURES = ["sar", "incidence", "amsr2:18.7", "era5", "month"]
@@ -326,7 +326,7 @@ def test_lightning_keeps_the_sampler_and_advances_epochs(store: Path, tmp_path: 
 def test_the_training_loader_skips_only_inside_the_epoch_it_was_stopped_in() -> None:
     """A checkpoint of an epoch that ended early (max_steps) records batches < len; the
     resumed run starts the next epoch, which must not lose its first batches."""
-    from icecontext.data.datamodule import EpochPatchSampler, ResumableLoader
+    from icecontext.data.loader.datamodule import EpochPatchSampler, ResumableLoader
 
     def loader() -> ResumableLoader:
         return ResumableLoader(list(range(1000)), batch_size=4, sampler=EpochPatchSampler(16))

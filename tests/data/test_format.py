@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from icecontext.data.format import (
+from icecontext.data.io.format import (
     OFFICIAL_TEST_SCENES,
     R2T_VARIABLE_NAMES,
     amsr_grid_shape,

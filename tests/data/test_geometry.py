@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from icecontext.data.geometry import (
+from icecontext.data.io.geometry import (
     Transform,
     block_any,
     block_chart,

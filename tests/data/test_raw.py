@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from icecontext.data.charts import HEADER
-from icecontext.data.raw import (
+from icecontext.data.io.charts import HEADER
+from icecontext.data.io.raw import (
     downsample_any,
     downsample_max,
     downsample_mean,
@@ -17,8 +17,8 @@ from icecontext.data.raw import (
     pixel_centres_40m,
     raw_dataset_to_r2t,
 )
-from icecontext.data.scene import open_scene
-from icecontext.data.variables import denormalise
+from icecontext.data.io.scene import open_scene
+from icecontext.data.io.variables import denormalise
 from icecontext.errors import SceneFormatError
 from icecontext.synthetic.writers import (
     example_physical_scene,

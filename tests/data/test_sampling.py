@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from icecontext.data.layers import SceneLayers, compute_block_counts, scene_layers
-from icecontext.data.sampling import (
+from icecontext.data.io.layers import SceneLayers, compute_block_counts, scene_layers
+from icecontext.data.loader.sampling import (
     PatchSampler,
     SamplingSettings,
     Transform,
@@ -16,7 +16,7 @@ from icecontext.data.sampling import (
     labelled_fraction,
     scene_candidates,
 )
-from icecontext.data.sources import ArraySource
+from icecontext.data.loader.sources import ArraySource
 from icecontext.errors import ConfigError, DataError
 from icecontext.testing import default_scene_name, make_scene_dataset
 

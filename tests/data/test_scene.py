@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from icecontext.data.format import CHARTS, R2T_VARIABLE_NAMES
-from icecontext.data.scene import (
+from icecontext.data.io.format import CHARTS, R2T_VARIABLE_NAMES
+from icecontext.data.io.scene import (
     find_scenes,
     open_scene,
     reference_path_for,

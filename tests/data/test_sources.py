@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from icecontext.data.format import AMSR2_VARIABLES, CHARTS, INPUT_VARIABLES
-from icecontext.data.geometry import block_chart, block_mean, read_coarse_window
-from icecontext.data.scene import find_scenes, open_scene
-from icecontext.data.sources import ArraySource, NetCDFSource
-from icecontext.data.store import PreparedStore, prepare_store
-from icecontext.data.tiepoints import r2t_latlon
-from icecontext.data.variables import LATLON_FEATURES, month_encoding
+from icecontext.data.io.format import AMSR2_VARIABLES, CHARTS, INPUT_VARIABLES
+from icecontext.data.io.geometry import block_chart, block_mean, read_coarse_window
+from icecontext.data.io.scene import find_scenes, open_scene
+from icecontext.data.io.tiepoints import r2t_latlon
+from icecontext.data.io.variables import LATLON_FEATURES, month_encoding
+from icecontext.data.loader.sources import ArraySource, NetCDFSource, store_source
+from icecontext.data.store.prepare import prepare_store
+from icecontext.data.store.prepared import PreparedStore
 from icecontext.errors import DataError
 
 FILE_FEATURES = list(INPUT_VARIABLES)
@@ -37,7 +38,7 @@ def stores(scene_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[in
 def test_store_and_netcdf_serve_the_same_window(scene_dir, stores, k, mode, window) -> None:
     path = find_scenes(scene_dir)[1]
     nc = NetCDFSource(path, downsample=k, upsampling=mode)
-    zs = PreparedStore(stores[k]).source(nc.name, upsampling=mode)
+    zs = store_source(PreparedStore(stores[k]), nc.name, upsampling=mode)
     assert (zs.shape, zs.full_shape, zs.downsample) == (nc.shape, nc.full_shape, k)
     feats = [*FILE_FEATURES, "month_sin", "month_cos", *LATLON_FEATURES]
     np.testing.assert_array_equal(zs.read_inputs(window, feats), nc.read_inputs(window, feats))
@@ -116,7 +117,7 @@ def test_feature_not_in_the_store_names_feature_and_store(scene_dir, tmp_path) -
     store = tmp_path / "sar_only"
     prepare_store(scene_dir, store, features=["sar"], progress=False)
     prepared = PreparedStore(store)
-    src = prepared.source(prepared.names[0])
+    src = store_source(prepared, prepared.names[0])
     with pytest.raises(DataError, match=r"btemp_18_7h.*sar_only|sar_only.*btemp_18_7h"):
         src.read_inputs((0, 0, 8, 8), ["nersc_sar_primary", "btemp_18_7h"])
     with pytest.raises(DataError, match="btemp_18_7h") as info:
@@ -126,12 +127,12 @@ def test_feature_not_in_the_store_names_feature_and_store(scene_dir, tmp_path) -
 
 def test_scene_not_in_the_store_names_scene_and_store(stores) -> None:
     with pytest.raises(DataError, match=r"20991231T000000_dmi.*store"):
-        PreparedStore(stores[1]).source("20991231T000000_dmi")
+        store_source(PreparedStore(stores[1]), "20991231T000000_dmi")
 
 
 def test_zarr_source_survives_pickling_for_workers(stores) -> None:
     prepared = PreparedStore(stores[1])
-    src = prepared.source(prepared.names[0])
+    src = store_source(prepared, prepared.names[0])
     before = src.read_inputs((3, 4, 20, 20), ["nersc_sar_primary", "t2m"])
     clone = pickle.loads(pickle.dumps(src))
     assert clone._data is None  # handles are reopened in the receiving process
@@ -141,7 +142,7 @@ def test_zarr_source_survives_pickling_for_workers(stores) -> None:
 
 
 def test_array_source_and_metadata(scene_dir) -> None:
-    from icecontext.data.layers import scene_layers
+    from icecontext.data.io.layers import scene_layers
 
     ds = open_scene(find_scenes(scene_dir)[2])
     src = ArraySource(scene_layers(ds, ["nersc_sar_primary", "t2m"]))
@@ -189,10 +190,10 @@ def test_latlon_features_follow_the_tie_point_grid(scene_dir, k) -> None:
 
 @pytest.mark.parametrize("window", [(20, 30, 64, 64), (-10, 190, 64, 64), (5, 7, 40, 64)])
 def test_transformed_read_equals_transforming_the_window(stores, window) -> None:
-    from icecontext.data.geometry import Transform
+    from icecontext.data.io.geometry import Transform
 
     prepared = PreparedStore(stores[1])
-    src = prepared.source(prepared.names[0], upsampling="bilinear")
+    src = store_source(prepared, prepared.names[0], upsampling="bilinear")
     feats = [*FILE_FEATURES, "month_sin", *LATLON_FEATURES]
     x0, c0 = src.read_window(window, feats)
     for t in (Transform(True, False, 1), Transform(False, True, 2), Transform(True, True, 3)):
@@ -203,10 +204,10 @@ def test_transformed_read_equals_transforming_the_window(stores, window) -> None
 
 @pytest.mark.parametrize("window", [(20, 30, 64, 64), (-10, 190, 64, 64)])
 def test_read_into_a_batch_slot_equals_a_fresh_read(stores, window) -> None:
-    from icecontext.data.geometry import Transform
+    from icecontext.data.io.geometry import Transform
 
     prepared = PreparedStore(stores[1])
-    src = prepared.source(prepared.names[0])
+    src = store_source(prepared, prepared.names[0])
     feats = [*FILE_FEATURES, "month_sin"]
     t = Transform(True, False, 1)
     x0, c0 = src.read_window(window, feats, transform=t)
@@ -224,7 +225,7 @@ def test_threads_open_a_store_scene_once(stores) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     prepared = PreparedStore(stores[1])
-    src = prepared.source(prepared.names[0])
+    src = store_source(prepared, prepared.names[0])
     for _ in range(5):
         src.release()
         with ThreadPoolExecutor(4) as pool:

@@ -8,8 +8,8 @@ import pytest
 
 from icecontext.config import validate
 from icecontext.data.config import DataConfig, SplitsConfig
-from icecontext.data.format import OFFICIAL_TEST_SCENES
-from icecontext.data.splits import (
+from icecontext.data.io.format import OFFICIAL_TEST_SCENES
+from icecontext.data.loader.splits import (
     draw_validation,
     normalise_scene_name,
     read_scene_list,

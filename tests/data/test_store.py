@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 import zarr
 
-from icecontext.data.format import CHARTS
-from icecontext.data.manifest import Manifest
-from icecontext.data.scene import find_scenes, open_scene
-from icecontext.data.store import INCOMPLETE_DIR, PreparedStore, prepare_store
+from icecontext.data.io.format import CHARTS
+from icecontext.data.io.scene import find_scenes, open_scene
+from icecontext.data.loader.sources import store_source
+from icecontext.data.store.manifest import Manifest
+from icecontext.data.store.prepare import INCOMPLETE_DIR, prepare_store
+from icecontext.data.store.prepared import PreparedStore
 from icecontext.errors import ConfigError, DataError
 from icecontext.testing import write_scene_files
 
@@ -119,7 +121,7 @@ def test_corrupt_scene_is_reported_and_skipped(scene_dir: Path, tmp_path: Path) 
     # the good scenes are intact and readable
     prepared = PreparedStore(out)
     for name in prepared.names:
-        assert prepared.source(name).read_chart_stack((0, 0, 10, 10)).shape == (3, 10, 10)
+        assert store_source(prepared, name).read_chart_stack((0, 0, 10, 10)).shape == (3, 10, 10)
 
 
 def test_incomplete_group_is_redone(scene_dir: Path, store: Path, tmp_path: Path) -> None:

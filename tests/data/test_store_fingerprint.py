@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 import zarr
 
-from icecontext.data.format import CHART_FILL, CHARTS, prep_file_name
-from icecontext.data.manifest import MANIFEST_NAME, STORE_VERSION, Manifest
-from icecontext.data.scene import find_scenes, open_scene, write_scene
-from icecontext.data.sources import NetCDFSource
-from icecontext.data.store import (
+from icecontext.data.io.format import CHART_FILL, CHARTS, prep_file_name
+from icecontext.data.io.scene import find_scenes, open_scene, write_scene
+from icecontext.data.loader.sources import NetCDFSource, store_source
+from icecontext.data.store.fingerprint import (
     FINGERPRINT_KEY,
     HASH_HEAD,
-    PreparedStore,
     fingerprint_changes,
-    prepare_store,
     source_fingerprint,
 )
+from icecontext.data.store.manifest import MANIFEST_NAME, STORE_VERSION, Manifest
+from icecontext.data.store.prepare import prepare_store
+from icecontext.data.store.prepared import PreparedStore
 from icecontext.errors import DataError
 from icecontext.testing import make_scene_dataset, write_scene_files
 
@@ -76,7 +76,7 @@ def test_changed_scene_is_rebuilt_untouched_and_touched_scenes_are_not(
     assert second.refreshed == [touched]
 
     # the rebuilt scene holds the new file's data ...
-    source = PreparedStore(store).source(changed)
+    source = store_source(PreparedStore(store), changed)
     charts = source.read_charts((0, 0, 200, 225))
     for chart in CHARTS:
         np.testing.assert_array_equal(charts[chart], new[chart].values)
@@ -133,7 +133,7 @@ def test_changed_labels_file_rebuilds_a_test_scene(tmp_path: Path, capsys) -> No
     result = prepare_store(data, store, progress=False)
     assert "labels file" in result.rebuilt[name]
     assert "content" not in result.rebuilt[name]  # the scene file itself is the same
-    sod = PreparedStore(store).source(name).read_charts((0, 0, 120, 130))["SOD"]
+    sod = store_source(PreparedStore(store), name).read_charts((0, 0, 120, 130))["SOD"]
     np.testing.assert_array_equal(sod, labels["SOD"].values)
 
 
@@ -198,7 +198,7 @@ def test_downsampled_store_keeps_the_80m_charts(scene_dir: Path, tmp_path: Path)
     prepared = PreparedStore(store)
     for path in find_scenes(scene_dir):
         name = path.name[:19]
-        source = prepared.source(name)
+        source = store_source(prepared, name)
         assert source.shape == (67, 75) and source.has_full_charts()
         ds = open_scene(path)
         full = source.read_full_charts()
@@ -220,7 +220,7 @@ def test_downsampled_store_keeps_the_80m_charts(scene_dir: Path, tmp_path: Path)
     prepare_store(scene_dir, k1, features=["sar"], progress=False)
     name = find_scenes(scene_dir)[0].name[:19]
     assert "charts_full" not in zarr.open_group(k1 / name, mode="r")
-    source = PreparedStore(k1).source(name)
+    source = store_source(PreparedStore(k1), name)
     assert source.read_full_charts()["SIC"].shape == (200, 225)
 
 
@@ -239,7 +239,7 @@ def test_format_1_downsampled_store_is_read_but_names_the_fix(
     manifest = json.loads((store / MANIFEST_NAME).read_text())
     manifest["version"] = 1
     (store / MANIFEST_NAME).write_text(json.dumps(manifest))
-    source = PreparedStore(store).source(name)
+    source = store_source(PreparedStore(store), name)
     assert source.read_charts((0, 0, 4, 4))["SIC"].shape == (4, 4)  # still readable
     assert not source.has_full_charts()
     with pytest.raises(DataError, match=r"no 80 m charts.*icecontext prepare") as info:

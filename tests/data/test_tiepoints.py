@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.interpolate import RegularGridInterpolator
 
-from icecontext.data.tiepoints import (
+from icecontext.data.io.tiepoints import (
     TiePointGrid,
     interpolate_latlon,
     interpolate_tiepoints,

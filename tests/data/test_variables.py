@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from icecontext.data.format import AMSR2_VARIABLES, ERA5_VARIABLES, INPUT_VARIABLES
-from icecontext.data.variables import (
+from icecontext.data.io.format import AMSR2_VARIABLES, ERA5_VARIABLES, INPUT_VARIABLES
+from icecontext.data.io.variables import (
     CATALOGUE,
     FEATURE_GROUPS,
     GLOBAL_MEAN_STD,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import f1_score, precision_recall_fscore_support, r2_score
 
-from icecontext.data.format import CHARTS, CLASS_NAMES, N_CLASSES
+from icecontext.data.io.format import CHARTS, CLASS_NAMES, N_CLASSES
 from icecontext.errors import ConfigError, DataError
 from icecontext.evaluation import per_class_table, score_charts, sic_to_classes
 from icecontext.evaluation.confusion import confusion_matrix

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from icecontext.data.format import CHARTS, CLASS_NAMES, N_CLASSES
+from icecontext.data.io.format import CHARTS, CLASS_NAMES, N_CLASSES
 from icecontext.evaluation import ChartScorer
 from icecontext.evaluation.plots import (
     normalise_by_true_class,

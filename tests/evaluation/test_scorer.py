@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from icecontext.data.format import CHARTS, N_CLASSES
+from icecontext.data.io.format import CHARTS, N_CLASSES
 from icecontext.errors import DataError
 from icecontext.evaluation import ChartScorer, scene_groups, score_charts
 

@@ -118,7 +118,7 @@ def test_context_findings_report_noise_as_not_recovered():
 
 def _input_runs() -> pd.DataFrame:
     """SIC in SAR and 18.7 GHz; SOD in SAR and 36.5 GHz; FLOE in SAR only."""
-    from icecontext.data.format import AMSR2_FREQUENCIES
+    from icecontext.data.io.format import AMSR2_FREQUENCIES
 
     sets = {"sar": "sar", "amsr2": "amsr2", "sar-amsr2": "sar amsr2"}
     for f in AMSR2_FREQUENCIES:

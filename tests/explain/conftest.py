@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from icecontext.data.format import CHARTS
+from icecontext.data.io.format import CHARTS
 from icecontext.models.aspp import ASPP
 from icecontext.models.backbones import ResNetEncoder
 from icecontext.models.config import ModelConfig, Pooling

@@ -12,7 +12,7 @@ import xarray as xr
 from pyproj import Transformer
 from rasterio.transform import rowcol
 
-from icecontext.data.format import CHARTS, CLASS_NAMES, TIEPOINT_DIMS
+from icecontext.data.io.format import CHARTS, CLASS_NAMES, TIEPOINT_DIMS
 from icecontext.errors import DataError
 from icecontext.inference.exports import (
     CHART_COLOURS,

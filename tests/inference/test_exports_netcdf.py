@@ -12,7 +12,7 @@ import xarray as xr
 import yaml
 
 from icecontext import __version__
-from icecontext.data.format import CHARTS, CLASS_NAMES, N_CLASSES
+from icecontext.data.io.format import CHARTS, CLASS_NAMES, N_CLASSES
 from icecontext.errors import DataError, SceneFormatError
 from icecontext.inference.exports import (
     ExportError,

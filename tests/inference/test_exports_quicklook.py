@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 from matplotlib.image import imread
 
-from icecontext.data.format import CHARTS, CLASS_NAMES
+from icecontext.data.io.format import CHARTS, CLASS_NAMES
 from icecontext.errors import DataError
 from icecontext.inference.exports import ExportError, render_quicklook, write_quicklook
 from icecontext.inference.exports.colours import MASKED, chart_rgb, colour_table

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from icecontext.data.format import CHARTS, N_CLASSES, OFFICIAL_TEST_SCENES
+from icecontext.data.io.format import CHARTS, N_CLASSES, OFFICIAL_TEST_SCENES
 from icecontext.errors import DataError
 from icecontext.inference.exports import (
     ExportError,

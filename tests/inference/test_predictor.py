@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from icecontext.data.format import CHART_FILL, CHARTS
+from icecontext.data.io.format import CHART_FILL, CHARTS
 from icecontext.errors import ConfigError, DataError
 from icecontext.inference.predictor import (
     has_input_data,

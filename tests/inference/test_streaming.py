@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from icecontext.data.sources import NetCDFSource
-from icecontext.data.variables import resolve_features
+from icecontext.data.io.variables import resolve_features
+from icecontext.data.loader.sources import NetCDFSource
 from icecontext.errors import SceneFormatError
 from icecontext.inference.streaming import StreamingNetCDFSource
 from icecontext.testing import make_scene_dataset, write_scene_files

@@ -9,7 +9,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from icecontext.data.format import CHART_FILL, CHARTS, CLASS_NAMES, N_CLASSES
+from icecontext.data.io.format import CHART_FILL, CHARTS, CLASS_NAMES, N_CLASSES
 from icecontext.plotting.charts import (
     CLASS_COLOURS,
     CLASS_RGB,

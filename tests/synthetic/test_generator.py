@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from pyproj import Geod
 
-from icecontext.data.charts import convert_polygon_codes, parse_polygon_codes
-from icecontext.data.format import (
+from icecontext.data.io.charts import convert_polygon_codes, parse_polygon_codes
+from icecontext.data.io.format import (
     AMSR2_VARIABLES,
     CHART_FILL,
     CHARTS,
@@ -18,8 +18,8 @@ from icecontext.data.format import (
     N_CLASSES,
     scene_name_from_raw,
 )
-from icecontext.data.scene import open_scene, write_scene
-from icecontext.data.variables import denormalise
+from icecontext.data.io.scene import open_scene, write_scene
+from icecontext.data.io.variables import denormalise
 from icecontext.errors import ConfigError
 from icecontext.synthetic.generator import generate_scene, n_polygons, truth_summary
 from icecontext.synthetic.icechart import CODES_HEADER, FORM_SIZE_M

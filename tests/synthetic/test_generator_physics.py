@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from icecontext.data.charts import convert_polygon_codes, rasterise_charts
-from icecontext.data.format import CHART_FILL, CHARTS
+from icecontext.data.io.charts import convert_polygon_codes, rasterise_charts
+from icecontext.data.io.format import CHART_FILL, CHARTS
 from icecontext.synthetic.amsr2 import footprint_sigma_cells, make_amsr2
 from icecontext.synthetic.generator import generate_scene
 from icecontext.synthetic.icechart import OLD, THICK_FYI

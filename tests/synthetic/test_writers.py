@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from icecontext.data.format import CHARTS, R2T_VARIABLE_NAMES
-from icecontext.data.raw import open_raw, raw_dataset_to_r2t
-from icecontext.data.scene import open_scene, validate_scene, write_scene
-from icecontext.data.variables import denormalise
+from icecontext.data.io.format import CHARTS, R2T_VARIABLE_NAMES
+from icecontext.data.io.raw import open_raw, raw_dataset_to_r2t
+from icecontext.data.io.scene import open_scene, validate_scene, write_scene
+from icecontext.data.io.variables import denormalise
 from icecontext.errors import DataError
 from icecontext.synthetic.writers import (
     example_physical_scene,

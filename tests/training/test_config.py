@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from icecontext.errors import ConfigError
-from icecontext.training.config import RunConfig, check_run_context, load_run_config
+from icecontext.run.config import RunConfig, check_run_context, load_run_config
 
 # 384 px = 24 feature cells at output stride 16: the default rates 6/12/18 all train
 # (256 px, the default patch, leaves rate 18 reading only zero padding: refused)

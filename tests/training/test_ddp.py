@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-from icecontext.training.checkpoint import load_checkpoint, model_state_dict, read_checkpoint
+from icecontext.inference.checkpoint import load_checkpoint, model_state_dict, read_checkpoint
 from icecontext.training.module import weights_digest
 
 

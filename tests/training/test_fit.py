@@ -10,12 +10,13 @@ import pytest
 import torch
 import yaml
 
+from icecontext.data.loader.sources import store_source, store_sources
 from icecontext.errors import ConfigError
 from icecontext.evaluation import scene_groups
+from icecontext.inference.checkpoint import load_checkpoint, model_state_dict, read_checkpoint
+from icecontext.run.config import RunConfig
+from icecontext.run.rundir import run_dir_for
 from icecontext.training import fit as fit_module
-from icecontext.training.checkpoint import load_checkpoint, model_state_dict, read_checkpoint
-from icecontext.training.config import RunConfig
-from icecontext.training.evaluate import EvalScene, _source_reference, score_scenes
 from icecontext.training.fit import (
     resolve_precision,
     step_autocast,
@@ -23,7 +24,7 @@ from icecontext.training.fit import (
     validation_precision,
 )
 from icecontext.training.module import IceChartModule
-from icecontext.training.rundir import run_dir_for
+from icecontext.workflows.evaluate_checkpoint import EvalScene, _source_reference, score_scenes
 
 
 class WorseLastEpoch(IceChartModule):
@@ -115,11 +116,11 @@ def test_reloaded_best_weights_equal_the_saved_best_and_reproduce_its_score(trai
     # predicting the validation scene again with the reloaded weights gives the stored score,
     # at the precision validation ran in (bf16 autocast on CPUs with native bf16)
     bf16 = resolve_precision(cfg, "cpu") == "bf16-mixed"
-    from icecontext.data.store import PreparedStore
+    from icecontext.data.store.prepared import PreparedStore
 
     val_names = read_checkpoint(result.best_checkpoint)["FullSceneDataModule"]["val"]
     assert len(val_names) == 1
-    src = PreparedStore(tiny_store).source(val_names[0])
+    src = store_source(PreparedStore(tiny_store), val_names[0])
     scorer, _, _ = score_scenes(
         loaded.model,
         loaded.features,
@@ -188,12 +189,12 @@ def test_precision_is_validated_against_the_hardware(
 
 
 def test_class_weights_from_the_store_histograms(tiny_store, tiny_config, tmp_path):
-    from icecontext.data.store import PreparedStore
+    from icecontext.data.store.prepared import PreparedStore
 
     cfg = RunConfig.model_validate(
         tiny_config(tiny_store, tmp_path, train={"loss": {"class_weights": "inverse"}})
     )
-    sources = PreparedStore(tiny_store).sources(PreparedStore(tiny_store).names)
+    sources = store_sources(PreparedStore(tiny_store), PreparedStore(tiny_store).names)
     weights = fit_module.class_weights_for(cfg, sources)
     assert set(weights) == {"SIC", "SOD", "FLOE"}
     hist = sum(s.histograms()["SOD"] for s in sources)[:6].astype(float)

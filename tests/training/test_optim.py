@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from icecontext.errors import ConfigError
-from icecontext.training.config import OptimizerConfig, SchedulerConfig
+from icecontext.run.config import OptimizerConfig, SchedulerConfig
 from icecontext.training.optim import (
     build_optimizer,
     build_scheduler,

@@ -18,7 +18,7 @@ import time
 import pytest
 import torch
 
-from icecontext.training.checkpoint import model_state_dict, read_checkpoint
+from icecontext.inference.checkpoint import model_state_dict, read_checkpoint
 
 
 def _cmd(config):
@@ -90,8 +90,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(
 def test_read_metrics_joins_segments(tmp, tmp_path):
     import pandas as pd
 
+    from icecontext.run.rundir import RunDir
     from icecontext.training.plots import read_metrics
-    from icecontext.training.rundir import RunDir
 
     run = RunDir(tmp_path)
     (tmp_path / "logs" / "csv_previous").mkdir(parents=True)
@@ -112,8 +112,8 @@ def test_read_metrics_skips_a_log_cut_by_a_kill(tmp_path):
     resumed run then drew no curves (seen in the kill-and-resume test)."""
     import pandas as pd
 
+    from icecontext.run.rundir import RunDir
     from icecontext.training.plots import plot_training_curves, read_metrics
-    from icecontext.training.rundir import RunDir
 
     run = RunDir(tmp_path)
     previous = tmp_path / "logs" / "csv_previous"

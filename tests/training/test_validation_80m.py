@@ -8,21 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from icecontext.data.format import CHART_FILL, CHARTS
-from icecontext.data.layers import scene_layers
-from icecontext.data.scene import open_scene
-from icecontext.data.sources import ArraySource
-from icecontext.data.store import PreparedStore, collect_scene_files
+from icecontext.data.io.format import CHART_FILL, CHARTS
+from icecontext.data.io.layers import scene_layers
+from icecontext.data.io.scene import open_scene
+from icecontext.data.loader.sources import ArraySource, store_source
+from icecontext.data.store.prepare import collect_scene_files
+from icecontext.data.store.prepared import PreparedStore
 from icecontext.errors import DataError
 from icecontext.evaluation import score_charts
+from icecontext.inference.checkpoint import load_checkpoint, read_checkpoint
 from icecontext.inference.predictor import predict_scene
+from icecontext.run.config import RunConfig
+from icecontext.run.rundir import run_dir_for
 from icecontext.testing import TINY_FEATURES, write_tiny_store
-from icecontext.training.checkpoint import load_checkpoint, read_checkpoint
-from icecontext.training.config import RunConfig
-from icecontext.training.evaluate import evaluate_checkpoint
 from icecontext.training.fit import train
 from icecontext.training.module import IceChartModule
-from icecontext.training.rundir import run_dir_for
+from icecontext.workflows.evaluate_checkpoint import evaluate_checkpoint
 
 K = 2
 HEIGHT, WIDTH = 160, 170
@@ -68,7 +69,7 @@ def test_validation_scores_at_80m_equal_a_hand_computation(k2_run):
 
     (name,) = read_checkpoint(result.last_checkpoint)["FullSceneDataModule"]["val"]
     loaded = load_checkpoint(result.last_checkpoint)  # the weights the last validation scored
-    source = PreparedStore(store).source(name)
+    source = store_source(PreparedStore(store), name)
     assert source.shape == (HEIGHT // K, -(-WIDTH // K))
     val = cfg.train.validation
     pred = predict_scene(

@@ -1,7 +1,7 @@
 """``icecontext convert-raw RAW... --out DIR``: raw 40 m files -> ready-to-train files.
 
 Each raw file is converted as the organisers produced the ready-to-train files
-(:func:`icecontext.data.raw.open_raw`) and written atomically as
+(:func:`icecontext.data.io.raw.open_raw`) and written atomically as
 ``{YYYYMMDDThhmmss}_{svc}_prep.nc``. Existing outputs are skipped unless
 ``--overwrite``. A file that fails is reported with its name and the reason; the
 others still convert, and the exit status is 1 if any failed.
@@ -16,9 +16,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from icecontext.atomic import check_writable
-from icecontext.data.format import prep_file_name, scene_name_from_raw
-from icecontext.data.raw import open_raw
-from icecontext.data.scene import write_scene
+from icecontext.data.io.format import prep_file_name, scene_name_from_raw
+from icecontext.data.io.raw import open_raw
+from icecontext.data.io.scene import write_scene
 from icecontext.errors import IceContextError
 
 log = logging.getLogger(__name__)

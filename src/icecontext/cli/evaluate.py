@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate and print the score table."""
     if args.out is not None:  # before the scoring, which can take long
         check_writable(args.out, "--out", folder=True)
-    from icecontext.training.evaluate import evaluate_checkpoint
+    from icecontext.workflows.evaluate_checkpoint import evaluate_checkpoint
 
     overlap = None if args.overlap is None else parse_overlap(args.overlap)
     result = evaluate_checkpoint(

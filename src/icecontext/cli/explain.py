@@ -169,7 +169,7 @@ def _run_dir(ckpt: Path) -> Path:
 
 
 def _load(paths: Sequence[Path], device: Any) -> list[_Model]:
-    from icecontext.training.checkpoint import load_checkpoint
+    from icecontext.inference.checkpoint import load_checkpoint
 
     models: list[_Model] = []
     seen: set[str] = set()
@@ -191,9 +191,9 @@ def _open_source(scene: Path, features: Sequence[str], downsample: int, upsampli
     ``features`` are the channels the models need; HH is loaded too when the scene has
     it, for the figure's background.
     """
-    from icecontext.data.manifest import MANIFEST_NAME
-    from icecontext.data.sources import NetCDFSource
-    from icecontext.data.store import PreparedStore
+    from icecontext.data.loader.sources import NetCDFSource, store_source
+    from icecontext.data.store.manifest import MANIFEST_NAME
+    from icecontext.data.store.prepared import PreparedStore
 
     if scene.is_dir():
         store = scene.parent
@@ -210,7 +210,7 @@ def _open_source(scene: Path, features: Sequence[str], downsample: int, upsampli
                 f" but the model was trained at {downsample}; use the scene's _prep.nc file"
             )
         prepared.check_features(list(features), option="the checkpoint's features")
-        return prepared.source(scene.name, upsampling)  # type: ignore[arg-type]
+        return store_source(prepared, scene.name, upsampling)  # type: ignore[arg-type]
     if not scene.is_file():
         raise ConfigError("--scenes", f"'{scene}' does not exist")
     load = list(dict.fromkeys([*features, HH]))
@@ -274,7 +274,7 @@ def _rates(cfg: Any, task: str) -> str:
 def _hh_db(source: Any, domain: tuple[int, int, int, int], valid: Any) -> Any:
     import numpy as np
 
-    from icecontext.data.variables import denormalise
+    from icecontext.data.io.variables import denormalise
 
     if HH not in source.features:
         return None

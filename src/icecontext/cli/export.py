@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export and report the files and the eager-vs-export check."""
-    from icecontext.inference.export import DEFAULT_NAMES, export_model
+    from icecontext.inference.model_export import DEFAULT_NAMES, export_model
 
     out = check_writable(args.out or Path(DEFAULT_NAMES[args.format]), "--out", folder=False)
     result = export_model(args.checkpoint, out, fmt=args.format)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from icecontext.atomic import check_writable
 from icecontext.cli.deprecated import add_renamed_option
-from icecontext.data.store import DEFAULT_CHUNK, prepare_store
+from icecontext.data.store.prepare import DEFAULT_CHUNK, prepare_store
 from icecontext.errors import Interrupted
 from icecontext.provenance import write_run_record
 

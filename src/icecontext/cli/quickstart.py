@@ -4,7 +4,7 @@ What ``make quickstart`` runs. With no arguments it writes ``runs/quickstart/``:
 synthetic scenes and their store (reused by a second run), the training run, the
 evaluation on held-out scenes and ``report.md`` comparing the network with a
 majority-class baseline and a per-pixel AMSR2 model (see
-:mod:`icecontext.training.quickstart`).
+:mod:`icecontext.workflows.quickstart`).
 
 Exit status: 0 when the self-check passes (the network's combined score is at least
 ``quickstart.margin`` points above each baseline's), 1 when the run completed but the
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         0 when the self-check passes, 1 when it fails (the report is written either way).
     """
     check_writable(args.out, "--out", folder=True)
-    from icecontext.training.quickstart import run_quickstart, self_check
+    from icecontext.workflows.quickstart import run_quickstart, self_check
 
     logging.getLogger("lightning.pytorch").propagate = False
     result = run_quickstart(

@@ -102,7 +102,7 @@ def trained_context_report(
         trained_context,
         trained_fields,
     )
-    from icecontext.training.config import ValidationConfig
+    from icecontext.run.config import ValidationConfig
 
     def pick(
         arg: int | None, flag: str, configured: int | None, option: str, default: int

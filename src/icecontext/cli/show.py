@@ -4,7 +4,7 @@ The scene may also be given as ``--scenes SCENE``, the spelling of the other com
 
 Six panels: HH and HV backscatter (dB), AMSR2 36.5 GHz H (K), and the SIC, SOD and
 FLOE charts with class names; masked pixels are grey in the charts and wheat in the
-SAR images. Any file :func:`icecontext.data.scene.open_scene` reads works: a
+SAR images. Any file :func:`icecontext.data.io.scene.open_scene` reads works: a
 ready-to-train scene, a test scene (paired with its ``_prep_reference.nc`` when it
 lies beside it) or a raw 40 m file. Large scenes are reduced for display.
 """
@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from icecontext.atomic import check_writable
-from icecontext.data.scene import open_scene
+from icecontext.data.io.scene import open_scene
 from icecontext.errors import ConfigError
 from icecontext.plotting.scene import save_scene_figure
 

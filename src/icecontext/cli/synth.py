@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from icecontext.atomic import check_writable
 from icecontext.config import validate
-from icecontext.data.format import (
+from icecontext.data.io.format import (
     scene_time,
 )
 from icecontext.errors import ConfigError

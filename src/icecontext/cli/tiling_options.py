@@ -79,6 +79,6 @@ def check_inputs_early(checkpoint: Path, scenes: Sequence[Path] | Path | None) -
     if not Path(checkpoint).is_file():
         raise ConfigError("--checkpoint", f"file '{checkpoint}' does not exist")
     if scenes is not None:
-        from icecontext.data.store import collect_scene_files
+        from icecontext.data.store.prepare import collect_scene_files
 
         collect_scene_files(scenes)

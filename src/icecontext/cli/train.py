@@ -40,15 +40,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train; print the run directory and the best checkpoint."""
-    from icecontext.training.config import load_run_config
+    from icecontext.run.config import load_run_config
 
     # Validated before Lightning is imported: a refused config (e.g. atrous rates that the
     # training patches cannot train) fails in seconds and leaves no run directory.
     overrides = [*args.overrides, *(["train.progress_bar=false"] if args.no_progress else [])]
     cfg = load_run_config(args.config, overrides)
 
+    from icecontext.run.rundir import run_dir_for
     from icecontext.training.fit import is_global_zero, train
-    from icecontext.training.rundir import run_dir_for
 
     check_writable(run_dir_for(cfg).path, "output.root", folder=True)
 

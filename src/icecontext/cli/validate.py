@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from icecontext.data.scene import find_scenes, open_scene
+from icecontext.data.io.scene import find_scenes, open_scene
 from icecontext.errors import SceneFormatError
 
 

@@ -21,16 +21,16 @@ Relative paths are resolved against the config file's folder with
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Literal
 
-import torch
 from pydantic import Field, field_validator, model_validator
 
 from icecontext.config import Section
-from icecontext.data.format import Chart
-from icecontext.data.geometry import Upsampling
-from icecontext.data.variables import resolve_features
+from icecontext.data.io.format import Chart
+from icecontext.data.io.geometry import Upsampling
+from icecontext.data.io.variables import resolve_features
 from icecontext.errors import ConfigError
 
 SceneList = list[str] | Path
@@ -45,10 +45,14 @@ def default_workers(cpu_count: int | None = None, cuda: bool | None = None) -> i
 
     Args:
         cpu_count: Cores available (default ``os.cpu_count()``).
-        cuda: Whether a GPU is used (default ``torch.cuda.is_available()``).
+        cuda: Whether a GPU is used (default: torch sees one, when the process has
+            imported torch; this module itself never imports it, so configs load light).
     """
     cpus = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
-    gpu = torch.cuda.is_available() if cuda is None else cuda
+    if cuda is None:
+        torch = sys.modules.get("torch")
+        cuda = bool(torch is not None and torch.cuda.is_available())
+    gpu = cuda
     if gpu:
         return max(1, min(8, cpus - 1))
     return min(4, cpus // 2)

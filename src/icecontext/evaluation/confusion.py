@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from icecontext.data.format import CHART_FILL, N_CLASSES
+from icecontext.data.io.format import CHART_FILL, N_CLASSES
 from icecontext.errors import DataError
 
 Role = Literal["reference", "prediction"]

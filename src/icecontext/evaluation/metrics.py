@@ -34,7 +34,7 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
-from icecontext.data.format import CHART_FILL, CHARTS, CLASS_NAMES, N_CLASSES
+from icecontext.data.io.format import CHART_FILL, CHARTS, CLASS_NAMES, N_CLASSES
 from icecontext.errors import ConfigError, DataError
 from icecontext.evaluation.confusion import confusion_matrix
 

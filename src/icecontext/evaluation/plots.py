@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from icecontext.atomic import atomic_path
-from icecontext.data.format import CHART_LONG_NAMES, CHARTS, CLASS_NAMES
+from icecontext.data.io.format import CHART_LONG_NAMES, CHARTS, CLASS_NAMES
 from icecontext.evaluation.metrics import per_class_table
 
 

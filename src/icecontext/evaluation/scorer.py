@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from icecontext.data.format import CHARTS, N_CLASSES, scene_service, scene_time
+from icecontext.data.io.format import CHARTS, N_CLASSES, scene_service, scene_time
 from icecontext.errors import DataError
 from icecontext.evaluation.confusion import confusion_matrix, empty_confusion
 from icecontext.evaluation.metrics import per_class_table, scores_from_confusions

@@ -158,8 +158,8 @@ def final_slopes(run_dir: Path, last: int = 3) -> dict[str, float]:
     """
     import numpy as np
 
+    from icecontext.run.rundir import RunDir
     from icecontext.training.plots import read_metrics
-    from icecontext.training.rundir import RunDir
 
     try:
         df = read_metrics(RunDir(run_dir))
@@ -184,7 +184,7 @@ def read_breakdown(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _scene_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    from icecontext.data.format import scene_service, scene_time
+    from icecontext.data.io.format import scene_service, scene_time
 
     rows = []
     for rec in metrics.get("per_scene") or []:

@@ -351,8 +351,8 @@ def _canonical_group(channel: str) -> str:
     AMSR2 channels go by frequency, every other catalogued channel by its smallest
     feature group; a channel of no group stands for itself.
     """
-    from icecontext.data.format import AMSR2_FREQUENCIES
-    from icecontext.data.variables import FEATURE_GROUPS
+    from icecontext.data.io.format import AMSR2_FREQUENCIES
+    from icecontext.data.io.variables import FEATURE_GROUPS
 
     for f in AMSR2_FREQUENCIES:
         if channel in FEATURE_GROUPS[f"amsr2:{f}"]:
@@ -370,7 +370,7 @@ def _groups(selectors: str) -> set[str]:
     ``amsr2:89`` is ``amsr2:89.0``, ``challenge`` its 24 channels), so two spellings of
     the same inputs are the same set.
     """
-    from icecontext.data.variables import resolve_features
+    from icecontext.data.io.variables import resolve_features
 
     return {_canonical_group(c) for c in resolve_features(selectors.split())}
 

@@ -303,7 +303,7 @@ def load_study(path: str | os.PathLike[str]) -> Study:
     Raises:
         ConfigError: Naming the key of the first problem (``study.axes.rates`` ...).
     """
-    from icecontext.training.config import resolve_section_files
+    from icecontext.run.config import resolve_section_files
 
     path = Path(path)
     if not path.is_file():

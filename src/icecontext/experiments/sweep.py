@@ -158,7 +158,7 @@ def prepare_data(
     store = store_path(study, runs_dir, label)
     if s is None or store is None:
         return None
-    from icecontext.data.store import prepare_store
+    from icecontext.data.store.prepare import prepare_store
     from icecontext.synthetic.files import write_synthetic_scene
     from icecontext.synthetic.params import SynthParams, resolve_scales
 
@@ -246,7 +246,7 @@ def run_config(
     Raises:
         ConfigError: If the point of the grid makes an invalid run config (naming the key).
     """
-    from icecontext.training.config import load_run_config
+    from icecontext.run.config import load_run_config
 
     raw = json.loads(json.dumps(study.base, default=str))
     for key, value in spec.overrides().items():
@@ -306,7 +306,7 @@ def canonical_config(cfg: dict[str, Any]) -> dict[str, Any]:
         (``data.store``, ``data.root``, ...) made portable by :func:`_portable_path`
         against the config's own ``output.root``.
     """
-    from icecontext.training.config import PATH_OPTIONS
+    from icecontext.run.config import PATH_OPTIONS
 
     root = (cfg.get("output") or {}).get("root")
     out: dict[str, Any] = {}
@@ -404,7 +404,7 @@ def saved_config(runs_dir: Path, spec: RunSpec) -> dict[str, Any] | None:
 
 def _revalidated(cfg: dict[str, Any]) -> dict[str, Any]:
     """``cfg`` through today's validation: options added since get their defaults."""
-    from icecontext.training.config import load_run_config
+    from icecontext.run.config import load_run_config
 
     try:
         return load_run_config(None, [], base=cfg).model_dump(mode="json")

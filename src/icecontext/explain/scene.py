@@ -51,7 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from icecontext.atomic import atomic_path
-from icecontext.data.format import CHART_FILL, PIXEL_SPACING_M
+from icecontext.data.io.format import CHART_FILL, PIXEL_SPACING_M
 from icecontext.errors import ConfigError, DataError
 from icecontext.explain.gradcam import (
     CAM_CLASSES,
@@ -72,7 +72,7 @@ Window = tuple[int, int, int, int]
 
 
 class CamSource(Protocol):
-    """What scene explanations read (a :class:`~icecontext.data.sources.SceneSource`)."""
+    """What scene explanations read (a :class:`~icecontext.data.loader.sources.SceneSource`)."""
 
     name: str
 
@@ -273,7 +273,7 @@ def explain_scene(
 
     Args:
         model: Dict-output multi-task network (eval mode during the call, restored).
-        source: The scene (a :class:`~icecontext.data.sources.SceneSource`); it must
+        source: The scene (a :class:`~icecontext.data.loader.sources.SceneSource`); it must
             offer ``read_charts(window)`` when ``spec.mask == "reference"``.
         features: Input channel names in model order.
         spec: What to explain.

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from icecontext.data.format import CHART_FILL, CHARTS, N_CLASSES
+from icecontext.data.io.format import CHART_FILL, CHARTS, N_CLASSES
 from icecontext.errors import ConfigError
 
 MaskSource = Literal["reference", "prediction"]

@@ -3,7 +3,7 @@
 :func:`load_inference_model` accepts
 
 * a training checkpoint (``best.ckpt`` / ``last.ckpt``), rebuilt by the training
-  package's one loader, :func:`icecontext.training.checkpoint.load_checkpoint`;
+  package's one loader, :func:`icecontext.inference.checkpoint.load_checkpoint`;
 * a TorchScript file written by ``icecontext export`` (``model.pt``) with its metadata
   JSON beside it (``model.json``: features, downsampling, receptive field, ...);
 * an ONNX file of ``icecontext export --format onnx`` (``model.onnx`` with
@@ -116,7 +116,7 @@ def load_inference_model(
             f"field of the export); copy {meta.name} from the export folder beside it, "
             "or re-run 'icecontext export'"
         )
-    from icecontext.training.checkpoint import load_checkpoint
+    from icecontext.inference.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(path, map_location=device)
     cfg = loaded.config

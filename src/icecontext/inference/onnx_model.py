@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from icecontext.data.format import CHARTS
+from icecontext.data.io.format import CHARTS
 from icecontext.errors import ConfigError, DataError
 from icecontext.models.multitask import outputs_to_classes, outputs_to_probabilities
 

@@ -1,4 +1,4 @@
-"""Tiled full-scene prediction over a :class:`~icecontext.data.sources.SceneSource`.
+"""Tiled full-scene prediction over a :class:`~icecontext.data.loader.sources.SceneSource`.
 
 :func:`predict_scene` runs a multi-task model over a whole scene in tiles (see
 :mod:`icecontext.inference.tiling` for the layout and why it is exact), in batches
@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from icecontext.data.format import CHART_FILL, CHARTS
+from icecontext.data.io.format import CHART_FILL, CHARTS
 from icecontext.errors import ConfigError, DataError
 from icecontext.inference.exports.netcdf import PROBABILITY_SCALE
 from icecontext.inference.tiling import DEFAULT_ALIGN, Tile, TileLayout, plan_tiles
@@ -57,7 +57,7 @@ Window = tuple[int, int, int, int]
 
 
 class SceneSourceLike(Protocol):
-    """What the predictor needs from a scene source (see ``data/sources.py``)."""
+    """What the predictor needs from a scene source (see ``data/loader/sources.py``)."""
 
     name: str
 

@@ -171,7 +171,7 @@ ScenePaths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 def collect_scenes(scenes: ScenePaths) -> dict[str, Path]:
     """Scene name -> file for scene files and folders of ``_prep.nc`` files."""
-    from icecontext.data.store import collect_scene_files
+    from icecontext.data.store.prepare import collect_scene_files
 
     return collect_scene_files(scenes)
 

@@ -1,12 +1,12 @@
 """A scene source that reads windows from a NetCDF file in row strips, for bounded memory.
 
-:class:`~icecontext.data.sources.NetCDFSource` loads (and downsamples) a whole scene on
+:class:`~icecontext.data.loader.sources.NetCDFSource` loads (and downsamples) a whole scene on
 first use: about 0.1 GB per SAR-grid channel of a 5000 x 5200 scene, which grows with
 the scene. Full-scene prediction reads every pixel once, tile by tile, so
 :class:`StreamingNetCDFSource` reads each tile's window from the lazily opened file
 instead and applies the *same* per-window functions the loaded source applies to the
-whole scene (:func:`~icecontext.data.geometry.block_mean` over SAR-valid pixels,
-:func:`~icecontext.data.geometry.block_any`, :func:`~icecontext.data.geometry.block_chart`),
+whole scene (:func:`~icecontext.data.io.geometry.block_mean` over SAR-valid pixels,
+:func:`~icecontext.data.io.geometry.block_any`, :func:`~icecontext.data.io.geometry.block_chart`),
 so both serve identical values (tested). The 2 km channels (a few hundred pixels a
 side) and the tie points are loaded whole.
 
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from icecontext.data.format import (
+from icecontext.data.io.format import (
     AMSR_DIMS,
     CHARTS,
     INPUT_VARIABLES,
@@ -36,9 +36,9 @@ from icecontext.data.format import (
     SAR_DIMS,
     SAR_VARIABLES,
 )
-from icecontext.data.geometry import Upsampling, block_any, block_chart, block_mean
-from icecontext.data.layers import MASKED_SAR_INPUTS, SceneLayers, file_inputs
-from icecontext.data.sources import SceneSource
+from icecontext.data.io.geometry import Upsampling, block_any, block_chart, block_mean
+from icecontext.data.io.layers import MASKED_SAR_INPUTS, SceneLayers, file_inputs
+from icecontext.data.loader.sources import SceneSource
 from icecontext.errors import SceneFormatError
 
 
@@ -201,7 +201,7 @@ class StreamingNetCDFSource(SceneSource):
 
     Args:
         path: ``_prep.nc`` file (a test file is paired with ``_prep_reference.nc``
-            beside it when present, as :func:`~icecontext.data.scene.open_scene` does).
+            beside it when present, as :func:`~icecontext.data.io.scene.open_scene` does).
         features: Channels to serve (file variables; derived channels are computed).
         downsample: ``K``.
         upsampling: 2 km upsampling mode.
@@ -221,7 +221,7 @@ class StreamingNetCDFSource(SceneSource):
         needed_by: str = "",
         strip_rows: int = 1024,
     ) -> None:
-        from icecontext.data.scene import open_scene
+        from icecontext.data.io.scene import open_scene
 
         self.path = Path(path)
         ds = open_scene(self.path, validate=False)

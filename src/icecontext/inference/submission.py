@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from icecontext.data.format import OFFICIAL_TEST_SCENES
+from icecontext.data.io.format import OFFICIAL_TEST_SCENES
 from icecontext.inference.exports.upload import UploadPackageWriter, check_upload_package
 from icecontext.inference.loading import InferenceModel
 from icecontext.inference.predictor import predict_scene

@@ -36,7 +36,7 @@ from pydantic import (
 )
 
 from icecontext.config import Section, apply_overrides, load_yaml, validate
-from icecontext.data.format import CHARTS, N_CLASSES
+from icecontext.data.io.format import CHARTS, N_CLASSES
 from icecontext.errors import ConfigError
 
 EncoderName = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
@@ -290,7 +290,7 @@ def resolve_in_channels(cfg: ModelConfig, features: Iterable[str] | str | None) 
             feature selection gives, or when neither is given; ``data.features`` when a
             selector is unknown.
     """
-    from icecontext.data.variables import resolve_features
+    from icecontext.data.io.variables import resolve_features
 
     if features is None:
         if cfg.in_channels is None:
@@ -396,7 +396,7 @@ def model_spec_from_mapping(
     in_channels = resolve_in_channels(cfg, features)
     names: tuple[str, ...] | None = None
     if features is not None:
-        from icecontext.data.variables import resolve_features
+        from icecontext.data.io.variables import resolve_features
 
         names = tuple(resolve_features(features, option="data.features"))
     patch = _optional_size(data, "data.patch_size")

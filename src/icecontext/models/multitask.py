@@ -22,7 +22,7 @@ import contextlib
 import torch
 from torch import nn
 
-from icecontext.data.format import CHARTS
+from icecontext.data.io.format import CHARTS
 from icecontext.errors import ConfigError
 from icecontext.models.aspp import ASPP, upsample_to
 from icecontext.models.backbones import ResNetEncoder, build_encoder

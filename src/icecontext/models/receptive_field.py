@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from icecontext.data.format import PIXEL_SPACING_M
+from icecontext.data.io.format import PIXEL_SPACING_M
 from icecontext.models.aspp import ASPP, GlobalPoolBranch, upsample_to
 from icecontext.models.multitask import Decoder, MultiTaskModel
 

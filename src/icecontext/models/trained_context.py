@@ -48,7 +48,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from icecontext.data.format import CHARTS
+from icecontext.data.io.format import CHARTS
 from icecontext.errors import ConfigError
 from icecontext.models.config import SECTION, ModelConfig
 

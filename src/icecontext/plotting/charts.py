@@ -22,7 +22,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.image import AxesImage
 from matplotlib.patches import Patch
 
-from icecontext.data.format import CHART_FILL, CLASS_NAMES, N_CLASSES, Chart
+from icecontext.data.io.format import CHART_FILL, CLASS_NAMES, N_CLASSES, Chart
 
 RGB = tuple[int, int, int]
 

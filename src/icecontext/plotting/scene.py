@@ -23,14 +23,14 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
 from icecontext.atomic import atomic_path
-from icecontext.data.format import (
+from icecontext.data.io.format import (
     AMSR_FACTOR,
     CHART_FILL,
     CHARTS,
     PIXEL_SPACING_M,
     SAR_VARIABLES,
 )
-from icecontext.data.variables import denormalise
+from icecontext.data.io.variables import denormalise
 from icecontext.plotting.charts import draw_chart
 
 IMAGE_MASK_COLOUR: Final = "#F5DEB3"
@@ -92,7 +92,7 @@ def render_scene(ds: xr.Dataset, *, max_size: int = 1000, title: str | None = No
     """Draw the six-panel overview of a ready-to-train scene.
 
     Args:
-        ds: The scene (as :func:`icecontext.data.scene.open_scene` returns it).
+        ds: The scene (as :func:`icecontext.data.io.scene.open_scene` returns it).
         max_size: Largest displayed side in pixels; bigger scenes are reduced.
         title: Figure title (default: scene name, service, time and size).
 

@@ -34,7 +34,7 @@ from typing import Final
 import numpy as np
 from scipy import ndimage
 
-from icecontext.data.format import AMSR2_FREQUENCIES, AMSR2_VARIABLES
+from icecontext.data.io.format import AMSR2_FREQUENCIES, AMSR2_VARIABLES
 from icecontext.synthetic.icechart import GLACIER, NEW, OLD, THICK_FYI, THIN_FYI, YOUNG
 
 # (open water, first-year ice, multi-year ice) in K, per frequency and polarisation.

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from icecontext.atomic import write_text_atomic
-from icecontext.data.format import (
+from icecontext.data.io.format import (
     CHART_FILL,
     CHARTS,
     prep_file_name,
     reference_file_name,
 )
-from icecontext.data.scene import write_scene
+from icecontext.data.io.scene import write_scene
 from icecontext.synthetic.generator import truth_summary
 from icecontext.synthetic.physical import PhysicalScene
 from icecontext.synthetic.writers import (

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from icecontext.data.format import PIXEL_SPACING_M
+from icecontext.data.io.format import PIXEL_SPACING_M
 from icecontext.synthetic.fields import upsample_linear, worley
 from icecontext.synthetic.icechart import FORM_SIZE_M, ChartPolygon, IcePart
 

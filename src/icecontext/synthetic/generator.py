@@ -14,7 +14,7 @@ seed (so changing one step's parameters leaves the others' draws unchanged):
 6. HH/HV backscatter at 80 m - :mod:`.sar`.
 
 The labels are *not* produced here: the writers convert ``polygon_codes`` with
-:mod:`icecontext.data.charts`, exactly as for a real raw file. ``truth`` records
+:mod:`icecontext.data.io.charts`, exactly as for a real raw file. ``truth`` records
 what the labels cannot show: the spatial scales, the rendered parts of each polygon
 (floe diameters in pixels), and optionally the per-pixel ice fraction and stage.
 """
@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from icecontext.data.format import AMSR_FACTOR, PIXEL_SPACING_M, amsr_grid_shape
+from icecontext.data.io.format import AMSR_FACTOR, PIXEL_SPACING_M, amsr_grid_shape
 from icecontext.synthetic.amsr2 import amsr2_attributes, make_amsr2
 from icecontext.synthetic.era5 import make_era5
 from icecontext.synthetic.fields import block_mean, gaussian_field, smooth, upsample_linear

@@ -29,7 +29,7 @@ from typing import Final
 import numpy as np
 from pyproj import Geod
 
-from icecontext.data.format import TIEPOINT_SHAPE
+from icecontext.data.io.format import TIEPOINT_SHAPE
 from icecontext.synthetic.physical import TiePoints
 
 YEAR_WEIGHTS: Final = {2018: 88, 2019: 128, 2020: 117, 2021: 179}

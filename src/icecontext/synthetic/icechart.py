@@ -7,7 +7,7 @@ ice, icebergs - and then SIGRID-3 codes: the total concentration ``CT``, up to t
 ice parts (partial concentration ``CA/CB/CC``, stage ``SA/SB/SC``, form
 ``FA/FB/FC``) ordered thickest first, and ``POLY_TYPE``. The codes are written in the
 raw ``polygon_codes`` table format (format reference §2.3); the labels SIC/SOD/FLOE
-are obtained *only* by converting these codes with :mod:`icecontext.data.charts`.
+are obtained *only* by converting these codes with :mod:`icecontext.data.io.charts`.
 
 Class frequencies are tuned towards the training set (format reference §5.2): about
 57 % of charted sea is open water over many scenes (5 % of scenes water-only, 13 %

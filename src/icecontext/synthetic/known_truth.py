@@ -55,14 +55,14 @@ from pydantic import Field, field_validator, model_validator
 from scipy import signal, spatial, stats
 
 from icecontext.config import Section
-from icecontext.data.format import (
+from icecontext.data.io.format import (
     AMSR2_FREQUENCIES,
     AMSR_FACTOR,
     CHARTS,
     PIXEL_SPACING_M,
     amsr_grid_shape,
 )
-from icecontext.data.variables import GLOBAL_MEAN_STD
+from icecontext.data.io.variables import GLOBAL_MEAN_STD
 from icecontext.synthetic.amsr2 import amsr2_attributes
 from icecontext.synthetic.era5 import make_era5
 from icecontext.synthetic.fields import block_mean, gaussian_field

@@ -17,7 +17,7 @@ from typing import Final
 import numpy as np
 from scipy import ndimage
 
-from icecontext.data.format import AMSR_FACTOR, PIXEL_SPACING_M
+from icecontext.data.io.format import AMSR_FACTOR, PIXEL_SPACING_M
 from icecontext.synthetic.fields import gaussian_field, upsample_linear
 
 # Upper bounds (km) of zones 1..40; zone 41 is everything beyond 300 km.

@@ -1,10 +1,10 @@
 """Write a :class:`~icecontext.synthetic.physical.PhysicalScene` in the AI4Arctic formats.
 
 * :func:`physical_to_r2t` gives the ready-to-train dataset. It goes through the same
-  code as real raw files: :func:`icecontext.data.charts.convert_polygon_codes`, the
+  code as real raw files: :func:`icecontext.data.io.charts.convert_polygon_codes`, the
   incidence angle and lat/lon grid from the tie points, and
-  :func:`icecontext.data.raw.assemble_r2t`. Write it with
-  :func:`icecontext.data.scene.write_scene`.
+  :func:`icecontext.data.io.raw.assemble_r2t`. Write it with
+  :func:`icecontext.data.io.scene.write_scene`.
 * :func:`physical_to_raw` gives the raw 40 m layout (§2.2) and :func:`write_raw`
   writes it. The 40 m fields are built so that the raw path's 2 x 2 reductions give
   back the 80 m fields: polygon ids and distance zones are replicated 2 x 2, and
@@ -23,8 +23,8 @@ import numpy as np
 import xarray as xr
 
 from icecontext.atomic import atomic_path
-from icecontext.data.charts import convert_polygon_codes, rasterise_charts
-from icecontext.data.format import (
+from icecontext.data.io.charts import convert_polygon_codes, rasterise_charts
+from icecontext.data.io.format import (
     AMSR2_VARIABLES,
     AMSR_DIMS,
     DISTANCE_VARIABLE,
@@ -35,7 +35,7 @@ from icecontext.data.format import (
     SAR_VARIABLES,
     scene_name_from_raw,
 )
-from icecontext.data.raw import (
+from icecontext.data.io.raw import (
     RAW_SAR_DIMS,
     SAR_DESCRIPTION,
     assemble_r2t,
@@ -83,7 +83,7 @@ def physical_to_r2t(scene: PhysicalScene, *, clean: bool = False) -> xr.Dataset:
         clean: Convert the chart codes with the clean mode instead of the official one.
 
     Returns:
-        The 29-variable dataset, ready for :func:`icecontext.data.scene.write_scene`.
+        The 29-variable dataset, ready for :func:`icecontext.data.io.scene.write_scene`.
 
     Raises:
         PolygonCodesError: If ``scene.polygon_codes`` is malformed.

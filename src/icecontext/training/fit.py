@@ -4,7 +4,7 @@
 directory (with the resolved config and provenance), the data module, the Lightning
 module, the trainer (precision, devices, DDP, loggers, checkpoints) and, after
 fitting, the training curves and a JSON summary. It resumes from ``last.ckpt`` when
-the run directory has one (see :mod:`icecontext.training.rundir`).
+the run directory has one (see :mod:`icecontext.run.rundir`).
 
 Multi-process runs (``trainer.devices > 1`` or ``trainer.num_nodes > 1``) must start
 from a script or command (``icecontext train``, ``python -m ...``, ``srun``,
@@ -32,16 +32,17 @@ import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from icecontext.atomic import write_text_atomic
-from icecontext.data.format import CHARTS, N_CLASSES
+from icecontext.data.io.format import CHARTS, N_CLASSES
 from icecontext.errors import ConfigError, DataError
+from icecontext.inference.checkpoint import resume_point
 from icecontext.provenance import seed_everything, write_run_record
+from icecontext.run.config import RunConfig, check_run_context
+from icecontext.run.rundir import RunDir, resume_checkpoint, run_dir_for
 from icecontext.training.callbacks import FinalCheckpoint, FlushLogs, RankRecord, StopOnSignal
-from icecontext.training.checkpoint import AtomicCheckpointIO, resume_point
-from icecontext.training.config import RunConfig, check_run_context
+from icecontext.training.checkpoint_io import AtomicCheckpointIO
 from icecontext.training.losses import class_weights_from_histogram
 from icecontext.training.module import IceChartModule, SceneIndexDataset
 from icecontext.training.optim import MONITOR
-from icecontext.training.rundir import RunDir, resume_checkpoint, run_dir_for
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ def validation_precision(cfg: RunConfig, accelerator: str) -> str:
 class FullSceneDataModule(pl.LightningDataModule):
     """Training patches from the data pipeline; validation = whole scenes, by index.
 
-    Wraps :class:`icecontext.data.datamodule.IceDataModule`: its training loader (a
+    Wraps :class:`icecontext.data.loader.datamodule.IceDataModule`: its training loader (a
     rank-aware, epoch-seeded patch sampler) is used as it is, and the validation loader
     is replaced by the scene indices of :class:`SceneIndexDataset`, which the Lightning
     module turns into tiled full-scene predictions.
@@ -216,7 +217,7 @@ class FullSceneDataModule(pl.LightningDataModule):
 def _check_store_features(cfg: RunConfig) -> None:
     if cfg.data.store is None:
         return
-    from icecontext.data.store import PreparedStore
+    from icecontext.data.store.prepared import PreparedStore
 
     try:
         store = PreparedStore(cfg.data.store)
@@ -386,7 +387,7 @@ def train(
     Args:
         cfg: The resolved run configuration.
         callbacks: Extra Lightning callbacks (e.g. :class:`~.callbacks.StepTimer`).
-        datamodule: A ready :class:`~icecontext.data.datamodule.IceDataModule` (default:
+        datamodule: A ready :class:`~icecontext.data.loader.datamodule.IceDataModule` (default:
             built from ``cfg.data`` and ``cfg.seed``).
 
     Returns:
@@ -395,11 +396,11 @@ def train(
     Raises:
         ConfigError: For settings that contradict the data or the hardware, naming the key;
             for atrous rates that the training patches cannot train
-            (:func:`~icecontext.training.config.check_run_context`), before anything is
+            (:func:`~icecontext.run.config.check_run_context`), before anything is
             written or loaded.
         DataError: For unusable data.
     """
-    from icecontext.data.datamodule import IceDataModule
+    from icecontext.data.loader.datamodule import IceDataModule
     from icecontext.training.plots import plot_training_curves
 
     t0 = time.perf_counter()
@@ -461,7 +462,7 @@ def train(
         best_path = run.best
     best_epoch = None
     if best_path is not None and best_path.exists():
-        from icecontext.training.checkpoint import CHECKPOINT_KEY, read_checkpoint
+        from icecontext.inference.checkpoint import CHECKPOINT_KEY, read_checkpoint
 
         best = read_checkpoint(best_path)
         best_epoch = int(best.get("epoch", -1))

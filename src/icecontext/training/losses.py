@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from icecontext.data.format import CHART_FILL, CHARTS, N_CLASSES
+from icecontext.data.io.format import CHART_FILL, CHARTS, N_CLASSES
 
 SicLoss = Literal["mse", "cross_entropy"]
 ClassWeighting = Literal["none", "inverse", "sqrt_inverse"]

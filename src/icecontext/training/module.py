@@ -11,7 +11,7 @@ Validation is scored at **80 m** whatever ``data.downsample``: a model trained a
 nearest-neighbour replication (each 80 m pixel takes the class of the ``K x K`` block it
 lies in: the predictor's ``classes``, as ``icecontext evaluate`` and ``predict`` use),
 and they are scored against the original 80 m charts
-(:func:`~icecontext.data.sources.full_resolution_charts`), not the block-reduced charts
+(:func:`~icecontext.data.loader.sources.full_resolution_charts`), not the block-reduced charts
 the patches are trained on. ``last_scores["score_resolution_m"]`` records it.
 
 Validation is sharded over processes: rank ``r`` of ``w`` predicts scenes ``r, r + w,
@@ -40,14 +40,14 @@ from torch import Tensor
 from torch.utils.data import IterableDataset
 
 from icecontext import __version__
-from icecontext.data.datamodule import steps_per_epoch
-from icecontext.data.format import CHARTS, PIXEL_SPACING_M
-from icecontext.data.sources import full_resolution_charts
+from icecontext.data.io.format import CHARTS, PIXEL_SPACING_M
+from icecontext.data.loader.datamodule import steps_per_epoch
+from icecontext.data.loader.sources import full_resolution_charts
 from icecontext.errors import DataError
 from icecontext.evaluation import ChartScorer, scene_groups
+from icecontext.inference.checkpoint import CHECKPOINT_KEY
 from icecontext.inference.predictor import model_overlap, predict_scene
-from icecontext.training.checkpoint import CHECKPOINT_KEY
-from icecontext.training.config import RunConfig
+from icecontext.run.config import RunConfig
 from icecontext.training.losses import MultiTaskLoss
 from icecontext.training.optim import (
     MONITOR,

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from icecontext.errors import ConfigError
-from icecontext.training.config import OptimizerConfig, SchedulerConfig
+from icecontext.run.config import OptimizerConfig, SchedulerConfig
 
 MONITOR = "val/combined"
 """The metric that selects the best checkpoint and drives the plateau schedule."""

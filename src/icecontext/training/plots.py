@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from icecontext.atomic import atomic_path
-from icecontext.training.rundir import RunDir
+from icecontext.run.rundir import RunDir
 
 
 def read_metrics(run: RunDir) -> Any:

@@ -1,7 +1,7 @@
 """Writers of predicted ice charts: CF NetCDF, GeoTIFF, AutoICE upload file, quicklook PNG.
 
 Every writer takes predicted class arrays (``uint8``, 255 = masked, on the scene's
-80 m grid) and the scene dataset (:func:`icecontext.data.scene.open_scene`), writes
+80 m grid) and the scene dataset (:func:`icecontext.data.io.scene.open_scene`), writes
 atomically, and raises :class:`ExportError` naming the folder when it cannot write.
 
 * :func:`write_chart_netcdf` -- CF-1.11 NetCDF per scene (classes, SIC %, optional

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from icecontext.data.format import CHART_FILL, CLASS_NAMES, N_CLASSES
+from icecontext.data.io.format import CHART_FILL, CLASS_NAMES, N_CLASSES
 from icecontext.plotting.charts import CLASS_RGB, MASK_RGB, WATER_RGB
 
 RGB = tuple[int, int, int]

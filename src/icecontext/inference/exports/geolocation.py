@@ -1,6 +1,6 @@
 """Latitude/longitude of chart pixels from a ready-to-train scene's 21 x 21 tie points.
 
-A thin adapter over :mod:`icecontext.data.tiepoints`, the one implementation of the
+A thin adapter over :mod:`icecontext.data.io.tiepoints`, the one implementation of the
 ready-to-train assumption (format reference §1.6 and open question 7.4): axis 0 of
 ``sar_grid2d_latitude``/``_longitude`` runs along the lines and the points span the
 image uniformly, tie point ``(i, j)`` at the centre of pixel
@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from icecontext.data.format import LATLON_VARIABLES, SAR_DIMS, TIEPOINT_SHAPE
-from icecontext.data.tiepoints import r2t_latlon, uniform_grid
+from icecontext.data.io.format import LATLON_VARIABLES, SAR_DIMS, TIEPOINT_SHAPE
+from icecontext.data.io.tiepoints import r2t_latlon, uniform_grid
 from icecontext.errors import SceneFormatError
 
 

@@ -34,7 +34,7 @@ from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import calculate_default_transform, reproject
 
-from icecontext.data.format import CHART_FILL, CHART_LONG_NAMES, CHARTS, CLASS_NAMES
+from icecontext.data.io.format import CHART_FILL, CHART_LONG_NAMES, CHARTS, CLASS_NAMES
 from icecontext.errors import ConfigError, DataError
 from icecontext.inference.exports.colours import colour_table
 from icecontext.inference.exports.geolocation import scene_tiepoints, tiepoint_pixel_positions

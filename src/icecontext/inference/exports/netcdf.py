@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from icecontext.data.format import (
+from icecontext.data.io.format import (
     CHART_FILL,
     CHART_LONG_NAMES,
     CHARTS,
@@ -472,7 +472,7 @@ def write_chart_netcdf(
 
     Args:
         path: Output file (``{scene}_charts.nc`` by convention).
-        scene: The input scene as :func:`icecontext.data.scene.open_scene` returns it
+        scene: The input scene as :func:`icecontext.data.io.scene.open_scene` returns it
             (used for the grid, tie points and names; its data are not copied).
         charts: Chart -> ``(H, W)`` integer classes, 255 where masked.
         probabilities: Optional chart -> ``(classes, H, W)`` float probabilities

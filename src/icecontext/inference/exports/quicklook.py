@@ -21,8 +21,8 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from icecontext.data.format import CHART_FILL, CHART_LONG_NAMES, CLASS_NAMES, SAR_VARIABLES
-from icecontext.data.variables import denormalise
+from icecontext.data.io.format import CHART_FILL, CHART_LONG_NAMES, CLASS_NAMES, SAR_VARIABLES
+from icecontext.data.io.variables import denormalise
 from icecontext.inference.exports.colours import MASKED, chart_rgb, legend_handles
 from icecontext.inference.exports.netcdf import check_charts, scene_label, scene_shape
 from icecontext.inference.exports.output import export_target

@@ -34,7 +34,7 @@ import netCDF4
 import numpy as np
 import xarray as xr
 
-from icecontext.data.format import (
+from icecontext.data.io.format import (
     CHART_FILL,
     CHARTS,
     N_CLASSES,

@@ -3,7 +3,7 @@
 Rules (see ``docs/pipeline.md``):
 
 * ``test: official`` is the 20-scene final AutoICE test set
-  (:data:`~icecontext.data.format.OFFICIAL_TEST_SCENES`); a list or a file names others.
+  (:data:`~icecontext.data.io.format.OFFICIAL_TEST_SCENES`); a list or a file names others.
 * ``val`` is an explicit list, or ``val_count`` scenes drawn from the training
   candidates with ``numpy.random.default_rng(val_seed)`` (the draw depends only on the
   sorted candidate names and the seed).
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from icecontext.data.config import SplitsConfig
-from icecontext.data.format import (
+from icecontext.data.io.format import (
     OFFICIAL_TEST_SCENES,
     SCENE_NAME_RE,
     scene_name_from_file,

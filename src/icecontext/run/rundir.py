@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from icecontext.errors import ConfigError
-from icecontext.training.config import RunConfig
+from icecontext.run.config import RunConfig
 
 DEFAULT_RUN_NAME = "run"
 

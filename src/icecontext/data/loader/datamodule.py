@@ -31,13 +31,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
-from icecontext.data.batching import TICKET_KEY, BatchAssembler, PatchLoader
 from icecontext.data.config import DataConfig
-from icecontext.data.format import CHARTS
-from icecontext.data.sampling import Patch, PatchSampler, SamplingSettings
-from icecontext.data.sources import NetCDFSource, SceneSource
-from icecontext.data.splits import Splits, resolve_splits
-from icecontext.data.store import PreparedStore, collect_scene_files
+from icecontext.data.io.format import CHARTS
+from icecontext.data.loader.batching import TICKET_KEY, BatchAssembler, PatchLoader
+from icecontext.data.loader.sampling import Patch, PatchSampler, SamplingSettings
+from icecontext.data.loader.sources import NetCDFSource, SceneSource, store_sources
+from icecontext.data.loader.splits import Splits, resolve_splits
+from icecontext.data.store.prepare import collect_scene_files
+from icecontext.data.store.prepared import PreparedStore
 from icecontext.errors import ConfigError
 
 Split = Literal["train", "val", "test"]
@@ -52,7 +53,7 @@ def patch_rng(seed: int, stream: int, epoch: int, index: int) -> np.random.Gener
 
 
 def patch_to_tensors(patch: Patch) -> dict[str, torch.Tensor]:
-    """Convert a :class:`~icecontext.data.sampling.Patch` to tensors (charts stay uint8)."""
+    """Convert a :class:`~icecontext.data.loader.sampling.Patch` to tensors (charts stay uint8)."""
     out = {"x": torch.from_numpy(patch.x)}
     for i, c in enumerate(CHARTS):
         out[c] = torch.from_numpy(patch.charts[i])
@@ -69,7 +70,7 @@ def collate_patches(
     """Stack patches into a batch (a batch that :class:`PatchDataset` built is kept as is).
 
     :meth:`PatchDataset.__getitems__` already returns whole batches, assembled in place
-    (:mod:`icecontext.data.batching`). Lists of single patches go through
+    (:mod:`icecontext.data.loader.batching`). Lists of single patches go through
     :func:`torch.utils.data.default_collate`, which in a loader worker stacks straight
     into shared memory. Charts stay uint8 with 255 as the mask: the losses take any
     integer dtype, and uint8 is 8x less to move between processes and to a GPU than
@@ -197,7 +198,7 @@ class ResumableLoader(PatchLoader):
       Lightning creates it before it sets the epoch of a resumed run, and worker
       processes draw their first patch indices as soon as it exists.
 
-    Takes the arguments of :class:`~icecontext.data.batching.PatchLoader`, with an
+    Takes the arguments of :class:`~icecontext.data.loader.batching.PatchLoader`, with an
     :class:`EpochPatchSampler` as ``sampler``.
     """
 
@@ -304,7 +305,7 @@ class SceneCatalog:
         """Open sources for the given scenes (names must be available)."""
         up = self.cfg.upsampling
         if self.store is not None:
-            return list(self.store.sources(names, up))
+            return list(store_sources(self.store, names, up))
         return [NetCDFSource(self.files[n], self.features, self.cfg.downsample, up) for n in names]
 
 

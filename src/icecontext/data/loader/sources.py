@@ -1,10 +1,10 @@
 """Scene sources: windows of inputs, charts and masks from a store or straight from NetCDF.
 
-A :class:`SceneSource` serves any :data:`~icecontext.data.geometry.Window` of one scene:
+A :class:`SceneSource` serves any :data:`~icecontext.data.io.geometry.Window` of one scene:
 
 * :meth:`SceneSource.read_inputs` -> float32 ``(C, h, w)`` in the order of the
   requested channels: SAR-grid channels as stored, AMSR2/ERA5 upsampled from their
-  exact 2 km window by :func:`~icecontext.data.geometry.read_coarse_window`, derived
+  exact 2 km window by :func:`~icecontext.data.io.geometry.read_coarse_window`, derived
   channels (``month``, ``latlon``) computed for the window;
 * :meth:`SceneSource.read_charts` -> ``{"SIC", "SOD", "FLOE"}`` uint8 ``(h, w)``;
 * :meth:`SceneSource.valid_mask` -> bool ``(h, w)`` (SAR data present);
@@ -21,7 +21,7 @@ Three back-ends share this class and hence one geometry:
 * :class:`ZarrSource`: a scene group of a prepared store (what training uses);
 * :class:`NetCDFSource`: a ``_prep.nc`` (or raw) file, loaded into memory on first use
   and downsampled with the same code as ``prepare`` (small experiments, no store);
-* :class:`ArraySource`: :class:`~icecontext.data.layers.SceneLayers` already in memory.
+* :class:`ArraySource`: :class:`~icecontext.data.io.layers.SceneLayers` already in memory.
 """
 
 from __future__ import annotations
@@ -36,9 +36,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from icecontext.data.chunks import DirectChunkReader
-from icecontext.data.format import CHART_FILL, CHARTS, INPUT_VARIABLES, scene_time
-from icecontext.data.geometry import (
+from icecontext.data.io.format import CHART_FILL, CHARTS, INPUT_VARIABLES, scene_time
+from icecontext.data.io.geometry import (
     Transform,
     Upsampling,
     Window,
@@ -49,15 +48,17 @@ from icecontext.data.geometry import (
     transform_coarse,
     upsample_coarse,
 )
-from icecontext.data.layers import SceneLayers, file_inputs, scene_layers
-from icecontext.data.manifest import SceneRecord
-from icecontext.data.variables import (
+from icecontext.data.io.layers import SceneLayers, file_inputs, scene_layers
+from icecontext.data.io.variables import (
     CATALOGUE,
     LATLON_FEATURES,
     MONTH_FEATURES,
     latlon_encoding,
     month_encoding,
 )
+from icecontext.data.store.chunks import DirectChunkReader
+from icecontext.data.store.manifest import SceneRecord
+from icecontext.data.store.prepared import PreparedStore
 from icecontext.errors import DataError
 
 
@@ -175,7 +176,7 @@ class SceneSource:
         Args:
             window: ``(row, col, height, width)``; may reach past the scene (zeros there).
             features: Channel names (resolved, e.g. by
-                :func:`~icecontext.data.variables.resolve_features`); ``None`` = all of
+                :func:`~icecontext.data.io.variables.resolve_features`); ``None`` = all of
                 :attr:`features`.
 
         Returns:
@@ -414,7 +415,7 @@ def read_blocks(requests: Sequence[tuple[Any, tuple[slice, ...]]]) -> list[np.nd
 
     readers = [_direct_reader(a) if isinstance(a, zarr.Array) else a for a, _ in requests]
     if all(r is not None for r in readers):
-        # a prepared store on local disk: read its chunk files directly (see data/chunks.py)
+        # a prepared store on local disk: read its chunk files directly (see data/store/chunks.py)
         return [np.asarray(r[sel]) for r, (_, sel) in zip(readers, requests, strict=True)]
     from zarr.core.sync import sync
 
@@ -478,10 +479,10 @@ def latlon_window(
     """Latitude and longitude (degrees) at the pixel centres of a window.
 
     Evaluates the ready-to-train 21 x 21 tie-point grid with
-    :func:`icecontext.data.tiepoints.r2t_latlon` (the grid spans the whole image,
+    :func:`icecontext.data.io.tiepoints.r2t_latlon` (the grid spans the whole image,
     axis 0 = lines; interpolated through unit vectors, so the dateline is safe).
     """
-    from icecontext.data.tiepoints import r2t_latlon
+    from icecontext.data.io.tiepoints import r2t_latlon
 
     lat, lon = r2t_latlon(tiepoints[0], tiepoints[1], full_shape, window, downsample)
     return np.asarray(lat), np.asarray(lon)
@@ -491,7 +492,7 @@ def latlon_window(
 
 
 class ArraySource(SceneSource):
-    """A source over :class:`~icecontext.data.layers.SceneLayers` held in memory."""
+    """A source over :class:`~icecontext.data.io.layers.SceneLayers` held in memory."""
 
     def __init__(self, layers: SceneLayers, upsampling: Upsampling = "nearest", where: str = ""):
         super().__init__(
@@ -525,7 +526,7 @@ class NetCDFSource(SceneSource):
             ``None`` = all 24 file inputs.
         downsample: ``K``.
         upsampling: 2 km upsampling mode.
-        reference: Passed to :func:`~icecontext.data.scene.open_scene`.
+        reference: Passed to :func:`~icecontext.data.io.scene.open_scene`.
     """
 
     def __init__(
@@ -536,7 +537,7 @@ class NetCDFSource(SceneSource):
         upsampling: Upsampling = "nearest",
         reference: str | os.PathLike[str] | Literal["auto"] | None = "auto",
     ) -> None:
-        from icecontext.data.scene import open_scene
+        from icecontext.data.io.scene import open_scene
 
         self.path = Path(path)
         self._reference = reference
@@ -564,7 +565,7 @@ class NetCDFSource(SceneSource):
 
     def _layers(self) -> SceneLayers:
         if self._data is None:
-            from icecontext.data.scene import open_scene
+            from icecontext.data.io.scene import open_scene
 
             with self._lock:
                 if self._data is None:
@@ -583,7 +584,7 @@ class NetCDFSource(SceneSource):
         """The 80 m charts, read from the file (with its labels file) on each call."""
         if self._data is not None and self._data.charts_full is not None:
             return self._data.charts_full
-        from icecontext.data.scene import open_scene
+        from icecontext.data.io.scene import open_scene
 
         ds = open_scene(self.path, reference=self._reference, validate=False)
         try:
@@ -601,7 +602,7 @@ class NetCDFSource(SceneSource):
 
 
 class ZarrSource(SceneSource):
-    """A scene group of a prepared store (see :mod:`icecontext.data.store`).
+    """A scene group of a prepared store (see :mod:`icecontext.data.store.prepare`).
 
     The group is opened lazily in each process (DataLoader workers reopen it after
     pickling or forking), with its consolidated metadata, so a read costs only the
@@ -700,3 +701,25 @@ class ZarrSource(SceneSource):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._lock, self._lock_pid = threading.Lock(), os.getpid()
+
+
+def store_source(
+    store: PreparedStore, name: str, upsampling: Upsampling = "nearest"
+) -> ZarrSource:
+    """Open one scene of a prepared store.
+
+    Raises:
+        DataError: If the scene is not in the store (naming the scene and the store).
+    """
+    record = store.manifest.scenes.get(name)
+    if record is None:
+        raise DataError(f"scene '{name}' is not in the store {store.path}")
+    m = store.manifest
+    return ZarrSource(store.path, record, m.sar_variables, m.coarse_variables, upsampling)
+
+
+def store_sources(
+    store: PreparedStore, names: Sequence[str], upsampling: Upsampling = "nearest"
+) -> list[ZarrSource]:
+    """Open several scenes of a prepared store (see :func:`store_source`)."""
+    return [store_source(store, n, upsampling) for n in names]

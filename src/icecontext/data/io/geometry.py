@@ -32,7 +32,7 @@ from typing import Literal, TypeAlias
 
 import numpy as np
 
-from icecontext.data.format import AMSR_FACTOR, CHART_FILL
+from icecontext.data.io.format import AMSR_FACTOR, CHART_FILL
 
 Window: TypeAlias = tuple[int, int, int, int]
 """``(row, col, height, width)`` on a source's grid."""

@@ -15,30 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from icecontext.atomic import atomic_path
 from icecontext.errors import ConfigError, DataError
 
 CHECKPOINT_KEY = "icecontext"
 MODEL_PREFIX = "model."
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write checkpoints through a temporary sibling file and an atomic rename.
-
-    A process killed while saving leaves the previous checkpoint intact, which is what
-    makes ``last.ckpt`` a safe resume point.
-    """
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: str | os.PathLike[str], storage_options: Any = None
-    ) -> None:
-        """Save ``checkpoint`` to ``path`` atomically."""
-        if storage_options is not None:
-            raise TypeError("AtomicCheckpointIO does not take storage_options")
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
 
 
 @dataclass
@@ -136,7 +117,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
             configuration it records.
     """
     from icecontext.models.multitask import build_model
-    from icecontext.training.config import RunConfig
+    from icecontext.run.config import RunConfig
 
     path = Path(path)
     ckpt = read_checkpoint(path, map_location)

@@ -52,7 +52,7 @@ from typing import Final
 
 import numpy as np
 
-from icecontext.data.format import CHART_FILL, CHARTS
+from icecontext.data.io.format import CHART_FILL, CHARTS
 from icecontext.errors import DataError
 
 HEADER: Final = "poly_id;CT;CA;SA;FA;CB;SB;FB;CC;SC;FC;CN;CD;CF;POLY_TYPE"

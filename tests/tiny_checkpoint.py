@@ -1,9 +1,9 @@
-"""Fixture builder of the inference tests: a tiny checkpoint saved the way training saves it.
+"""Test builder: a tiny checkpoint saved the way training saves it.
 
-Kept beside the inference code (like :mod:`icecontext.testing` for scenes) so the
-``predict``, ``submission`` and ``export`` tests, and users trying the commands
-without training, share one builder. The record layout is the one
-:func:`icecontext.training.checkpoint.load_checkpoint` reads.
+The ``predict``, ``submission``, ``explain`` and ``export`` tests share it (it lives in
+``tests/`` because it needs the run configuration, which the package's scene builders in
+:mod:`icecontext.testing` stay below). The record layout is the one
+:func:`icecontext.inference.checkpoint.load_checkpoint` reads.
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ def save_tiny_checkpoint(
         ``path``.
     """
     from icecontext import __version__
+    from icecontext.inference.checkpoint import CHECKPOINT_KEY
     from icecontext.models.multitask import build_model
-    from icecontext.training.checkpoint import CHECKPOINT_KEY
-    from icecontext.training.config import RunConfig
+    from icecontext.run.config import RunConfig
 
     path = Path(path)
     run = Path(run_dir) if run_dir is not None else path.parent / "run"

@@ -8,7 +8,7 @@ AutoICE metric (:class:`~icecontext.evaluation.ChartScorer`).
 Resolution: scenes are scored at **80 m** against the original reference charts: a
 model trained on data downsampled by ``K`` predicts at ``K x 80 m`` and its class maps
 are upsampled (nearest) to the full grid first, exactly as training validation does
-(:func:`~icecontext.data.sources.full_resolution_charts` gives both the reference). A
+(:func:`~icecontext.data.loader.sources.full_resolution_charts` gives both the reference). A
 store prepared with ``K > 1`` keeps the 80 m charts for this (store format 2); only a
 store prepared before that is scored at ``K x 80 m`` against its block-reduced charts,
 with a warning (recorded as ``resolution_m`` in the results).
@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from icecontext.atomic import write_text_atomic
-from icecontext.data.format import CHART_FILL, CHARTS
+from icecontext.data.io.format import CHART_FILL, CHARTS
 from icecontext.errors import DataError
 from icecontext.evaluation import ChartScorer, scene_groups
 from icecontext.inference.predictor import (
@@ -96,7 +96,7 @@ class EvaluationResult:
 
 def _netcdf_reference(path: Path) -> Callable[[], dict[str, np.ndarray]]:
     def read() -> dict[str, np.ndarray]:
-        from icecontext.data.scene import open_scene
+        from icecontext.data.io.scene import open_scene
 
         ds = open_scene(path, validate=False)
         try:
@@ -117,7 +117,7 @@ def _source_reference(source: Any) -> Callable[[], dict[str, np.ndarray]]:
 
 def _full_reference(source: Any) -> Callable[[], dict[str, np.ndarray]]:
     def read() -> dict[str, np.ndarray]:
-        from icecontext.data.sources import full_resolution_charts
+        from icecontext.data.loader.sources import full_resolution_charts
 
         return full_resolution_charts(source)
 
@@ -144,9 +144,10 @@ def open_eval_scenes(
         DataError: If the data hold no scene, a named scene is missing, or a store
             lacks a feature or has another downsampling.
     """
-    from icecontext.data.manifest import MANIFEST_NAME
-    from icecontext.data.sources import NetCDFSource
-    from icecontext.data.store import PreparedStore, collect_scene_files
+    from icecontext.data.loader.sources import NetCDFSource, store_source
+    from icecontext.data.store.manifest import MANIFEST_NAME
+    from icecontext.data.store.prepare import collect_scene_files
+    from icecontext.data.store.prepared import PreparedStore
 
     path = Path(data)
     out: list[EvalScene] = []
@@ -161,7 +162,7 @@ def open_eval_scenes(
             )
         names = store.names if scenes is None else list(scenes)
         for name in names:
-            src = store.source(name, upsampling)  # type: ignore[arg-type]
+            src = store_source(store, name, upsampling)  # type: ignore[arg-type]
             if src.has_full_charts():
                 out.append(EvalScene(src, _full_reference(src), True))
             else:
@@ -375,8 +376,8 @@ def evaluate_checkpoint(
         ConfigError: For a missing checkpoint or a bad option.
         DataError: For unusable data, or when no scene has labels.
     """
+    from icecontext.inference.checkpoint import load_checkpoint
     from icecontext.provenance import write_run_record
-    from icecontext.training.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(checkpoint)
     cfg = loaded.config

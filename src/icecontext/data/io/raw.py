@@ -8,7 +8,7 @@ files have no chart variables.
 
 :func:`raw_dataset_to_r2t` reproduces the organisers' production (§1.5):
 
-1. charts: polygon codes -> SIC/SOD/FLOE at 40 m (:mod:`icecontext.data.charts`);
+1. charts: polygon codes -> SIC/SOD/FLOE at 40 m (:mod:`icecontext.data.io.charts`);
 2. 40 m -> 80 m: inputs by a 2 x 2 mean (NaN if any of the four is NaN), charts by a
    2 x 2 max (255 wins); an odd last row/column is dropped (``floor``, as the 2 km
    grid's ``floor(lines / 50)``); the incidence angle is interpolated from the tie
@@ -31,9 +31,9 @@ from typing import Any, Final
 import numpy as np
 import xarray as xr
 
-from icecontext.data.charts import PolygonClasses, PolygonCodesError, convert_polygon_codes
-from icecontext.data.charts import rasterise_charts as _rasterise
-from icecontext.data.format import (
+from icecontext.data.io.charts import PolygonClasses, PolygonCodesError, convert_polygon_codes
+from icecontext.data.io.charts import rasterise_charts as _rasterise
+from icecontext.data.io.format import (
     AMSR2_VARIABLES,
     AMSR_DIMS,
     CHART_FILL,
@@ -57,13 +57,13 @@ from icecontext.data.format import (
     prep_file_name,
     scene_name_from_raw,
 )
-from icecontext.data.tiepoints import (
+from icecontext.data.io.tiepoints import (
     TiePointGrid,
     interpolate_latlon,
     interpolate_tiepoints,
     uniform_grid,
 )
-from icecontext.data.variables import normalise
+from icecontext.data.io.variables import normalise
 from icecontext.errors import DataError, SceneFormatError
 
 RAW_SAR_DIMS: Final = ("sar_lines", "sar_samples")
@@ -150,7 +150,8 @@ def latlon_grid_21(
 
     A 21 x 21 raw grid is reshaped line-major (axis 0 = lines), keeping its values.
     Any other grid is resampled at the positions the ready-to-train assumption gives
-    (21 points spanning the 80 m image uniformly, :func:`~icecontext.data.tiepoints.uniform_grid`).
+    (21 points spanning the 80 m image uniformly,
+    :func:`~icecontext.data.io.tiepoints.uniform_grid`).
 
     Returns:
         ``(lat, lon)``, float64 21 x 21.
@@ -200,7 +201,7 @@ def assemble_r2t(
     Steps (format reference §1.5, 3-6): mask alignment (HH, HV and the incidence
     angle become NaN where the chart has no polygon or the SAR has no data; charts
     become 255 where the SAR has no data); z-scoring of the 24 inputs with
-    :data:`icecontext.data.variables.GLOBAL_MEAN_STD`; NaN -> 0 in SAR/IA; the 29
+    :data:`icecontext.data.io.variables.GLOBAL_MEAN_STD`; NaN -> 0 in SAR/IA; the 29
     variables in file order with every attribute; the 5 global attributes.
 
     Args:
@@ -431,7 +432,7 @@ def raw_dataset_to_r2t(
         ds: The raw file as :func:`xarray.open_dataset` returns it (lazily loaded).
         source: The file, named in error messages and used for the scene name.
         clean: Convert the charts with the clean mode of
-            :func:`~icecontext.data.charts.convert_polygon_codes` instead of the
+            :func:`~icecontext.data.io.charts.convert_polygon_codes` instead of the
             official one.
         block_rows: 80 m rows converted at a time (memory bound).
 
@@ -529,7 +530,7 @@ def open_raw(
 ) -> xr.Dataset:
     """Read a raw 40 m file and convert it (see :func:`raw_dataset_to_r2t`).
 
-    The file is opened with the same options as :func:`icecontext.data.scene.open_scene`
+    The file is opened with the same options as :func:`icecontext.data.io.scene.open_scene`
     and closed before returning; the result lives in memory.
 
     Raises:

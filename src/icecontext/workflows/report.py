@@ -18,7 +18,7 @@ import numpy as np
 
 from icecontext import __version__
 from icecontext.atomic import write_text_atomic
-from icecontext.data.format import CHART_FILL, CHART_LONG_NAMES, CHARTS, PIXEL_SPACING_M
+from icecontext.data.io.format import CHART_FILL, CHART_LONG_NAMES, CHARTS, PIXEL_SPACING_M
 from icecontext.inference.predictor import upsample_nearest
 
 MODEL_LABELS = {
@@ -45,7 +45,7 @@ def chart_variety(reference: dict[str, np.ndarray]) -> float:
 class MapCollector:
     """Collects one scene's charts for the map figure during evaluation.
 
-    Use as ``on_prediction`` of :func:`~icecontext.training.evaluate.score_scenes`,
+    Use as ``on_prediction`` of :func:`~icecontext.workflows.evaluate_checkpoint.score_scenes`,
     then pass baseline predictions through :meth:`capture_baseline`. Only one scene is
     held at a time (memory: one scene's charts).
 
@@ -105,7 +105,7 @@ def plot_maps(maps: MapCollector, path: Path, max_size: int = 400) -> Path | Non
         return None
     from matplotlib.figure import Figure
 
-    from icecontext.data.scene import open_scene
+    from icecontext.data.io.scene import open_scene
     from icecontext.evaluation.plots import save_figure
     from icecontext.plotting.charts import draw_chart
     from icecontext.plotting.scene import block_nanmean, display_factor, sar_db
@@ -122,7 +122,7 @@ def plot_maps(maps: MapCollector, path: Path, max_size: int = 400) -> Path | Non
     if maps.path is not None:
         ds = open_scene(maps.path, validate=False)
         try:
-            from icecontext.data.variables import denormalise
+            from icecontext.data.io.variables import denormalise
 
             for i, (title, _, var) in enumerate(inputs):
                 if var.startswith("nersc"):
@@ -192,14 +192,14 @@ def _cpu_name() -> str:
 def self_check_text(scores: dict[str, dict[str, Any]], margin: float) -> str:
     """The report's self-check paragraph: the rule, the verdict and both gaps.
 
-    The verdict is :func:`~icecontext.training.quickstart.self_check`'s, the rule the
+    The verdict is :func:`~icecontext.workflows.quickstart.self_check`'s, the rule the
     command's exit status follows.
 
     Args:
         scores: Combined scores of ``network``, ``amsr2_pixel`` and ``majority``.
         margin: Points required over each baseline (``quickstart.margin``).
     """
-    from icecontext.training.quickstart import self_check
+    from icecontext.workflows.quickstart import self_check
 
     passed, gaps = self_check(scores, margin)
     verdict = (

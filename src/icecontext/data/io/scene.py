@@ -7,9 +7,9 @@ ready-to-train (``_prep.nc``) file, whatever was on disk:
   read: charts stay ``uint8`` with 255 = masked, inputs stay z-scored);
 * a test file is paired with its ``_prep_reference.nc`` labels when one lies beside it;
 * a raw 40 m file is converted on the fly (polygon chart -> SIC/SOD/FLOE, 40 m -> 80 m)
-  by :mod:`icecontext.data.raw`.
+  by :mod:`icecontext.data.io.raw`.
 
-:func:`validate_scene` checks the structure against :mod:`icecontext.data.format` and
+:func:`validate_scene` checks the structure against :mod:`icecontext.data.io.format` and
 raises :class:`~icecontext.errors.SceneFormatError` naming the file and the variable.
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 
 from icecontext.atomic import atomic_path
-from icecontext.data.format import (
+from icecontext.data.io.format import (
     AMSR_DIMS,
     AMSR_FACTOR,
     CHART_FILL,
@@ -103,7 +103,7 @@ def open_scene(
     path = Path(path)
     ds = _open_raw_netcdf(path, engine)
     if is_raw_dataset(ds):
-        from icecontext.data.raw import raw_dataset_to_r2t  # raw support is optional work
+        from icecontext.data.io.raw import raw_dataset_to_r2t  # raw support is optional work
 
         ds = raw_dataset_to_r2t(ds, source=path)
     ref_path: Path | None

@@ -1,6 +1,6 @@
 """A scene in the pipeline's layout: channel-stacked SAR-grid and 2 km arrays plus charts.
 
-:func:`scene_layers` turns an opened scene (:func:`icecontext.data.scene.open_scene`)
+:func:`scene_layers` turns an opened scene (:func:`icecontext.data.io.scene.open_scene`)
 into :class:`SceneLayers`, optionally downsampled by an integer ``K``. ``prepare``
 writes exactly these arrays into the Zarr store, and the NetCDF-backed source keeps
 them in memory, so both back-ends serve identical values.
@@ -35,7 +35,7 @@ from typing import Any, Final
 import numpy as np
 import xarray as xr
 
-from icecontext.data.format import (
+from icecontext.data.io.format import (
     AMSR_DIMS,
     CHART_FILL,
     CHARTS,
@@ -46,8 +46,8 @@ from icecontext.data.format import (
     SAR_VARIABLES,
     scene_name_from_file,
 )
-from icecontext.data.geometry import block_any, block_chart, block_mean, block_sum
-from icecontext.data.variables import CATALOGUE, feature_grid
+from icecontext.data.io.geometry import block_any, block_chart, block_mean, block_sum
+from icecontext.data.io.variables import CATALOGUE, feature_grid
 
 COUNT_BLOCK: Final = 32
 """Side, in source pixels, of the blocks of :attr:`SceneLayers.block_counts`."""

@@ -20,7 +20,7 @@
    of the cosine schedule) or the best validation epoch (``best``) on the test scenes,
    scored at 80 m, in ``eval/``;
 6. **baselines**: majority class and a per-pixel AMSR2 logistic regression
-   (:mod:`icecontext.training.baselines`), scored on the same test pixels;
+   (:mod:`icecontext.workflows.baselines`), scored on the same test pixels;
 7. **report**: ``report.md`` with the score table, the self-check (:func:`self_check`:
    the network's combined score at least ``quickstart.margin`` points above each
    baseline's), prediction-vs-reference maps of a test scene, the training curves and
@@ -167,7 +167,7 @@ def load_quickstart_config(
             or a value is invalid (naming the key).
     """
     from icecontext.config import apply_overrides
-    from icecontext.training.config import _absolute_overrides, resolve_section_files
+    from icecontext.run.config import _absolute_overrides, resolve_section_files
 
     cfg_path = Path(path) if path is not None else DEFAULT_CONFIG
     if not cfg_path.is_file():
@@ -241,7 +241,7 @@ def prepare(train_dir: Path, store: Path, features: list[str], downsample: int) 
     baseline's inputs). The quickstart owns its store: one made with other settings (an
     earlier quickstart configuration) is rebuilt.
     """
-    from icecontext.data.store import prepare_store
+    from icecontext.data.store.prepare import prepare_store
 
     wanted = list(dict.fromkeys([*features, "amsr2"]))
     try:
@@ -298,7 +298,7 @@ def calibrate(cfg: Any, steps: int, threads: list[int] | None = None) -> dict[st
     import numpy as np
     import torch
 
-    from icecontext.data.datamodule import IceDataModule, steps_per_epoch
+    from icecontext.data.loader.datamodule import IceDataModule, steps_per_epoch
     from icecontext.inference.predictor import model_overlap, predict_scene
     from icecontext.models.multitask import build_model
     from icecontext.training.fit import (
@@ -379,7 +379,7 @@ def calibrate(cfg: Any, steps: int, threads: list[int] | None = None) -> dict[st
 
 def fixed_plan(cfg: Any) -> dict[str, float]:
     """The plan's figures for fixed work: nothing timed."""
-    from icecontext.data.datamodule import steps_per_epoch
+    from icecontext.data.loader.datamodule import steps_per_epoch
 
     return {
         "step_s": float("nan"),
@@ -474,15 +474,19 @@ def run_quickstart(
         Paths, scores, whether the network passed the self-check (:func:`self_check`),
         timings, the plan.
     """
-    from icecontext.training.baselines import (
+    from icecontext.run.config import RunConfig
+    from icecontext.training.fit import train
+    from icecontext.workflows.baselines import (
         MajorityBaseline,
         PixelBaseline,
         score_baseline,
     )
-    from icecontext.training.config import RunConfig
-    from icecontext.training.evaluate import open_eval_scenes, score_scenes, write_evaluation
-    from icecontext.training.fit import train
-    from icecontext.training.report import MapCollector, write_report
+    from icecontext.workflows.evaluate_checkpoint import (
+        open_eval_scenes,
+        score_scenes,
+        write_evaluation,
+    )
+    from icecontext.workflows.report import MapCollector, write_report
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -532,7 +536,7 @@ def run_quickstart(
         )
     plan["checkpoint"] = str(scored_ckpt)
 
-    from icecontext.training.checkpoint import load_checkpoint
+    from icecontext.inference.checkpoint import load_checkpoint
 
     t = time.perf_counter()
     loaded = load_checkpoint(scored_ckpt)
@@ -555,12 +559,13 @@ def run_quickstart(
     timings["evaluate_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    from icecontext.data.store import PreparedStore
-    from icecontext.training.checkpoint import read_checkpoint
+    from icecontext.data.loader.sources import store_sources
+    from icecontext.data.store.prepared import PreparedStore
+    from icecontext.inference.checkpoint import read_checkpoint
 
     prepared = PreparedStore(store)
     train_names = list(read_checkpoint(scored_ckpt)["FullSceneDataModule"]["train"])
-    train_sources = prepared.sources(train_names)
+    train_sources = store_sources(prepared, train_names)
     hist = {c: sum(s.histograms()[c] for s in train_sources) for c in ("SIC", "SOD", "FLOE")}
     majority = MajorityBaseline.fit(hist)
     pixel = PixelBaseline.fit(

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from icecontext.data.format import CHART_FILL, CHARTS, N_CLASSES
-from icecontext.data.variables import FEATURE_GROUPS
+from icecontext.data.io.format import CHART_FILL, CHARTS, N_CLASSES
+from icecontext.data.io.variables import FEATURE_GROUPS
 from icecontext.errors import DataError
 from icecontext.evaluation import ChartScorer, scene_groups
 from icecontext.inference.predictor import upsample_nearest
@@ -164,7 +164,7 @@ def score_baseline(
 
     Args:
         predict: ``predict(source) -> {chart: uint8 (h, w)}`` at the source's resolution.
-        scenes: :class:`~icecontext.training.evaluate.EvalScene` items.
+        scenes: :class:`~icecontext.workflows.evaluate_checkpoint.EvalScene` items.
         scorer: Scorer to add to (default: a new one).
 
     Returns:

@@ -33,7 +33,6 @@ prepared before fingerprints existed, since nothing shows it is still current.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -50,17 +49,27 @@ from typing import Any, Final
 
 import numpy as np
 
-from icecontext.data.format import (
+from icecontext.data.io.format import (
     CHART_FILL,
     PREP_SUFFIX,
     scene_name_from_file,
     scene_name_from_raw,
 )
-from icecontext.data.geometry import Upsampling
-from icecontext.data.layers import COUNT_BLOCK, COUNT_ROWS, SceneLayers, file_inputs, scene_layers
-from icecontext.data.manifest import STORE_VERSION, Manifest, SceneRecord, make_record
-from icecontext.data.sources import ZarrSource
-from icecontext.data.variables import resolve_features
+from icecontext.data.io.layers import (
+    COUNT_BLOCK,
+    COUNT_ROWS,
+    SceneLayers,
+    file_inputs,
+    scene_layers,
+)
+from icecontext.data.io.variables import resolve_features
+from icecontext.data.store.fingerprint import (
+    FINGERPRINT_KEY,
+    MTIME_ONLY_CHANGES,
+    fingerprint_changes,
+    source_fingerprint,
+)
+from icecontext.data.store.manifest import STORE_VERSION, Manifest, SceneRecord, make_record
 from icecontext.errors import ConfigError, DataError
 from icecontext.signals import interrupt_on_signals
 
@@ -78,31 +87,6 @@ FULL_CHART_CHUNK: Final = 1024
 INCOMPLETE_DIR: Final = ".incomplete"
 LOCK_NAME: Final = ".lock"
 
-FINGERPRINT_KEY: Final = "source_fingerprint"
-"""Scene-group attribute holding the fingerprint of the files the group was made from."""
-
-HASH_HEAD: Final = 1 << 20
-"""Bytes hashed at the start of a file (the NetCDF/HDF5 header block and more)."""
-
-HASH_TAIL: Final = 64 << 10
-"""Bytes hashed at the end of a file."""
-
-SYNTH_SIDECAR_SUFFIX: Final = "_synth.json"
-"""``{scene}_synth.json``: the generator truth ``icecontext synth`` writes beside a scene."""
-
-SYNTH_PARAMETER_KEYS: Final = (
-    "generator_version",
-    "seed",
-    "params",
-    "scales",
-    "known_truth",
-)
-"""What a synthetic scene's fingerprint takes from its sidecar (the generator's inputs)."""
-
-MTIME_ONLY_CHANGES: Final = frozenset({"mtime", "labels mtime"})
-"""Fingerprint differences that do not rebuild a scene (a ``touch``, a copy)."""
-
-
 def _codecs() -> tuple[Any, Any]:
     from zarr.codecs import BloscCodec, BloscShuffle
 
@@ -119,110 +103,6 @@ def _quiet_consolidated() -> Iterator[None]:
         # consolidated metadata is a zarr-python feature, not (yet) part of the v3 spec
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
         yield
-
-
-# ----------------------------------------------------------------------------- fingerprints
-
-
-def file_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Size, modification time and a hash of the header block and tail of one file.
-
-    The hash is the SHA-256 of the first :data:`HASH_HEAD` bytes followed by the last
-    :data:`HASH_TAIL` bytes (the whole file when it is shorter than both): 1.1 MiB read
-    per file, whatever its size.
-
-    Returns:
-        ``{"name", "size", "mtime_ns", "sha256_head_tail"}``.
-    """
-    path = Path(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        digest.update(fh.read(HASH_HEAD))
-        if st.st_size > HASH_HEAD:
-            fh.seek(max(HASH_HEAD, st.st_size - HASH_TAIL))
-            digest.update(fh.read(HASH_TAIL))
-    return {
-        "name": path.name,
-        "size": int(st.st_size),
-        "mtime_ns": int(st.st_mtime_ns),
-        "sha256_head_tail": digest.hexdigest(),
-    }
-
-
-def synthetic_parameters(sidecar: str | os.PathLike[str]) -> dict[str, Any]:
-    """The generator parameters recorded in a synthetic scene's ``*_synth.json``.
-
-    Returns:
-        The sidecar's :data:`SYNTH_PARAMETER_KEYS` entries, or ``{"sha256": ...}`` of
-        the file's bytes when it is not a JSON object.
-    """
-    raw = Path(sidecar).read_bytes()
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        data = None
-    if not isinstance(data, dict):
-        return {"sha256": hashlib.sha256(raw).hexdigest()}
-    return {k: data[k] for k in SYNTH_PARAMETER_KEYS if k in data}
-
-
-def source_fingerprint(path: str | os.PathLike[str], name: str) -> dict[str, Any]:
-    """Fingerprint of everything a scene group is made from.
-
-    Args:
-        path: The scene file.
-        name: The scene name (names the synthetic sidecar ``{name}_synth.json``).
-
-    Returns:
-        ``{"scene": file fingerprint, "reference": the labels file's fingerprint or
-        None, "synthetic": generator parameters or None}`` (see :func:`file_fingerprint`).
-
-    Raises:
-        OSError: If a file cannot be read.
-    """
-    from icecontext.data.scene import reference_path_for
-
-    path = Path(path)
-    reference = reference_path_for(path)
-    sidecar = path.with_name(f"{name}{SYNTH_SIDECAR_SUFFIX}")
-    return {
-        "scene": file_fingerprint(path),
-        "reference": file_fingerprint(reference) if reference.is_file() else None,
-        "synthetic": synthetic_parameters(sidecar) if sidecar.is_file() else None,
-    }
-
-
-def fingerprint_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """What differs between a stored and a current source fingerprint.
-
-    Returns:
-        Reasons, in a fixed order: ``"file name"``, ``"size"``, ``"mtime"``,
-        ``"content"`` (the scene file), ``"labels file"``, ``"labels mtime"`` (its
-        ``_prep_reference.nc``), ``"generator parameters"``. Only
-        :data:`MTIME_ONLY_CHANGES` mean the scene's data are still current.
-    """
-    reasons: list[str] = []
-    before, now = old.get("scene") or {}, new.get("scene") or {}
-    for key, reason in (
-        ("name", "file name"),
-        ("size", "size"),
-        ("mtime_ns", "mtime"),
-        ("sha256_head_tail", "content"),
-    ):
-        if before.get(key) != now.get(key):
-            reasons.append(reason)
-    ref_before, ref_now = old.get("reference"), new.get("reference")
-    if ref_before is None or ref_now is None:
-        if (ref_before is None) != (ref_now is None):  # a labels file appeared or went
-            reasons.append("labels file")
-    elif any(ref_before.get(k) != ref_now.get(k) for k in ("name", "size", "sha256_head_tail")):
-        reasons.append("labels file")
-    elif ref_before.get("mtime_ns") != ref_now.get("mtime_ns"):
-        reasons.append("labels mtime")
-    if old.get("synthetic") != new.get("synthetic"):
-        reasons.append("generator parameters")
-    return reasons
 
 
 # ----------------------------------------------------------------------------- writing
@@ -401,7 +281,7 @@ def _prepare_one(
     path: str, store: str, name: str, features: tuple[str, ...], downsample: int, chunk: int
 ) -> tuple[str, dict[str, Any] | None, str | None]:
     """Worker: convert one scene; return ``(name, record json, error message)``."""
-    from icecontext.data.scene import open_scene
+    from icecontext.data.io.scene import open_scene
 
     try:
         # fingerprint first: a file changed while it is read is rebuilt by the next run
@@ -526,7 +406,7 @@ def collect_scene_files(
         DataError: If a folder or file is missing, no scene is found, or two files give
             the same scene name.
     """
-    from icecontext.data.format import REFERENCE_SUFFIX
+    from icecontext.data.io.format import REFERENCE_SUFFIX
 
     items = [data] if isinstance(data, str | os.PathLike) else list(data)
     files: list[Path] = []
@@ -723,77 +603,3 @@ def rebuild_manifest(store: str | os.PathLike[str]) -> Manifest:
                 manifest.scenes[record.name] = record
     manifest.write(store)
     return manifest
-
-
-# ----------------------------------------------------------------------------- reading
-
-
-class PreparedStore:
-    """A prepared store opened for reading.
-
-    Args:
-        path: The store folder.
-
-    Raises:
-        DataError: If the folder is not a prepared store.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]):
-        self.path = Path(path)
-        self.manifest = Manifest.read(self.path)
-        if self.manifest.version < 2 and self.manifest.downsample > 1:
-            log.warning(
-                "%s: prepared before store format 2, so it holds no 80 m charts; validation "
-                "and evaluation need them at --downsample %d: run 'icecontext prepare' with "
-                "the same --scenes and --out again to rebuild its scenes",
-                self.path,
-                self.manifest.downsample,
-            )
-
-    @property
-    def names(self) -> list[str]:
-        """Scene names in the store, sorted."""
-        return sorted(self.manifest.scenes)
-
-    @property
-    def features(self) -> tuple[str, ...]:
-        """Channels the store can serve (stored variables plus derived channels)."""
-        from icecontext.data.variables import LATLON_FEATURES, MONTH_FEATURES
-
-        m = self.manifest
-        return (*m.sar_variables, *m.coarse_variables, *LATLON_FEATURES, *MONTH_FEATURES)
-
-    def check_features(self, features: Sequence[str], option: str = "data.features") -> None:
-        """Raise if a feature is not in the store.
-
-        Raises:
-            DataError: Naming the feature and the store.
-        """
-        missing = [f for f in features if f not in self.features]
-        if missing:
-            raise DataError(
-                f"{self.path}: feature '{missing[0]}' (from {option}) is not in this store, "
-                f"which holds {', '.join(self.features)}; re-run 'icecontext prepare' with it "
-                "in --features"
-            )
-
-    def source(self, name: str, upsampling: Upsampling = "nearest") -> ZarrSource:
-        """Open one scene.
-
-        Raises:
-            DataError: If the scene is not in the store (naming the scene and the store).
-        """
-        record = self.manifest.scenes.get(name)
-        if record is None:
-            raise DataError(f"scene '{name}' is not in the store {self.path}")
-        return ZarrSource(
-            self.path,
-            record,
-            self.manifest.sar_variables,
-            self.manifest.coarse_variables,
-            upsampling,
-        )
-
-    def sources(self, names: Sequence[str], upsampling: Upsampling = "nearest") -> list[ZarrSource]:
-        """Open several scenes (see :meth:`source`)."""
-        return [self.source(n, upsampling) for n in names]

@@ -20,7 +20,7 @@ from typing import Final, Literal
 
 import numpy as np
 
-from icecontext.data.format import (
+from icecontext.data.io.format import (
     AMSR2_FREQUENCIES,
     AMSR2_VARIABLES,
     DISTANCE_VARIABLE,

@@ -1,6 +1,6 @@
 """The store manifest: per-scene shape, service, month, class histograms and valid fractions.
 
-``STORE/manifest.json`` indexes a prepared store (see :mod:`icecontext.data.store`). It
+``STORE/manifest.json`` indexes a prepared store (see :mod:`icecontext.data.store.prepare`). It
 holds nothing that depends on when or how fast the store was built (no timestamps, no
 paths), so two stores built from the same files with the same settings have
 byte-identical manifests; run details go to ``provenance.json``.
@@ -22,7 +22,7 @@ from typing import Any, Final
 import numpy as np
 
 from icecontext.atomic import write_text_atomic
-from icecontext.data.format import CHART_FILL, CHARTS, scene_service, scene_time
+from icecontext.data.io.format import CHART_FILL, CHARTS, scene_service, scene_time
 from icecontext.errors import DataError
 
 STORE_FORMAT: Final = "icecontext-store"

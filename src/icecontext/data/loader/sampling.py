@@ -1,6 +1,6 @@
 """Random training patches: valid-pixel rule, class-balanced weights, augmentation.
 
-Everything here is numpy; the torch adapter (:mod:`icecontext.data.datamodule`) only
+Everything here is numpy; the torch adapter (:mod:`icecontext.data.loader.datamodule`) only
 chooses the random generator of each patch. One patch is drawn as follows (details and
 rationale in ``docs/pipeline.md``):
 
@@ -34,10 +34,10 @@ from typing import Literal
 
 import numpy as np
 
-from icecontext.data.format import CHART_FILL, CHARTS, N_CLASSES, Chart
-from icecontext.data.geometry import Transform, Window
-from icecontext.data.layers import COUNT_BLOCK, COUNT_OFFSETS
-from icecontext.data.sources import SceneSource
+from icecontext.data.io.format import CHART_FILL, CHARTS, N_CLASSES, Chart
+from icecontext.data.io.geometry import Transform, Window
+from icecontext.data.io.layers import COUNT_BLOCK, COUNT_OFFSETS
+from icecontext.data.loader.sources import SceneSource
 from icecontext.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)

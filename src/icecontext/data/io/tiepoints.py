@@ -29,7 +29,7 @@ from typing import Final
 import numpy as np
 from scipy.interpolate import RegularGridInterpolator
 
-from icecontext.data.format import TIEPOINT_SHAPE
+from icecontext.data.io.format import TIEPOINT_SHAPE
 from icecontext.errors import DataError
 
 Window = tuple[int, int, int, int]

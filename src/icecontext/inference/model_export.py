@@ -35,7 +35,7 @@ from typing import Any, Literal
 import torch
 
 from icecontext.atomic import atomic_path, write_text_atomic
-from icecontext.data.format import CHARTS, CLASS_NAMES, N_CLASSES
+from icecontext.data.io.format import CHARTS, CLASS_NAMES, N_CLASSES
 from icecontext.errors import ConfigError, DataError
 from icecontext.inference.exports.output import ExportError
 from icecontext.inference.loading import InferenceModel, load_inference_model, metadata_path
@@ -111,7 +111,7 @@ def compare_outputs(
 def export_metadata(model: InferenceModel, fmt: ExportFormat) -> dict[str, Any]:
     """The ``model.json`` content of an export (see the module docstring)."""
     from icecontext import __version__
-    from icecontext.data.variables import CATALOGUE
+    from icecontext.data.io.variables import CATALOGUE
 
     cfg = model.config
     sic_mode = getattr(getattr(cfg, "model", None), "sic_mode", None)

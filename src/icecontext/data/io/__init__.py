@@ -1,0 +1,1 @@
+"""The AI4Arctic file formats: reading, validating and converting scenes (no torch)."""

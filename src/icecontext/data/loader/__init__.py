@@ -1,0 +1,1 @@
+"""The training loader: scene sources, patch sampling, batch assembly, the DataModule."""

@@ -1,0 +1,1 @@
+"""The prepared Zarr store: preparing scenes into it, its manifest, and direct chunk reads."""
