@@ -138,7 +138,7 @@ def child(args: argparse.Namespace) -> None:
     from icecontext.inference.predictor import predict_scene, resolve_overlap
     from icecontext.inference.scenes import DEFAULT_TILE
     from icecontext.inference.streaming import StreamingNetCDFSource
-    from icecontext.inference.tiling import round_up
+    from icecontext.inference.tiling import TileSettings, round_up
     from icecontext.models.config import load_model_spec
     from icecontext.models.multitask import build_model
 
@@ -178,9 +178,7 @@ def child(args: argparse.Namespace) -> None:
             model,
             source,
             features,
-            tile=tile,
-            overlap=overlap,
-            batch=args.batch,
+            tiling=TileSettings(tile=tile, overlap=overlap, batch=args.batch),
             device=device,
             precision=args.precision,
             progress=progress,

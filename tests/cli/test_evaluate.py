@@ -15,6 +15,7 @@ from icecontext.data.store.prepare import collect_scene_files
 from icecontext.evaluation import score_charts
 from icecontext.inference.checkpoint import load_checkpoint
 from icecontext.inference.predictor import predict_scene
+from icecontext.inference.tiling import TileSettings
 from icecontext.run.config import RunConfig
 from icecontext.testing import tiny_run_config, write_scene_files, write_tiny_store
 from icecontext.training.fit import train
@@ -32,7 +33,11 @@ def pooled_scores(loaded, folder: Path, tile: int, overlap: int) -> dict:
     preds: dict[str, list[np.ndarray]] = {c: [] for c in CHARTS}
     for scene in open_eval_scenes(folder, loaded.features, 1, "nearest"):
         pred = predict_scene(
-            loaded.model, scene.source, loaded.features, tile=tile, overlap=overlap, device="cpu"
+            loaded.model,
+            scene.source,
+            loaded.features,
+            tiling=TileSettings(tile=tile, overlap=overlap),
+            device="cpu",
         )
         ref = scene.reference()
         for c in CHARTS:

@@ -11,12 +11,13 @@ from torch import nn
 from icecontext.data.io.format import CHART_FILL, CHARTS
 from icecontext.errors import ConfigError, DataError
 from icecontext.inference.predictor import (
+    ExtraOutputs,
     has_input_data,
     predict_scene,
     resolve_precision,
     upsample_nearest,
 )
-from icecontext.inference.tiling import round_up
+from icecontext.inference.tiling import TileSettings, round_up
 
 
 class ArraySource:
@@ -105,7 +106,11 @@ def test_tiled_equals_whole_scene_pass(scene):
     model = TinyNet(3)
     src = ArraySource(inputs, valid)
     pred = predict_scene(
-        model, src, src.features, tile=64, overlap=20, batch=3, align=4, return_probabilities=True
+        model,
+        src,
+        src.features,
+        tiling=TileSettings(tile=64, overlap=20, batch=3, align=4),
+        outputs=ExtraOutputs(probabilities=True),
     )
     assert pred.tiles > 9  # really tiled
     whole = _whole_scene(model, inputs, 4)
@@ -129,7 +134,11 @@ def test_too_small_margin_is_not_exact(scene):
     model = TinyNet(3)
     src = ArraySource(inputs, valid)
     pred = predict_scene(
-        model, src, src.features, tile=32, overlap=0, batch=8, align=4, return_probabilities=True
+        model,
+        src,
+        src.features,
+        tiling=TileSettings(tile=32, overlap=0, batch=8, align=4),
+        outputs=ExtraOutputs(probabilities=True),
     )
     whole = _whole_scene(model, inputs, 4)
     p_ref = torch.softmax(whole["SOD"][0], 0).numpy()[:, : inputs.shape[1], : inputs.shape[2]]
@@ -140,12 +149,26 @@ def test_batch_size_and_precision_do_not_change_classes_much(scene):
     inputs, valid = scene
     model = TinyNet(3, sic_regression=False)
     src = ArraySource(inputs, valid)
-    a = predict_scene(model, src, src.features, tile=64, overlap=20, batch=1, align=4)
-    b = predict_scene(model, src, src.features, tile=64, overlap=20, batch=16, align=4)
+    a = predict_scene(
+        model,
+        src,
+        src.features,
+        tiling=TileSettings(tile=64, overlap=20, batch=1, align=4),
+    )
+    b = predict_scene(
+        model,
+        src,
+        src.features,
+        tiling=TileSettings(tile=64, overlap=20, batch=16, align=4),
+    )
     for t in CHARTS:
         np.testing.assert_array_equal(a.classes[t], b.classes[t])
     c = predict_scene(
-        model, src, src.features, tile=64, overlap=20, batch=4, align=4, precision="bf16"
+        model,
+        src,
+        src.features,
+        tiling=TileSettings(tile=64, overlap=20, batch=4, align=4),
+        precision="bf16",
     )
     agree = np.mean([np.mean(a.classes[t] == c.classes[t]) for t in CHARTS])
     assert agree > 0.9  # bf16 autocast: a few argmax flips near ties only
@@ -157,9 +180,17 @@ def test_downsampled_source_is_upsampled_to_full_shape(scene):
     model = TinyNet(3)
     full = (150 * 3 + 2, 203 * 3 + 1)  # floor-sized grid: two rows / one column left over
     src = ArraySource(inputs, valid, downsample=3, full_shape=full)
-    pred = predict_scene(model, src, src.features, tile=64, overlap=20, batch=4, align=4)
+    pred = predict_scene(
+        model,
+        src,
+        src.features,
+        tiling=TileSettings(tile=64, overlap=20, batch=4, align=4),
+    )
     low = predict_scene(
-        model, ArraySource(inputs, valid), src.features, tile=64, overlap=20, batch=4, align=4
+        model,
+        ArraySource(inputs, valid),
+        src.features,
+        tiling=TileSettings(tile=64, overlap=20, batch=4, align=4),
     )
     for t in CHARTS:
         assert pred.classes[t].shape == full
@@ -179,7 +210,12 @@ def test_upsample_nearest_rule():
 def test_reads_stay_inside_the_scene_and_are_bounded(scene):
     inputs, valid = scene
     src = ArraySource(inputs, valid)
-    predict_scene(TinyNet(3), src, src.features, tile=64, overlap=16, batch=2, align=4)
+    predict_scene(
+        TinyNet(3),
+        src,
+        src.features,
+        tiling=TileSettings(tile=64, overlap=16, batch=2, align=4),
+    )
     assert max(h * w for _, _, h, w in src.reads) <= 64 * 64
 
 
@@ -192,7 +228,12 @@ def test_bad_source_shape_is_a_data_error(scene):
 
     src = Broken(inputs, valid)
     with pytest.raises(DataError, match="20190101T000000_dmi"):
-        predict_scene(TinyNet(3), src, src.features, tile=64, overlap=16, align=4)
+        predict_scene(
+            TinyNet(3),
+            src,
+            src.features,
+            tiling=TileSettings(tile=64, overlap=16, align=4),
+        )
 
 
 def test_auto_precision_is_bf16_on_cuda_else_32():
@@ -207,19 +248,35 @@ def test_bad_options_name_the_option(scene):
     src = ArraySource(inputs, valid)
     # named as typed on the command line: "option '--batch'"
     with pytest.raises(ConfigError, match="option '--batch'"):
-        predict_scene(TinyNet(3), src, src.features, batch=0)
+        predict_scene(TinyNet(3), src, src.features, tiling=TileSettings(batch=0))
     with pytest.raises(ConfigError, match="option '--precision'"):
-        predict_scene(TinyNet(3), src, src.features, tile=64, overlap=16, align=4, precision="16")
+        predict_scene(
+            TinyNet(3),
+            src,
+            src.features,
+            tiling=TileSettings(tile=64, overlap=16, align=4),
+            precision="16",
+        )
 
 
 def test_packed_probabilities_and_tile_confidence(scene):
     inputs, valid = scene
     model = TinyNet(3, sic_regression=False)
     src = ArraySource(inputs, valid)
-    kw = {"tile": 64, "overlap": 20, "batch": 4, "align": 4, "return_probabilities": True}
-    f = predict_scene(model, src, src.features, confidence="max", **kw)
+    tiling = TileSettings(tile=64, overlap=20, batch=4, align=4)
+    f = predict_scene(
+        model,
+        src,
+        src.features,
+        tiling=tiling,
+        outputs=ExtraOutputs(probabilities=True, confidence="max"),
+    )
     u = predict_scene(
-        model, src, src.features, probability_dtype="uint8", confidence="entropy", **kw
+        model,
+        src,
+        src.features,
+        tiling=tiling,
+        outputs=ExtraOutputs(probabilities=True, probability_dtype="uint8", confidence="entropy"),
     )
     for task in CHARTS:
         p, q = f.probabilities[task], u.probabilities[task]

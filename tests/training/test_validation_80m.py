@@ -18,6 +18,7 @@ from icecontext.errors import DataError
 from icecontext.evaluation import score_charts
 from icecontext.inference.checkpoint import load_checkpoint, read_checkpoint
 from icecontext.inference.predictor import predict_scene
+from icecontext.inference.tiling import TileSettings
 from icecontext.run.config import RunConfig
 from icecontext.run.rundir import run_dir_for
 from icecontext.testing import TINY_FEATURES, write_tiny_store
@@ -73,7 +74,11 @@ def test_validation_scores_at_80m_equal_a_hand_computation(k2_run):
     assert source.shape == (HEIGHT // K, -(-WIDTH // K))
     val = cfg.train.validation
     pred = predict_scene(
-        loaded.model, source, loaded.features, tile=val.tile, overlap=val.overlap, device="cpu"
+        loaded.model,
+        source,
+        loaded.features,
+        tiling=TileSettings(tile=val.tile, overlap=val.overlap),
+        device="cpu",
     )
     # the reference straight from the NetCDF file, not from the store
     ds = open_scene(collect_scene_files(folder / "scenes")[name])

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from icecontext.data.io.format import CHART_FILL, CHARTS
 from icecontext.errors import ConfigError, DataError
 from icecontext.inference.exports.netcdf import PROBABILITY_SCALE
-from icecontext.inference.tiling import DEFAULT_ALIGN, Tile, TileLayout, plan_tiles
+from icecontext.inference.tiling import Tile, TileLayout, TileSettings, plan_tiles
 
 InferencePrecision = Literal["auto", "32", "bf16", "16"]
 """``--precision``: ``auto`` is bf16 on a CUDA device, else 32 (:func:`resolve_precision`)."""
@@ -83,6 +83,39 @@ class SceneSourceLike(Protocol):
     def valid_mask(self, window: Window) -> np.ndarray:
         """``bool (h, w)``: pixels with input data."""
         ...
+
+
+@dataclass(frozen=True)
+class ExtraOutputs:
+    """What a prediction returns beyond the class maps.
+
+    Attributes:
+        probabilities: Also return the softmax probabilities of the classification
+            heads at the source's resolution.
+        probability_dtype: ``"float32"`` or ``"uint8"`` (packed ``round(p * 250)``).
+        confidence: Also return a confidence map per classification head (``"max"``
+            probability or ``"entropy"``), computed per tile in float32.
+
+    Raises:
+        ConfigError: For an unknown ``probability_dtype`` or ``confidence``.
+    """
+
+    probabilities: bool = False
+    probability_dtype: ProbabilityDtype = "float32"
+    confidence: ConfidenceKind | None = None
+
+    def __post_init__(self) -> None:
+        if self.probability_dtype not in ("float32", "uint8"):
+            raise ConfigError(
+                "probability_dtype",
+                f"must be 'float32' or 'uint8', got {self.probability_dtype!r}",
+            )
+        if self.confidence not in (None, "max", "entropy"):
+            raise ConfigError("confidence", f"must be 'max' or 'entropy', got {self.confidence!r}")
+
+
+DEFAULT_TILING = TileSettings()
+CLASSES_ONLY = ExtraOutputs()
 
 
 @dataclass
@@ -313,16 +346,10 @@ def predict_scene(
     source: SceneSourceLike,
     features: Sequence[str],
     *,
-    tile: int = 512,
-    overlap: int = 64,
-    batch: int = 4,
+    tiling: TileSettings = DEFAULT_TILING,
     device: str | torch.device = "cpu",
     precision: InferencePrecision = "32",
-    align: int = DEFAULT_ALIGN,
-    balance: bool = True,
-    return_probabilities: bool = False,
-    probability_dtype: ProbabilityDtype = "float32",
-    confidence: ConfidenceKind | None = None,
+    outputs: ExtraOutputs = CLASSES_ONLY,
     progress: Callable[[int, int], None] | None = None,
 ) -> ScenePrediction:
     """Predict the three charts of a whole scene.
@@ -338,23 +365,11 @@ def predict_scene(
             put in eval mode for the pass and restored afterwards.
         source: The scene.
         features: Input channel names, in the order the model expects.
-        tile: Tile side in pixels at the source's resolution (a scene smaller than a
-            tile is run as one tile of the scene padded to ``align``).
-        overlap: Context margin in pixels on each side of a tile's core; the result
-            equals a whole-scene pass when it is at least the receptive-field radius
-            (and the model has no global pooling). See :func:`auto_overlap`.
-        batch: Tiles per forward pass.
+        tiling: Tile size, overlap (see :func:`auto_overlap`), batch, alignment.
         device: Torch device.
         precision: ``"32"``, ``"bf16"`` (autocast bfloat16, CPU or CUDA), ``"16"``
             (autocast float16, CUDA only) or ``"auto"`` (bf16 on CUDA, else 32).
-        align: Tile alignment in pixels (the network's total stride).
-        balance: Shrink tiles to the smallest aligned size that needs as many tiles
-            (:func:`~icecontext.inference.tiling.plan_tiles`): less redundant work.
-        return_probabilities: Also return the softmax probabilities of the
-            classification heads at the source's resolution.
-        probability_dtype: ``"float32"`` or ``"uint8"`` (packed ``round(p * 250)``).
-        confidence: Also return a confidence map per classification head (``"max"``
-            probability or ``"entropy"``), computed per tile in float32.
+        outputs: Probabilities and confidence maps to return as well.
         progress: Optional ``callback(done_tiles, total_tiles)``.
 
     Returns:
@@ -364,22 +379,18 @@ def predict_scene(
         ConfigError: If ``batch`` is not positive, or for impossible tile settings.
         DataError: If the source returns arrays of the wrong shape.
     """
-    if batch < 1:
-        raise ConfigError("--batch", f"must be >= 1 tile, got {batch}")
-    if probability_dtype not in ("float32", "uint8"):
-        raise ConfigError(
-            "probability_dtype", f"must be 'float32' or 'uint8', got {probability_dtype!r}"
-        )
-    if confidence not in (None, "max", "entropy"):
-        raise ConfigError("confidence", f"must be 'max' or 'entropy', got {confidence!r}")
     t0 = time.perf_counter()
+    batch = tiling.batch
+    probability_dtype, confidence = outputs.probability_dtype, outputs.confidence
     dev = torch.device(device)
-    layout: TileLayout = plan_tiles(source.shape, tile, overlap, align, balance=balance)
+    layout: TileLayout = plan_tiles(
+        source.shape, tiling.tile, tiling.overlap, tiling.align, balance=tiling.balance
+    )
     h, w = source.shape
     features = list(features)
     n_ch = len(features)
     classes = {t: np.full((h, w), CHART_FILL, dtype=np.uint8) for t in CHARTS}
-    probs: dict[str, np.ndarray] | None = {} if return_probabilities else None
+    probs: dict[str, np.ndarray] | None = {} if outputs.probabilities else None
     conf: dict[str, np.ndarray] | None = {} if confidence is not None else None
     p_dtype = np.uint8 if probability_dtype == "uint8" else np.float32
     p_fill = CHART_FILL if probability_dtype == "uint8" else np.nan
@@ -417,17 +428,16 @@ def predict_scene(
                 pending = pool.submit(load, batches[i + 1]) if i + 1 < len(batches) else None
                 x = torch.from_numpy(x_np).to(dev, non_blocking=True)
                 with _autocast(dev, precision):
-                    outputs = model(x)
+                    heads = model(x)
                 del x
-                outputs = {k: v.float() for k, v in outputs.items()}
+                heads = {k: v.float() for k, v in heads.items()}
                 cls = {
-                    k: v.to(torch.uint8).cpu().numpy()
-                    for k, v in _to_classes(model, outputs).items()
+                    k: v.to(torch.uint8).cpu().numpy() for k, v in _to_classes(model, heads).items()
                 }
                 p_np: dict[str, np.ndarray] = {}
                 c_np: dict[str, np.ndarray] = {}
                 if probs is not None or conf is not None:
-                    for k, v in outputs.items():
+                    for k, v in heads.items():
                         if v.shape[1] < 2:
                             continue  # a regression head has no distribution
                         p_t = torch.softmax(v, dim=1)
@@ -437,7 +447,7 @@ def predict_scene(
                             if p_dtype is np.uint8:
                                 p_t = torch.round(p_t * PROBABILITY_SCALE).to(torch.uint8)
                             p_np[k] = p_t.cpu().numpy()
-                del outputs
+                del heads
                 for b, t in enumerate(tiles):
                     invalid = invalid_cores[b]
                     if invalid is None:

@@ -32,6 +32,7 @@ from icecontext.inference.exports.per_scene import OUTPUT_FORMATS, OutputFormat
 from icecontext.inference.loading import InferenceModel, load_inference_model
 from icecontext.inference.predictor import (
     ConfidenceKind,
+    ExtraOutputs,
     InferencePrecision,
     ScenePrediction,
     has_input_data,
@@ -40,6 +41,7 @@ from icecontext.inference.predictor import (
     resolve_precision,
 )
 from icecontext.inference.streaming import StreamingNetCDFSource
+from icecontext.inference.tiling import TileSettings
 
 log = logging.getLogger(__name__)
 
@@ -344,14 +346,14 @@ def predict_scenes(
                     loaded.model,
                     source,
                     loaded.features,
-                    tile=tile,
-                    overlap=overlap,
-                    batch=batch,
+                    tiling=TileSettings(tile=tile, overlap=overlap, batch=batch),
                     device=device,
                     precision=precision,
-                    return_probabilities=s.probabilities,
-                    probability_dtype="uint8",
-                    confidence=s.confidence,
+                    outputs=ExtraOutputs(
+                        probabilities=s.probabilities,
+                        probability_dtype="uint8",
+                        confidence=s.confidence,
+                    ),
                     progress=progress,
                 )
             probs, conf = full_resolution_extras(pred)

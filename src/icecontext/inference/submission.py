@@ -31,6 +31,7 @@ from icecontext.inference.scenes import (
     prepare_prediction,
     tile_progress,
 )
+from icecontext.inference.tiling import TileSettings
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,7 @@ def write_submission(
                         loaded.model,
                         source,
                         loaded.features,
-                        tile=tile,
-                        overlap=overlap,
-                        batch=batch,
+                        tiling=TileSettings(tile=tile, overlap=overlap, batch=batch),
                         device=device,
                         precision=precision,
                         progress=progress,

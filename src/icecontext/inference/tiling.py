@@ -45,6 +45,36 @@ def round_up(value: int, multiple: int) -> int:
 
 
 @dataclass(frozen=True)
+class TileSettings:
+    """How a scene is cut into tiles for one pass of a model.
+
+    Attributes:
+        tile: Tile side in pixels at the source's resolution (a scene smaller than a
+            tile is run as one tile of the scene padded to ``align``).
+        overlap: Context margin in pixels on each side of a tile's core; the result
+            equals a whole-scene pass when it is at least the receptive-field radius
+            (and the model has no global pooling).
+        batch: Tiles per forward pass.
+        align: Tile alignment in pixels (the network's total stride).
+        balance: Shrink tiles to the smallest aligned size that needs as many tiles
+            (:func:`plan_tiles`): less redundant work.
+
+    Raises:
+        ConfigError: If ``batch`` is not positive.
+    """
+
+    tile: int = 512
+    overlap: int = 64
+    batch: int = 4
+    align: int = DEFAULT_ALIGN
+    balance: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch < 1:
+            raise ConfigError("--batch", f"must be >= 1 tile, got {self.batch}")
+
+
+@dataclass(frozen=True)
 class Span:
     """One tile along one axis.
 

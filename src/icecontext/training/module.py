@@ -47,6 +47,7 @@ from icecontext.errors import DataError
 from icecontext.evaluation import ChartScorer, scene_groups
 from icecontext.inference.checkpoint import CHECKPOINT_KEY
 from icecontext.inference.predictor import model_overlap, predict_scene
+from icecontext.inference.tiling import TileSettings
 from icecontext.run.config import RunConfig
 from icecontext.training.losses import MultiTaskLoss
 from icecontext.training.optim import (
@@ -248,11 +249,9 @@ class IceChartModule(pl.LightningModule):
                 self.model,
                 source,
                 self.features,
-                tile=val.tile,
-                overlap=self._overlap(),
-                batch=val.batch,
+                tiling=TileSettings(tile=val.tile, overlap=self._overlap(), batch=val.batch),
                 device=self.device,
-                precision=precision,  # type: ignore[arg-type]
+                precision=precision,
             )
         # 80 m: the prediction replicated from K x 80 m blocks against the original charts
         reference = full_resolution_charts(source)

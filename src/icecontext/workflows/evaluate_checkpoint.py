@@ -49,6 +49,7 @@ from icecontext.inference.predictor import (
     resolve_precision,
 )
 from icecontext.inference.scenes import resolve_device
+from icecontext.inference.tiling import TileSettings
 
 log = logging.getLogger(__name__)
 
@@ -235,9 +236,7 @@ def score_scenes(
             model,
             src,
             features,
-            tile=tile,
-            overlap=margin,
-            batch=batch,
+            tiling=TileSettings(tile=tile, overlap=margin, batch=batch),
             device=dev,
             precision=precision,
         )

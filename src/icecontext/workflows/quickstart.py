@@ -300,6 +300,7 @@ def calibrate(cfg: Any, steps: int, threads: list[int] | None = None) -> dict[st
 
     from icecontext.data.loader.datamodule import IceDataModule, steps_per_epoch
     from icecontext.inference.predictor import model_overlap, predict_scene
+    from icecontext.inference.tiling import TileSettings
     from icecontext.models.multitask import build_model
     from icecontext.training.fit import (
         resolve_accelerator,
@@ -354,15 +355,16 @@ def calibrate(cfg: Any, steps: int, threads: list[int] | None = None) -> dict[st
     val_s = 0.0
     if val:
         t0 = time.perf_counter()
+        v = cfg.train.validation
         predict_scene(
             model,
             val[0],
             dm.features,
-            tile=cfg.train.validation.tile,
-            overlap=model_overlap(model, cfg.train.validation.overlap, cfg.train.validation.tile),
-            batch=cfg.train.validation.batch,
+            tiling=TileSettings(
+                tile=v.tile, overlap=model_overlap(model, v.overlap, v.tile), batch=v.batch
+            ),
             device=device,
-            precision=validation_precision(cfg, accelerator),  # type: ignore[arg-type]
+            precision=validation_precision(cfg, accelerator),
         )
         val_s = time.perf_counter() - t0
     del model, opt, loader
