@@ -63,11 +63,11 @@ class StudySynth(Section):
 
     train_scenes: PositiveInt = 6
     val_scenes: PositiveInt = 2
-    height: int = Field(600, ge=100, le=5000)
-    width: int = Field(600, ge=100, le=5200)
+    height: int = Field(default=600, ge=100, le=5000)
+    width: int = Field(default=600, ge=100, le=5200)
     scale: str = "medium"
-    polygon_size_km: float = Field(25.0, gt=1.0)
-    seed: int = Field(1000, ge=0)
+    polygon_size_km: float = Field(default=25.0, gt=1.0)
+    seed: int = Field(default=1000, ge=0)
     known_truth: dict[str, Any] | None = None
 
     def known_truth_params(self, option: str = "study.synth.known_truth") -> Any:
@@ -83,6 +83,16 @@ class StudySynth(Section):
         return validate(KnownTruthParams, self.known_truth, prefix=option)
 
 
+def _one_unnamed_data_variant() -> dict[str, dict[str, Any]]:
+    """Default data axis: the base ``study.synth`` alone, under the empty label."""
+    return {"": {}}
+
+
+def _one_unnamed_task_rates() -> dict[str, dict[str, list[int]]]:
+    """Default per-task rates axis: no overrides, under the empty label."""
+    return {"": {}}
+
+
 class StudyAxes(Section):
     """The grid.
 
@@ -95,10 +105,12 @@ class StudyAxes(Section):
         seeds: Seeds (``seed``).
     """
 
-    data: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"": {}}, min_length=1)
+    data: dict[str, dict[str, Any]] = Field(default_factory=_one_unnamed_data_variant, min_length=1)
     rates: list[list[PositiveInt]] = Field(min_length=1)
     features: dict[str, list[str]] = Field(min_length=1)
-    task_rates: dict[str, dict[str, list[PositiveInt]]] = Field(default_factory=lambda: {"": {}})
+    task_rates: dict[str, dict[str, list[PositiveInt]]] = Field(
+        default_factory=_one_unnamed_task_rates
+    )
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
 
     @field_validator("features", "task_rates", "data")

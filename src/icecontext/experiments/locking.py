@@ -110,7 +110,7 @@ class RunLock:
     def held(self) -> bool:
         """Whether the file on disk is still this lock (not broken by another process)."""
         owner = read_lock(self.path)
-        return bool(owner) and owner.get("token") == self.token
+        return owner is not None and owner.get("token") == self.token
 
     def release(self) -> None:
         """Remove the lock if it is still ours."""

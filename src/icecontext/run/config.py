@@ -79,7 +79,7 @@ class OptimizerConfig(Section):
     name: OptimizerName = "adamw"
     lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 1e-4
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
     nesterov: bool = False
     betas: tuple[float, float] = (0.9, 0.999)
 
@@ -100,9 +100,9 @@ class SchedulerConfig(Section):
 
     name: SchedulerName = "cosine"
     warmup_steps: NonNegativeInt = 0
-    warmup_start: float = Field(0.01, gt=0.0, le=1.0)
-    min_lr_ratio: float = Field(0.01, ge=0.0, le=1.0)
-    factor: float = Field(0.5, gt=0.0, lt=1.0)
+    warmup_start: float = Field(default=0.01, gt=0.0, le=1.0)
+    min_lr_ratio: float = Field(default=0.01, ge=0.0, le=1.0)
+    factor: float = Field(default=0.5, gt=0.0, lt=1.0)
     patience: NonNegativeInt = 2
 
 

@@ -13,11 +13,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.optimizer import ParamsT
 
 from icecontext.errors import ConfigError
 from icecontext.run.config import OptimizerConfig, SchedulerConfig
@@ -31,22 +31,20 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
 
     Biases and every parameter of normalisation layers (1-D tensors) are not decayed.
     """
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for _, p in model.named_parameters():
         if not p.requires_grad:
             continue
         (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
+    groups: list[dict[str, Any]] = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     return groups
 
 
-def build_optimizer(
-    params: Iterable[dict[str, Any]] | Iterable[torch.nn.Parameter], cfg: OptimizerConfig
-) -> torch.optim.Optimizer:
+def build_optimizer(params: ParamsT, cfg: OptimizerConfig) -> torch.optim.Optimizer:
     """Return the optimiser ``cfg`` describes over ``params`` (groups or tensors)."""
-    params = list(params)
     if cfg.name == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(
@@ -96,11 +94,11 @@ def build_scheduler(
         ConfigError: ``train.scheduler.name`` when ``cosine`` has no known horizon.
     """
     if cfg.name == "plateau":
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=cfg.factor, patience=cfg.patience
         )
         # strict=False: epochs without validation simply do not step it.
-        return {"scheduler": sched, "monitor": MONITOR, "interval": "epoch", "strict": False}
+        return {"scheduler": plateau, "monitor": MONITOR, "interval": "epoch", "strict": False}
     if cfg.name == "cosine" and not total_steps:
         raise ConfigError(
             "train.scheduler.name",

@@ -69,10 +69,10 @@ class SynthSection(Section):
     train_scenes: PositiveInt = 8
     val_scenes: PositiveInt = 2
     test_scenes: PositiveInt = 3
-    height: int = Field(1000, ge=100, le=5000)
-    width: int = Field(1040, ge=100, le=5200)
+    height: int = Field(default=1000, ge=100, le=5000)
+    width: int = Field(default=1040, ge=100, le=5200)
     scale: str = "medium"
-    polygon_size_km: float = Field(25.0, gt=1.0)
+    polygon_size_km: float = Field(default=25.0, gt=1.0)
     seed: NonNegativeInt = 1000
 
 
