@@ -18,7 +18,7 @@ from icecontext.synthetic.floes import render_floes
 from icecontext.synthetic.generator import generate_scene
 from icecontext.synthetic.icechart import OLD, THICK_FYI, ChartPolygon, IcePart
 from icecontext.synthetic.params import SCALE_PRESETS, SynthParams, SynthScales
-from icecontext.synthetic.sar import synthesise_sar
+from icecontext.synthetic.sar import SurfaceCover, SurfaceTextures, SurfaceWind, synthesise_sar
 
 N = 256
 
@@ -37,17 +37,20 @@ def _fyi_vs_old(texture_px: float) -> tuple[np.ndarray, np.ndarray]:
     stage[:, N // 2 :] = OLD
     rng = np.random.default_rng(1)
     return synthesise_sar(
-        ice_fraction=np.ones((N, N), np.float32),
-        stage=stage,
-        rubble=np.zeros((N, N), np.uint8),
-        land=np.zeros((N, N), bool),
+        SurfaceCover(
+            ice_fraction=np.ones((N, N), np.float32),
+            stage=stage,
+            rubble=np.zeros((N, N), np.uint8),
+            land=np.zeros((N, N), bool),
+        ),
+        SurfaceTextures(
+            ridge=gaussian_field((N, N), texture_px, rng),
+            hummock=gaussian_field((N, N), 1.5 * texture_px, rng),
+            raft=gaussian_field((N, N), texture_px / 3, rng),
+            terrain=np.zeros((N, N), np.float32),
+        ),
+        SurfaceWind(speed=np.full((N, N), 7.0, np.float32), rel_dir=np.zeros((N, N), np.float32)),
         incidence=np.full(N, 30.0, np.float32),
-        wind_speed=np.full((N, N), 7.0, np.float32),
-        wind_rel_dir=np.zeros((N, N), np.float32),
-        ridge_field=gaussian_field((N, N), texture_px, rng),
-        hummock_field=gaussian_field((N, N), 1.5 * texture_px, rng),
-        raft_field=gaussian_field((N, N), texture_px / 3, rng),
-        terrain_field=np.zeros((N, N), np.float32),
         month=2,
         enl=20.0,
         rng=rng,

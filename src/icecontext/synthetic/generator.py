@@ -50,7 +50,7 @@ from icecontext.synthetic.icechart import (
 from icecontext.synthetic.land import draw_land_fraction, make_land
 from icecontext.synthetic.params import SynthParams
 from icecontext.synthetic.physical import PhysicalScene
-from icecontext.synthetic.sar import synthesise_sar
+from icecontext.synthetic.sar import SurfaceCover, SurfaceTextures, SurfaceWind, synthesise_sar
 
 GENERATOR_VERSION: Final = "1"
 """Bumped whenever the same seed and parameters would give a different scene."""
@@ -200,26 +200,22 @@ def generate_scene(params: SynthParams, seed: int) -> PhysicalScene:
     del u80, v80
     speed *= np.float32(1.0) + np.float32(0.12) * gaussian_field(shape, _GUST_PX, rng["texture"])
     speed *= np.float32(1.0) - np.float32(0.7) * np.clip(smooth(ice, _SHELTER_SIGMA_PX), 0, 1)
-    texture = {
-        "ridge_field": gaussian_field(shape, scales.sod_texture_px, rng["texture"]),
-        "hummock_field": gaussian_field(shape, 1.5 * scales.sod_texture_px, rng["texture"]),
-        "raft_field": gaussian_field(shape, scales.sod_texture_px / 3.0, rng["texture"]),
-        "terrain_field": lm.terrain,
-    }
+    textures = SurfaceTextures(
+        ridge=gaussian_field(shape, scales.sod_texture_px, rng["texture"]),
+        hummock=gaussian_field(shape, 1.5 * scales.sod_texture_px, rng["texture"]),
+        raft=gaussian_field(shape, scales.sod_texture_px / 3.0, rng["texture"]),
+        terrain=lm.terrain,
+    )
     hh, hv = synthesise_sar(
-        ice_fraction=ice,
-        stage=stage,
-        rubble=floes.rubble,
-        land=land,
+        SurfaceCover(ice_fraction=ice, stage=stage, rubble=floes.rubble, land=land),
+        textures,
+        SurfaceWind(speed=speed, rel_dir=rel_dir),
         incidence=incidence,
-        wind_speed=speed,
-        wind_rel_dir=rel_dir,
         month=month,
         enl=params.enl,
         rng=rng["sar"],
-        **texture,
     )
-    del texture, speed, rel_dir
+    del textures, speed, rel_dir
     hh[~sar_valid] = np.nan
     hv[~sar_valid] = np.nan
 

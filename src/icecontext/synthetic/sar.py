@@ -64,6 +64,7 @@ pulled towards HH -17 / HV -27 dB by 35 % (June), 60 % (July), 50 % (August),
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -205,19 +206,198 @@ def _ice_db(
     return out
 
 
+@dataclass(frozen=True)
+class SurfaceCover:
+    """What covers each 80 m pixel.
+
+    Attributes:
+        ice_fraction: float32 (H, W) ice area fraction.
+        stage: uint8 (H, W) stage category of the ice (0 none).
+        rubble: uint8 (H, W) 1 where floes touch (ridged rubble).
+        land: bool (H, W) land mask.
+    """
+
+    ice_fraction: np.ndarray
+    stage: np.ndarray
+    rubble: np.ndarray
+    land: np.ndarray
+
+
+@dataclass(frozen=True)
+class SurfaceTextures:
+    """Unit-variance texture fields that modulate the ice and land signatures.
+
+    Attributes:
+        ridge: float32 (H, W) field of length L (first-year ridge network).
+        hummock: float32 (H, W) field of length 1.5 L (hummocks, frost flowers).
+        raft: float32 (H, W) field of length L / 3 (young-ice rafting).
+        terrain: float32 (H, W) land texture.
+    """
+
+    ridge: np.ndarray
+    hummock: np.ndarray
+    raft: np.ndarray
+    terrain: np.ndarray
+
+    def rows(self, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The fields' rows ``r0:r1``, in the order :func:`_ice_db` takes them."""
+        return self.ridge[r0:r1], self.hummock[r0:r1], self.raft[r0:r1], self.terrain[r0:r1]
+
+
+@dataclass(frozen=True)
+class SurfaceWind:
+    """The 10 m wind at the surface.
+
+    Attributes:
+        speed: float32 (H, W) wind speed (m/s).
+        rel_dir: float32 (H, W) wind direction relative to the range axis (rad).
+    """
+
+    speed: np.ndarray
+    rel_dir: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Polarisation:
+    """Per-polarisation constants: name, index of its noise draws, melt and rubble targets."""
+
+    name: str
+    index: int
+    melt_target_db: float
+    rubble_db: tuple[float, float]
+    range_db: tuple[float, float]
+
+
+_POLARISATIONS: Final = (
+    _Polarisation("hh", 0, MELT_TARGET_DB[0], RUBBLE_HH, HH_RANGE_DB),
+    _Polarisation("hv", 1, MELT_TARGET_DB[1], RUBBLE_HV, HV_RANGE_DB),
+)
+
+
+@dataclass(frozen=True)
+class _ThermalNoise:
+    """The EW noise floor and what its imperfect removal leaves.
+
+    Attributes:
+        floor: float32 (1, W) noise-equivalent sigma0, linear power.
+        subswath: (W,) sub-swath of each column.
+        error: float32 (2, 5) relative denoising error per polarisation and sub-swath.
+        phase: float32 (2, 5) azimuth-scalloping phase per polarisation and sub-swath.
+        period: Azimuth-scalloping period (rows).
+    """
+
+    floor: np.ndarray
+    subswath: np.ndarray
+    error: np.ndarray
+    phase: np.ndarray
+    period: np.float32
+
+    @classmethod
+    def draw(
+        cls, incidence: np.ndarray, theta: np.ndarray, lines: int, rng: np.random.Generator
+    ) -> _ThermalNoise:
+        """Draw the per-sub-swath denoising errors and scalloping phases."""
+        floor = _db_to_power(nesz_db(theta))
+        subswath = subswath_index(incidence)
+        error = rng.normal(0.0, 0.08, size=(2, 5)).astype(np.float32)
+        phase = rng.uniform(0, 2 * np.pi, size=(2, 5)).astype(np.float32)
+        return cls(floor, subswath, error, phase, np.float32(max(lines / 6.0, 20.0)))
+
+    def residual(self, k: int, rows: np.ndarray) -> np.ndarray:
+        """Noise power subtracted by the denoising (polarisation ``k``, ``rows`` (n, 1))."""
+        scallop = np.float32(0.05) * np.sin(
+            np.float32(2 * np.pi) * rows / self.period + self.phase[k][self.subswath][None, :]
+        )
+        return (np.float32(1.0) + self.error[k][self.subswath][None, :] + scallop) * self.floor
+
+
+@dataclass(frozen=True)
+class _Block:
+    """One block of rows of the scene, ready for the backscatter model.
+
+    Attributes:
+        rows: float32 (n, 1) row numbers.
+        stage: uint8 (n, W) stage category, ``LAND`` on land.
+        cover: float32 (n, W) ice fraction, 1 on land.
+        textures: The texture fields' rows.
+        rubble: bool (n, W) rubble mask.
+        is_ice: bool (n, W) sea ice (not water, not land).
+        water_db: HH and HV sigma0 (dB) of the open water.
+    """
+
+    rows: np.ndarray
+    stage: np.ndarray
+    cover: np.ndarray
+    textures: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    rubble: np.ndarray
+    is_ice: np.ndarray
+    water_db: tuple[np.ndarray, np.ndarray]
+
+
+def _block(
+    r0: int,
+    r1: int,
+    surface: SurfaceCover,
+    textures: SurfaceTextures,
+    wind: SurfaceWind,
+    theta: np.ndarray,
+) -> _Block:
+    st = surface.stage[r0:r1].copy()
+    is_land = surface.land[r0:r1]
+    st[is_land] = LAND
+    water_hh = water_hh_db(wind.speed[r0:r1], theta, wind.rel_dir[r0:r1])
+    return _Block(
+        rows=np.arange(r0, r1, dtype=np.float32)[:, None],
+        stage=st,
+        cover=np.where(is_land, np.float32(1.0), surface.ice_fraction[r0:r1]),
+        textures=textures.rows(r0, r1),
+        rubble=surface.rubble[r0:r1] > 0,
+        is_ice=(st > 0) & (st != LAND),
+        water_db=(water_hh, water_hv_db(water_hh, theta)),
+    )
+
+
+def _ice_signature_db(
+    block: _Block, th30: np.ndarray, pol: _Polarisation, pull: np.float32
+) -> np.ndarray:
+    """Ice (and land) backscatter (dB) with the rubble and the melt-season pull applied."""
+    ice_db = _ice_db(block.stage, th30, *block.textures, pol=pol.name)
+    if block.rubble.any():
+        rub_db = np.float32(pol.rubble_db[0]) + np.float32(pol.rubble_db[1]) * th30
+        ice_db += np.where(block.rubble, np.float32(RUBBLE_WEIGHT) * (rub_db - ice_db), 0.0)
+    if pull > 0:
+        ice_db += np.where(block.is_ice, pull * (np.float32(pol.melt_target_db) - ice_db), 0.0)
+    return ice_db
+
+
+def _observed_db(
+    power: np.ndarray,
+    residual: np.ndarray,
+    noise: _ThermalNoise,
+    enl: float,
+    pol: _Polarisation,
+    rng: np.random.Generator,
+    out: np.ndarray,
+) -> None:
+    """Add thermal noise, speckle it, denoise imperfectly; write dB (clipped) into ``out``."""
+    speckle = rng.standard_gamma(enl, size=power.shape, dtype=np.float32)
+    speckle *= np.float32(1.0 / enl)
+    power += noise.floor
+    power *= speckle
+    power -= residual
+    np.maximum(power, np.float32(1e-5), out=power)
+    lo, hi = pol.range_db
+    np.log10(power, out=power)
+    power *= np.float32(10.0)
+    np.clip(power, lo, hi, out=out)
+
+
 def synthesise_sar(
+    surface: SurfaceCover,
+    textures: SurfaceTextures,
+    wind: SurfaceWind,
     *,
-    ice_fraction: np.ndarray,
-    stage: np.ndarray,
-    rubble: np.ndarray,
-    land: np.ndarray,
     incidence: np.ndarray,
-    wind_speed: np.ndarray,
-    wind_rel_dir: np.ndarray,
-    ridge_field: np.ndarray,
-    hummock_field: np.ndarray,
-    raft_field: np.ndarray,
-    terrain_field: np.ndarray,
     month: int,
     enl: float,
     rng: np.random.Generator,
@@ -225,78 +405,30 @@ def synthesise_sar(
     """Return HH and HV sigma0 in dB (float32, clipped), block by block of rows.
 
     Args:
-        ice_fraction: float32 (H, W) ice area fraction.
-        stage: uint8 (H, W) stage category of the ice (0 none).
-        rubble: uint8 (H, W) 1 where floes touch (ridged rubble).
-        land: bool (H, W) land mask.
+        surface: Ice fraction, stage, rubble and land of each pixel.
+        textures: Ridge, hummock, rafting and terrain fields.
+        wind: Surface wind speed and direction.
         incidence: float32 (W,) incidence angle per column (deg).
-        wind_speed: float32 (H, W) 10 m wind speed at the surface (m/s).
-        wind_rel_dir: float32 (H, W) wind direction relative to the range axis (rad).
-        ridge_field: float32 (H, W) unit-variance field of length L (ridges).
-        hummock_field: float32 (H, W) field of length 1.5 L (hummocks, frost flowers).
-        raft_field: float32 (H, W) field of length L / 3 (young-ice rafting).
-        terrain_field: float32 (H, W) land texture.
         month: Calendar month (melt-season contrast collapse).
         enl: Equivalent number of looks of the speckle.
         rng: Random generator (speckle, denoising errors).
     """
-    h, w = ice_fraction.shape
+    h, w = surface.ice_fraction.shape
     theta = incidence.astype(np.float32)[None, :]
     th30 = theta - np.float32(30.0)
-    noise_lin = _db_to_power(nesz_db(theta))
-    sub = subswath_index(incidence)
-    # per-sub-swath denoising error and azimuth scalloping
-    err = rng.normal(0.0, 0.08, size=(2, 5)).astype(np.float32)
-    phase = rng.uniform(0, 2 * np.pi, size=(2, 5)).astype(np.float32)
-    period = np.float32(max(h / 6.0, 20.0))
+    noise = _ThermalNoise.draw(incidence, theta, h, rng)
     pull = np.float32(MELT_PULL.get(month, 0.0))
-    hh = np.empty((h, w), dtype=np.float32)
-    hv = np.empty((h, w), dtype=np.float32)
-    inv_enl = np.float32(1.0 / enl)
+    out = (np.empty((h, w), dtype=np.float32), np.empty((h, w), dtype=np.float32))
     for r0 in range(0, h, BLOCK_ROWS):
         r1 = min(h, r0 + BLOCK_ROWS)
-        rows = np.arange(r0, r1, dtype=np.float32)[:, None]
-        st = stage[r0:r1].copy()
-        is_land = land[r0:r1]
-        st[is_land] = LAND
-        f = np.where(is_land, np.float32(1.0), ice_fraction[r0:r1])
-        fields = (
-            ridge_field[r0:r1],
-            hummock_field[r0:r1],
-            raft_field[r0:r1],
-            terrain_field[r0:r1],
-        )
-        water_hh = water_hh_db(wind_speed[r0:r1], theta, wind_rel_dir[r0:r1])
-        water_hv = water_hv_db(water_hh, theta)
-        rub = rubble[r0:r1] > 0
-        is_ice = (st > 0) & (st != LAND)
-        for pol, out, water_db, melt_target, k, rub_sig in (
-            ("hh", hh, water_hh, MELT_TARGET_DB[0], 0, RUBBLE_HH),
-            ("hv", hv, water_hv, MELT_TARGET_DB[1], 1, RUBBLE_HV),
-        ):
-            ice_db = _ice_db(st, th30, *fields, pol=pol)
-            if rub.any():
-                rub_db = np.float32(rub_sig[0]) + np.float32(rub_sig[1]) * th30
-                ice_db += np.where(rub, np.float32(RUBBLE_WEIGHT) * (rub_db - ice_db), 0.0)
-            if pull > 0:
-                ice_db += np.where(is_ice, pull * (np.float32(melt_target) - ice_db), 0.0)
-            water_power = _db_to_power(water_db)
+        block = _block(r0, r1, surface, textures, wind, theta)
+        for pol in _POLARISATIONS:
+            ice_db = _ice_signature_db(block, th30, pol, pull)
+            water_power = _db_to_power(block.water_db[pol.index])
             power = _db_to_power(ice_db)
             power -= water_power
-            power *= f
+            power *= block.cover
             power += water_power  # f * ice + (1 - f) * water
-            scallop = np.float32(0.05) * np.sin(
-                np.float32(2 * np.pi) * rows / period + phase[k][sub][None, :]
-            )
-            residual = (np.float32(1.0) + err[k][sub][None, :] + scallop) * noise_lin
-            speckle = rng.standard_gamma(enl, size=power.shape, dtype=np.float32)
-            speckle *= inv_enl
-            power += noise_lin
-            power *= speckle
-            power -= residual
-            np.maximum(power, np.float32(1e-5), out=power)
-            lo, hi = HH_RANGE_DB if pol == "hh" else HV_RANGE_DB
-            np.log10(power, out=power)
-            power *= np.float32(10.0)
-            np.clip(power, lo, hi, out=out[r0:r1])
-    return hh, hv
+            residual = noise.residual(pol.index, block.rows)
+            _observed_db(power, residual, noise, enl, pol, rng, out[pol.index][r0:r1])
+    return out
