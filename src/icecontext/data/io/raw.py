@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -117,7 +118,7 @@ def downsample_max(values: np.ndarray) -> np.ndarray:
 def downsample_any(mask: np.ndarray) -> np.ndarray:
     """2 x 2 block "any" of a 40 m boolean mask."""
     h, w = mask.shape[0] // 2, mask.shape[1] // 2
-    return mask[: 2 * h, : 2 * w].reshape(h, 2, w, 2).any(axis=(1, 3))
+    return np.asarray(mask[: 2 * h, : 2 * w].reshape(h, 2, w, 2).any(axis=(1, 3)))
 
 
 def pixel_centres_40m(n80: int) -> np.ndarray:
@@ -177,24 +178,84 @@ def _extremes(values: np.ndarray) -> tuple[float, float]:
     return float(finite.min()), float(finite.max())
 
 
+@dataclass(frozen=True)
+class SarGridFields:
+    """The 80 m fields of a scene, before masking and z-scoring.
+
+    Attributes:
+        charts: ``{"SIC", "SOD", "FLOE"}`` uint8 at 80 m, 255 = masked.
+        chart_covered: bool at 80 m, True where a chart polygon covers the pixel (all
+            four 40 m pixels); ``None`` for scenes without a chart (raw test files),
+            which are then masked by the SAR only.
+        hh_db: HH sigma0 in dB at 80 m, NaN = no data.
+        hv_db: HV sigma0 in dB at 80 m, NaN = no data.
+        incidence: Incidence angle in degrees at 80 m.
+        distance: Distance-to-land zone id at 80 m (never masked).
+    """
+
+    charts: Mapping[str, np.ndarray]
+    chart_covered: np.ndarray | None
+    hh_db: np.ndarray
+    hv_db: np.ndarray
+    incidence: np.ndarray
+    distance: np.ndarray
+
+
+@dataclass(frozen=True)
+class CoarseFields:
+    """The 2 km fields and the tie-point geolocation of a scene.
+
+    Attributes:
+        amsr2: The 14 brightness temperatures in K on the 2 km grid.
+        era5: The 6 ERA5 fields in physical units on the 2 km grid.
+        latitude: 21 x 21 tie-point latitudes (degrees, axis 0 = lines).
+        longitude: 21 x 21 tie-point longitudes.
+    """
+
+    amsr2: Mapping[str, np.ndarray]
+    era5: Mapping[str, np.ndarray]
+    latitude: np.ndarray
+    longitude: np.ndarray
+
+
+@dataclass(frozen=True)
+class SceneIdentity:
+    """Names and global attributes of a scene.
+
+    Attributes:
+        scene_name: ``{YYYYMMDDThhmmss}_{dmi|cis}``.
+        original_id: Name of the raw file the scene comes from.
+        flip: The ``flip`` global attribute.
+    """
+
+    scene_name: str
+    original_id: str
+    flip: int = 0
+
+
+@dataclass(frozen=True)
+class SourceAttributes:
+    """Variable attributes carried over from the source.
+
+    Attributes:
+        sar: Attributes per SAR variable to keep (``upstream_id``, ``min``, ``max``
+            ...); missing ``min``/``max`` are computed from the data in dB.
+        amsr2: Attributes per AMSR2 variable (``AMSR2_swaths``, ``AMSR2_S1_delays``,
+            ``min``, ``max``, ``description``); missing ones are filled in.
+        era5: Attributes per ERA5 variable; ``units``/``long_name`` default to the
+            format's.
+    """
+
+    sar: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    amsr2: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    era5: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
 def assemble_r2t(
-    *,
-    charts: Mapping[str, np.ndarray],
-    chart_covered: np.ndarray | None,
-    hh_db: np.ndarray,
-    hv_db: np.ndarray,
-    incidence: np.ndarray,
-    distance: np.ndarray,
-    amsr2: Mapping[str, np.ndarray],
-    era5: Mapping[str, np.ndarray],
-    latitude: np.ndarray,
-    longitude: np.ndarray,
-    scene_name: str,
-    original_id: str,
-    sar_attrs: Mapping[str, Mapping[str, Any]] | None = None,
-    amsr2_attrs: Mapping[str, Mapping[str, Any]] | None = None,
-    era5_attrs: Mapping[str, Mapping[str, Any]] | None = None,
-    flip: int = 0,
+    fields: SarGridFields,
+    coarse: CoarseFields,
+    identity: SceneIdentity,
+    attrs: SourceAttributes | None = None,
 ) -> xr.Dataset:
     """Apply the production steps shared by raw conversion and the synthetic writer.
 
@@ -205,28 +266,10 @@ def assemble_r2t(
     variables in file order with every attribute; the 5 global attributes.
 
     Args:
-        charts: ``{"SIC", "SOD", "FLOE"}`` uint8 at 80 m, 255 = masked.
-        chart_covered: bool at 80 m, True where a chart polygon covers the pixel (all
-            four 40 m pixels); ``None`` for scenes without a chart (raw test files),
-            which are then masked by the SAR only.
-        hh_db: HH sigma0 in dB at 80 m, NaN = no data.
-        hv_db: HV sigma0 in dB at 80 m, NaN = no data.
-        incidence: Incidence angle in degrees at 80 m.
-        distance: Distance-to-land zone id at 80 m (never masked).
-        amsr2: The 14 brightness temperatures in K on the 2 km grid.
-        era5: The 6 ERA5 fields in physical units on the 2 km grid.
-        latitude: 21 x 21 tie-point latitudes (degrees, axis 0 = lines).
-        longitude: 21 x 21 tie-point longitudes.
-        scene_name: ``{YYYYMMDDThhmmss}_{dmi|cis}``.
-        original_id: Name of the raw file the scene comes from.
-        sar_attrs: Attributes per SAR variable to keep (``upstream_id``, ``min``,
-            ``max`` ...); missing ``min``/``max`` are computed from the data in dB.
-        amsr2_attrs: Attributes per AMSR2 variable (``AMSR2_swaths``,
-            ``AMSR2_S1_delays``, ``min``, ``max``, ``description``); missing ones are
-            filled in.
-        era5_attrs: Attributes per ERA5 variable; ``units``/``long_name`` default to
-            the format's.
-        flip: The ``flip`` global attribute.
+        fields: The 80 m fields.
+        coarse: The 2 km fields and the tie-point latitudes and longitudes.
+        identity: Scene name, source file name and ``flip``.
+        attrs: Variable attributes from the source (default: none).
 
     Returns:
         The scene in the ready-to-train layout (numpy-backed).
@@ -235,59 +278,74 @@ def assemble_r2t(
         DataError: If the arrays do not share the 80 m shape or the 2 km grid is not
             ``floor(H/25) x floor(W/25)``.
     """
-    if not SCENE_NAME_RE.match(scene_name):
-        raise DataError(f"scene name '{scene_name}' is not YYYYMMDDThhmmss_dmi|cis")
-    shape = hh_db.shape
-    fields = {
-        "hh_db": hh_db,
-        "hv_db": hv_db,
-        "incidence": incidence,
-        "distance": distance,
-        **{f"charts[{c}]": charts[c] for c in CHARTS},
+    if not SCENE_NAME_RE.match(identity.scene_name):
+        raise DataError(f"scene name '{identity.scene_name}' is not YYYYMMDDThhmmss_dmi|cis")
+    _check_shapes(fields, coarse)
+    attrs = attrs or SourceAttributes()
+    sar_valid = np.isfinite(fields.hh_db) & np.isfinite(fields.hv_db)
+    valid = sar_valid if fields.chart_covered is None else sar_valid & fields.chart_covered
+    ds = xr.Dataset(
+        attrs={
+            "scene_id": prep_file_name(identity.scene_name),
+            "original_id": identity.original_id,
+            "ice_service": identity.scene_name[16:19],
+            "flip": int(identity.flip),
+            "pixel_spacing": PIXEL_SPACING_M,
+        }
+    )
+    for c in CHARTS:
+        chart = np.asarray(fields.charts[c], dtype=np.uint8).copy()
+        chart[~sar_valid] = CHART_FILL
+        ds[c] = xr.DataArray(
+            chart, dims=SAR_DIMS, attrs={"polygon": CHART_LONG_NAMES[c], "chart_fill_value": 255}
+        )
+    for name, values in zip(LATLON_VARIABLES, (coarse.latitude, coarse.longitude), strict=True):
+        ds[name] = xr.DataArray(np.asarray(values, dtype=np.float64), dims=TIEPOINT_DIMS)
+    _add_sar_grid_inputs(ds, fields, valid, identity.original_id, attrs.sar)
+    _add_coarse_inputs(ds, coarse, attrs)
+    return ds[list(R2T_VARIABLE_NAMES)]
+
+
+def _check_shapes(fields: SarGridFields, coarse: CoarseFields) -> None:
+    """Raise DataError unless the 80 m fields share a shape and the 2 km grid fits it."""
+    shape = fields.hh_db.shape
+    named = {
+        "hh_db": fields.hh_db,
+        "hv_db": fields.hv_db,
+        "incidence": fields.incidence,
+        "distance": fields.distance,
+        **{f"charts[{c}]": fields.charts[c] for c in CHARTS},
     }
-    if chart_covered is not None:
-        fields["chart_covered"] = chart_covered
-    for name, arr in fields.items():
+    if fields.chart_covered is not None:
+        named["chart_covered"] = fields.chart_covered
+    for name, arr in named.items():
         if arr.shape != shape:
             raise DataError(f"assemble_r2t: {name} has shape {arr.shape}, expected {shape}")
     shape2 = amsr_grid_shape(shape)
-    for name, arr in {**amsr2, **era5}.items():
+    for name, arr in {**coarse.amsr2, **coarse.era5}.items():
         if arr.shape != shape2:
             raise DataError(
                 f"assemble_r2t: {name} has shape {arr.shape}, expected the 2 km grid "
                 f"floor(H/25) x floor(W/25) = {shape2}"
             )
 
-    sar_valid = np.isfinite(hh_db) & np.isfinite(hv_db)
-    valid = sar_valid if chart_covered is None else sar_valid & chart_covered
-    sar_attrs = sar_attrs or {}
-    amsr2_attrs = amsr2_attrs or {}
-    era5_attrs = era5_attrs or {}
 
-    ds = xr.Dataset(
-        attrs={
-            "scene_id": prep_file_name(scene_name),
-            "original_id": original_id,
-            "ice_service": scene_name[16:19],
-            "flip": int(flip),
-            "pixel_spacing": PIXEL_SPACING_M,
-        }
-    )
-    for c in CHARTS:
-        chart = np.asarray(charts[c], dtype=np.uint8).copy()
-        chart[~sar_valid] = CHART_FILL
-        ds[c] = xr.DataArray(
-            chart, dims=SAR_DIMS, attrs={"polygon": CHART_LONG_NAMES[c], "chart_fill_value": 255}
-        )
-    for name, values in zip(LATLON_VARIABLES, (latitude, longitude), strict=True):
-        ds[name] = xr.DataArray(np.asarray(values, dtype=np.float64), dims=TIEPOINT_DIMS)
+def _add_sar_grid_inputs(
+    ds: xr.Dataset,
+    fields: SarGridFields,
+    valid: np.ndarray,
+    original_id: str,
+    sar_attrs: Mapping[str, Mapping[str, Any]],
+) -> None:
+    """Add HH, HV, the incidence angle (masked, z-scored) and the distance (z-scored)."""
 
     def masked_z(var: str, values: np.ndarray) -> np.ndarray:
         z = normalise(var, values)
         z[~valid | ~np.isfinite(z)] = 0.0
         return z
 
-    for var, values, pol in ((SAR_VARIABLES[0], hh_db, "HH"), (SAR_VARIABLES[1], hv_db, "HV")):
+    polarised = ((SAR_VARIABLES[0], fields.hh_db, "HH"), (SAR_VARIABLES[1], fields.hv_db, "HV"))
+    for var, values, pol in polarised:
         attrs = dict(sar_attrs.get(var, {}))
         lo, hi = _extremes(values)
         attrs.setdefault("polarisation", pol)
@@ -301,20 +359,24 @@ def assemble_r2t(
         }
         ds[var] = xr.DataArray(masked_z(var, values), dims=SAR_DIMS, attrs={**ordered, **attrs})
     ds[INCIDENCE_VARIABLE] = xr.DataArray(
-        masked_z(INCIDENCE_VARIABLE, incidence),
+        masked_z(INCIDENCE_VARIABLE, fields.incidence),
         dims=SAR_DIMS,
         attrs={"variable_fill_value": 0.0},
     )
     ds[DISTANCE_VARIABLE] = xr.DataArray(
-        normalise(DISTANCE_VARIABLE, distance),
+        normalise(DISTANCE_VARIABLE, fields.distance),
         dims=SAR_DIMS,
         attrs={
             "long_name": "Distance to land zones numbered with ids ranging from 0 to 41",
             "zonal_range_description": DISTANCE_ZONES_DESCRIPTION,
         },
     )
+
+
+def _add_coarse_inputs(ds: xr.Dataset, coarse: CoarseFields, source: SourceAttributes) -> None:
+    """Add the z-scored AMSR2 and ERA5 fields with their attributes."""
     for var in AMSR2_VARIABLES:
-        values = np.asarray(amsr2[var])
+        values = np.asarray(coarse.amsr2[var])
         freq = var[6:-1].replace("_", ".")
         pol = "horizontal" if var.endswith("h") else "vertical"
         lo, hi = _extremes(values)
@@ -325,13 +387,14 @@ def assemble_r2t(
             "max": hi,
             "description": f"Brightness temperature in K at {freq}GHz. Polarization: {pol}.",
         }
-        attrs.update(amsr2_attrs.get(var, {}))
+        attrs.update(source.amsr2.get(var, {}))
         ds[var] = xr.DataArray(normalise(var, values), dims=AMSR_DIMS, attrs=attrs)
     for var in ERA5_VARIABLES:
-        attrs = {"units": ERA5_UNITS[var], "long_name": ERA5_LONG_NAMES[var]}
-        attrs.update(era5_attrs.get(var, {}))
-        ds[var] = xr.DataArray(normalise(var, np.asarray(era5[var])), dims=AMSR_DIMS, attrs=attrs)
-    return ds[list(R2T_VARIABLE_NAMES)]
+        era5_attrs = {"units": ERA5_UNITS[var], "long_name": ERA5_LONG_NAMES[var]}
+        era5_attrs.update(source.era5.get(var, {}))
+        ds[var] = xr.DataArray(
+            normalise(var, np.asarray(coarse.era5[var])), dims=AMSR_DIMS, attrs=era5_attrs
+        )
 
 
 # ----------------------------------------------------------------------------- raw files
@@ -448,15 +511,61 @@ def raw_dataset_to_r2t(
     where = _where(source, ds)
     shape80 = _check_structure(ds, where)
     scene_name, original_id = _raw_scene_name(ds, where)
-    h, w = shape80
-
     classes: PolygonClasses | None = None
     if "polygon_codes" in ds.variables:
         try:
             classes = convert_polygon_codes(_read(ds, "polygon_codes", where), clean=clean)
         except PolygonCodesError as exc:
             raise SceneFormatError(where, "polygon_codes", str(exc)) from exc
+    tp = {v: _read(ds, v, where) for v in TIEPOINT_VARIABLES[:5]}
+    try:
+        incidence = incidence_at_80m(
+            tp["sar_grid_line"], tp["sar_grid_sample"], tp["sar_grid_incidenceangle"], shape80
+        )
+        lat, lon = latlon_grid_21(
+            tp["sar_grid_line"],
+            tp["sar_grid_sample"],
+            tp["sar_grid_latitude"],
+            tp["sar_grid_longitude"],
+            shape80,
+        )
+    except DataError as exc:
+        raise SceneFormatError(where, "sar_grid_line", str(exc)) from exc
+    out = assemble_r2t(
+        _reduce_sar_grid(ds, where, shape80, classes, block_rows, incidence),
+        CoarseFields(
+            amsr2={v: _read(ds, v, where) for v in AMSR2_VARIABLES},
+            era5={v: _read(ds, v, where) for v in ERA5_VARIABLES},
+            latitude=lat,
+            longitude=lon,
+        ),
+        SceneIdentity(scene_name, original_id),
+        _source_attributes(ds),
+    )
+    out.attrs["scene_name"] = scene_name
+    return out
 
+
+def _reduce_sar_grid(
+    ds: xr.Dataset,
+    where: str,
+    shape80: tuple[int, int],
+    classes: PolygonClasses | None,
+    block_rows: int,
+    incidence: np.ndarray,
+) -> SarGridFields:
+    """Read the 40 m SAR, distance and chart arrays in row blocks and reduce them to 80 m.
+
+    Args:
+        ds: The raw dataset.
+        where: The file, for error messages.
+        shape80: The 80 m shape.
+        classes: The converted polygon codes; ``None`` for a file without a chart
+            (charts all 255, no chart coverage).
+        block_rows: 80 m rows converted at a time.
+        incidence: The incidence angle at 80 m (from the tie points).
+    """
+    h, w = shape80
     hh = np.empty(shape80, np.float32)
     hv = np.empty(shape80, np.float32)
     dist = np.empty(shape80, np.float32)
@@ -476,53 +585,32 @@ def raw_dataset_to_r2t(
             for c in CHARTS:
                 charts[c][r0:r1] = downsample_max(block[c])
             covered[r0:r1] = ~downsample_any(~np.isfinite(ids))
-
-    tp = {v: _read(ds, v, where) for v in TIEPOINT_VARIABLES[:5]}
-    try:
-        incidence = incidence_at_80m(
-            tp["sar_grid_line"], tp["sar_grid_sample"], tp["sar_grid_incidenceangle"], shape80
-        )
-        lat, lon = latlon_grid_21(
-            tp["sar_grid_line"],
-            tp["sar_grid_sample"],
-            tp["sar_grid_latitude"],
-            tp["sar_grid_longitude"],
-            shape80,
-        )
-    except DataError as exc:
-        raise SceneFormatError(where, "sar_grid_line", str(exc)) from exc
-
-    sar_attrs = {
-        v: {k: val for k, val in ds[v].attrs.items() if not k.startswith("_")}
-        for v in SAR_VARIABLES
-    }
-    amsr2_attrs = {
-        v: {k: val for k, val in ds[v].attrs.items() if not k.startswith("_")}
-        for v in AMSR2_VARIABLES
-    }
-    era5_attrs = {
-        v: {k: val for k, val in ds[v].attrs.items() if k in ("units", "long_name")}
-        for v in ERA5_VARIABLES
-    }
-    out = assemble_r2t(
+    return SarGridFields(
         charts=charts,
         chart_covered=covered,
         hh_db=hh,
         hv_db=hv,
         incidence=incidence,
         distance=dist,
-        amsr2={v: _read(ds, v, where) for v in AMSR2_VARIABLES},
-        era5={v: _read(ds, v, where) for v in ERA5_VARIABLES},
-        latitude=lat,
-        longitude=lon,
-        scene_name=scene_name,
-        original_id=original_id,
-        sar_attrs=sar_attrs,
-        amsr2_attrs=amsr2_attrs,
-        era5_attrs=era5_attrs,
     )
-    out.attrs["scene_name"] = scene_name
-    return out
+
+
+def _source_attributes(ds: xr.Dataset) -> SourceAttributes:
+    """The attributes of the raw SAR, AMSR2 and ERA5 variables that the scene keeps."""
+    return SourceAttributes(
+        sar={
+            v: {k: val for k, val in ds[v].attrs.items() if not k.startswith("_")}
+            for v in SAR_VARIABLES
+        },
+        amsr2={
+            v: {k: val for k, val in ds[v].attrs.items() if not k.startswith("_")}
+            for v in AMSR2_VARIABLES
+        },
+        era5={
+            v: {k: val for k, val in ds[v].attrs.items() if k in ("units", "long_name")}
+            for v in ERA5_VARIABLES
+        },
+    )
 
 
 def open_raw(
