@@ -34,55 +34,24 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from icecontext.data.io.format import CHART_FILL, CHARTS
-from icecontext.errors import ConfigError, DataError
+from icecontext.errors import ConfigError
 from icecontext.inference.exports.netcdf import PROBABILITY_SCALE
-from icecontext.inference.tiling import Tile, TileLayout, TileSettings, plan_tiles
+from icecontext.inference.tile_batches import TileBatch, TileSource, iter_tile_batches
+from icecontext.inference.tiling import TileLayout, TileSettings
 
 InferencePrecision = Literal["auto", "32", "bf16", "16"]
 """``--precision``: ``auto`` is bf16 on a CUDA device, else 32 (:func:`resolve_precision`)."""
 ProbabilityDtype = Literal["float32", "uint8"]
 ConfidenceKind = Literal["max", "entropy"]
-
-Window = tuple[int, int, int, int]
-
-
-class SceneSourceLike(Protocol):
-    """What the predictor needs from a scene source (see ``data/loader/sources.py``)."""
-
-    name: str
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """``(h, w)`` at the source's resolution."""
-        ...
-
-    @property
-    def full_shape(self) -> tuple[int, int]:
-        """``(H, W)`` at 80 m."""
-        ...
-
-    @property
-    def downsample(self) -> int:
-        """Integer downsampling factor ``K`` of the source."""
-        ...
-
-    def read_inputs(self, window: Window, features: Sequence[str]) -> np.ndarray:
-        """``float32 (C, h, w)`` inputs of a window."""
-        ...
-
-    def valid_mask(self, window: Window) -> np.ndarray:
-        """``bool (h, w)``: pixels with input data."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -182,25 +151,6 @@ def upsample_nearest(array: np.ndarray, factor: int, full_shape: tuple[int, int]
     return array[..., rows[:, None], cols[None, :]]
 
 
-def _read_padded(
-    source: SceneSourceLike, window: Window, features: Sequence[str], n_channels: int
-) -> np.ndarray:
-    """Read a window that may extend past the scene; the outside is 0 (no data)."""
-    r, c, h, w = window
-    sh, sw = source.shape
-    out = np.zeros((n_channels, h, w), dtype=np.float32)
-    rr, cc = min(h, sh - r), min(w, sw - c)
-    if rr > 0 and cc > 0:
-        data = source.read_inputs((r, c, rr, cc), features)
-        if data.shape != (n_channels, rr, cc):
-            raise DataError(
-                f"scene {source.name}: read_inputs returned shape {data.shape} for window "
-                f"{(r, c, rr, cc)}, expected {(n_channels, rr, cc)}"
-            )
-        out[:, :rr, :cc] = data
-    return out
-
-
 def resolve_precision(
     precision: InferencePrecision, device: str | torch.device
 ) -> Literal["32", "bf16", "16"]:
@@ -225,9 +175,9 @@ def _autocast(
 
 
 def _to_classes(model: nn.Module, outputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    if hasattr(model, "to_classes"):
-        return model.to_classes(outputs)  # type: ignore[operator,no-any-return]
-    return default_to_classes(outputs)
+    to_classes: Callable[[Mapping[str, Tensor]], dict[str, Tensor]] | None
+    to_classes = getattr(model, "to_classes", None)
+    return default_to_classes(outputs) if to_classes is None else to_classes(outputs)
 
 
 def default_to_classes(outputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -264,7 +214,7 @@ def overlap_for_rf(receptive_field: int | None, tile: int) -> int:
     return cap if receptive_field is None else min(cap, -(-int(receptive_field) // 2))
 
 
-def resolve_overlap(overlap: int | str, receptive_field: int | None, tile: int) -> int:
+def resolve_overlap(overlap: int | float | str, receptive_field: int | None, tile: int) -> int:
     """The margin in pixels for an ``--overlap`` of pixels, ``"auto"`` or ``"rf"``.
 
     ``"auto"`` is :func:`overlap_for_rf` (the radius capped at ``tile / 16``); ``"rf"``
@@ -298,7 +248,8 @@ def resolve_overlap(overlap: int | str, receptive_field: int | None, tile: int) 
 
 def receptive_field_of(model: nn.Module) -> int | None:
     """The model's theoretical receptive field in pixels (``None``: global pooling or unknown)."""
-    return model.receptive_field() if hasattr(model, "receptive_field") else None
+    field_of: Callable[[], int | None] | None = getattr(model, "receptive_field", None)
+    return None if field_of is None else field_of()
 
 
 def auto_overlap(model: nn.Module, tile: int) -> int:
@@ -309,11 +260,6 @@ def auto_overlap(model: nn.Module, tile: int) -> int:
 def model_overlap(model: nn.Module, overlap: int | str, tile: int) -> int:
     """:func:`resolve_overlap` with the model's receptive field."""
     return resolve_overlap(overlap, receptive_field_of(model), tile)
-
-
-def _batches(tiles: Sequence[Tile], size: int) -> Iterator[list[Tile]]:
-    for i in range(0, len(tiles), size):
-        yield list(tiles[i : i + size])
 
 
 def tile_confidence(probabilities: Tensor, kind: ConfidenceKind) -> Tensor:
@@ -331,7 +277,7 @@ def tile_confidence(probabilities: Tensor, kind: ConfidenceKind) -> Tensor:
     return 1.0 - h / float(np.log(p.shape[1]))
 
 
-def has_input_data(source: SceneSourceLike, rows: int = 512) -> bool:
+def has_input_data(source: TileSource, rows: int = 512) -> bool:
     """Whether any pixel of the scene has input data, read in strips of ``rows`` rows."""
     h, w = source.shape
     for r in range(0, h, rows):
@@ -343,7 +289,7 @@ def has_input_data(source: SceneSourceLike, rows: int = 512) -> bool:
 @torch.no_grad()
 def predict_scene(
     model: nn.Module,
-    source: SceneSourceLike,
+    source: TileSource,
     features: Sequence[str],
     *,
     tiling: TileSettings = DEFAULT_TILING,
@@ -354,10 +300,11 @@ def predict_scene(
 ) -> ScenePrediction:
     """Predict the three charts of a whole scene.
 
-    Tiles are read from ``source`` one batch ahead (a background thread), run through
-    the model, and only their cores are written into ``uint8`` class maps; the valid
-    mask is read per core. Peak memory is one batch of tiles and its activations plus
-    3 bytes per source pixel (plus the optional probabilities / confidence).
+    Tiles are read from ``source`` one batch ahead (a background thread,
+    :func:`~icecontext.inference.tile_batches.iter_tile_batches`), run through the
+    model, and only their cores are written into ``uint8`` class maps; the valid mask
+    is read per core. Peak memory is one batch of tiles and its activations plus 3 bytes
+    per source pixel (plus the optional probabilities / confidence).
 
     Args:
         model: Multi-task network: ``model(x) -> {"SIC", "SOD", "FLOE"}`` outputs at
@@ -380,121 +327,159 @@ def predict_scene(
         DataError: If the source returns arrays of the wrong shape.
     """
     t0 = time.perf_counter()
-    batch = tiling.batch
-    probability_dtype, confidence = outputs.probability_dtype, outputs.confidence
     dev = torch.device(device)
-    layout: TileLayout = plan_tiles(
-        source.shape, tiling.tile, tiling.overlap, tiling.align, balance=tiling.balance
-    )
-    h, w = source.shape
-    features = list(features)
-    n_ch = len(features)
-    classes = {t: np.full((h, w), CHART_FILL, dtype=np.uint8) for t in CHARTS}
-    probs: dict[str, np.ndarray] | None = {} if outputs.probabilities else None
-    conf: dict[str, np.ndarray] | None = {} if confidence is not None else None
-    p_dtype = np.uint8 if probability_dtype == "uint8" else np.float32
-    p_fill = CHART_FILL if probability_dtype == "uint8" else np.nan
-    n_valid = 0
-
+    layout = tiling.plan(source.shape)
+    maps = _SceneMaps.empty(source.shape, outputs)
     was_training = model.training
     model.eval()
-    done = 0
-    # One background thread reads the next batch of tiles while the model runs.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-
-        def load(tiles: list[Tile]) -> tuple[np.ndarray, list[np.ndarray | None]]:
-            # All source reads happen here, in tile order (the valid mask of each core
-            # too), so a source that caches row strips sees one sequential reader.
-            x = np.stack([_read_padded(source, t.window, features, n_ch) for t in tiles])
-            invalid: list[np.ndarray | None] = []
-            for t in tiles:
-                r0, c0, ch, cw = t.core
-                r1, c1 = min(r0 + ch, h), min(c0 + cw, w)
-                if r1 <= r0 or c1 <= c0:
-                    invalid.append(None)  # core entirely in the alignment padding
-                else:
-                    core = (r0, c0, r1 - r0, c1 - c0)
-                    invalid.append(~np.asarray(source.valid_mask(core), dtype=bool))
-            return x, invalid
-
-        batches = list(_batches(layout.tiles, batch))
-        pending: Future[tuple[np.ndarray, list[np.ndarray | None]]] | None = (
-            pool.submit(load, batches[0]) if batches else None
-        )
-        try:
-            for i, tiles in enumerate(batches):
-                assert pending is not None
-                x_np, invalid_cores = pending.result()
-                pending = pool.submit(load, batches[i + 1]) if i + 1 < len(batches) else None
-                x = torch.from_numpy(x_np).to(dev, non_blocking=True)
-                with _autocast(dev, precision):
-                    heads = model(x)
-                del x
-                heads = {k: v.float() for k, v in heads.items()}
-                cls = {
-                    k: v.to(torch.uint8).cpu().numpy() for k, v in _to_classes(model, heads).items()
-                }
-                p_np: dict[str, np.ndarray] = {}
-                c_np: dict[str, np.ndarray] = {}
-                if probs is not None or conf is not None:
-                    for k, v in heads.items():
-                        if v.shape[1] < 2:
-                            continue  # a regression head has no distribution
-                        p_t = torch.softmax(v, dim=1)
-                        if conf is not None:
-                            c_np[k] = tile_confidence(p_t, confidence).cpu().numpy()  # type: ignore[arg-type]
-                        if probs is not None:
-                            if p_dtype is np.uint8:
-                                p_t = torch.round(p_t * PROBABILITY_SCALE).to(torch.uint8)
-                            p_np[k] = p_t.cpu().numpy()
-                del heads
-                for b, t in enumerate(tiles):
-                    invalid = invalid_cores[b]
-                    if invalid is None:
-                        continue
-                    r0, c0, ch, cw = t.core
-                    r1, c1 = min(r0 + ch, h), min(c0 + cw, w)
-                    lr, lc = r0 - t.rows.start, c0 - t.cols.start
-                    sl = (slice(lr, lr + r1 - r0), slice(lc, lc + c1 - c0))
-                    n_valid += int(invalid.size - np.count_nonzero(invalid))
-                    for task in CHARTS:
-                        core = cls[task][b][sl]
-                        core[invalid] = CHART_FILL
-                        classes[task][r0:r1, c0:c1] = core
-                    for task, p in p_np.items():
-                        if task not in probs:  # type: ignore[operator]
-                            probs[task] = np.full((p.shape[1], h, w), p_fill, dtype=p_dtype)  # type: ignore[index]
-                        core_p = p[b][(slice(None), *sl)]
-                        core_p[:, invalid] = p_fill
-                        probs[task][:, r0:r1, c0:c1] = core_p  # type: ignore[index]
-                    for task, cmap in c_np.items():
-                        if task not in conf:  # type: ignore[operator]
-                            conf[task] = np.full((h, w), np.nan, dtype=np.float32)  # type: ignore[index]
-                        core_c = cmap[b][sl]
-                        core_c[invalid] = np.nan
-                        conf[task][r0:r1, c0:c1] = core_c  # type: ignore[index]
-                done += len(tiles)
+    try:
+        tiles = iter_tile_batches(source, list(features), layout, tiling.batch)
+        with contextlib.closing(tiles) as batches:
+            for batch in batches:
+                maps.paste(batch, _run_batch(model, batch.inputs, dev, precision, outputs))
                 if progress is not None:
-                    progress(done, len(layout.tiles))
-        finally:
-            if pending is not None:
-                pending.cancel()
-            model.train(was_training)
+                    progress(batch.first + len(batch.tiles), len(layout.tiles))
+    finally:
+        model.train(was_training)
+    return maps.prediction(source, layout, time.perf_counter() - t0)
 
-    k = int(source.downsample)
-    full = tuple(int(v) for v in source.full_shape)
-    full_classes = {t: upsample_nearest(classes[t], k, full) for t in CHARTS}  # type: ignore[arg-type]
-    return ScenePrediction(
-        name=source.name,
-        classes=full_classes,
-        shape=(h, w),
-        full_shape=full,  # type: ignore[arg-type]
-        downsample=k,
-        probabilities=probs,
-        confidence=conf,
-        source_classes=classes,
-        seconds=time.perf_counter() - t0,
-        tiles=len(layout.tiles),
-        valid_pixels=n_valid,
-        extra={"tile": layout.tile, "margin": layout.margin, "align": layout.align},
-    )
+
+@dataclass(frozen=True)
+class _TileOutputs:
+    """A batch's outputs on the CPU: ``{task: (B, ...)}`` arrays."""
+
+    classes: dict[str, np.ndarray]
+    probabilities: dict[str, np.ndarray]
+    confidence: dict[str, np.ndarray]
+
+
+def _run_batch(
+    model: nn.Module,
+    inputs: np.ndarray,
+    device: torch.device,
+    precision: InferencePrecision,
+    outputs: ExtraOutputs,
+) -> _TileOutputs:
+    """Run the model on a batch of tiles: uint8 classes and the requested extras."""
+    x = torch.from_numpy(inputs).to(device, non_blocking=True)
+    with _autocast(device, precision):
+        heads = model(x)
+    del x
+    heads = {k: v.float() for k, v in heads.items()}
+    classes = {k: v.to(torch.uint8).cpu().numpy() for k, v in _to_classes(model, heads).items()}
+    return _TileOutputs(classes, *_distributions(heads, outputs))
+
+
+def _distributions(
+    heads: Mapping[str, Tensor], outputs: ExtraOutputs
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(probabilities, confidence)`` of the classification heads, as requested."""
+    probabilities: dict[str, np.ndarray] = {}
+    confidence: dict[str, np.ndarray] = {}
+    if not outputs.probabilities and outputs.confidence is None:
+        return probabilities, confidence
+    for k, v in heads.items():
+        if v.shape[1] < 2:
+            continue  # a regression head has no distribution
+        p = torch.softmax(v, dim=1)
+        if outputs.confidence is not None:
+            confidence[k] = tile_confidence(p, outputs.confidence).cpu().numpy()
+        if outputs.probabilities:
+            if outputs.probability_dtype == "uint8":
+                p = torch.round(p * PROBABILITY_SCALE).to(torch.uint8)
+            probabilities[k] = p.cpu().numpy()
+    return probabilities, confidence
+
+
+@dataclass
+class _SceneMaps:
+    """The scene-sized outputs of a pass, filled core by core.
+
+    Attributes:
+        shape: ``(h, w)`` at the source's resolution.
+        outputs: What is returned besides the classes.
+        classes: ``{task: uint8 (h, w)}``, 255 until a core (with data) is pasted.
+        probabilities: ``{task: (K, h, w)}`` made at the first tile of each head, or
+            ``None`` when not asked for.
+        confidence: ``{task: float32 (h, w)}`` likewise.
+        valid_pixels: Pixels with input data pasted so far.
+    """
+
+    shape: tuple[int, int]
+    outputs: ExtraOutputs
+    classes: dict[str, np.ndarray]
+    probabilities: dict[str, np.ndarray] | None
+    confidence: dict[str, np.ndarray] | None
+    valid_pixels: int = 0
+
+    @classmethod
+    def empty(cls, shape: tuple[int, int], outputs: ExtraOutputs) -> _SceneMaps:
+        """Maps of a scene of ``shape`` before any tile."""
+        h, w = shape
+        return cls(
+            shape=(h, w),
+            outputs=outputs,
+            classes={t: np.full((h, w), CHART_FILL, dtype=np.uint8) for t in CHARTS},
+            probabilities={} if outputs.probabilities else None,
+            confidence={} if outputs.confidence is not None else None,
+        )
+
+    def paste(self, batch: TileBatch, out: _TileOutputs) -> None:
+        """Write the cores of a batch's tiles; pixels without data become masked."""
+        for b, (crop, valid) in enumerate(zip(batch.crops, batch.valid, strict=True)):
+            if crop is None or valid is None:
+                continue  # core entirely in the alignment padding
+            invalid = ~valid
+            self.valid_pixels += int(invalid.size - np.count_nonzero(invalid))
+            for task in CHARTS:
+                core = out.classes[task][b][crop.local]
+                core[invalid] = CHART_FILL
+                self.classes[task][crop.region] = core
+            if self.probabilities is not None:
+                for task, p in out.probabilities.items():
+                    self._paste_probabilities(task, p[b], crop.region, crop.local, invalid)
+            if self.confidence is not None:
+                for task, cmap in out.confidence.items():
+                    if task not in self.confidence:
+                        self.confidence[task] = np.full(self.shape, np.nan, dtype=np.float32)
+                    core_c = cmap[b][crop.local]
+                    core_c[invalid] = np.nan
+                    self.confidence[task][crop.region] = core_c
+
+    def _paste_probabilities(
+        self,
+        task: str,
+        tile_p: np.ndarray,
+        region: tuple[slice, slice],
+        local: tuple[slice, slice],
+        invalid: np.ndarray,
+    ) -> None:
+        assert self.probabilities is not None
+        packed = self.outputs.probability_dtype == "uint8"
+        fill = CHART_FILL if packed else np.nan
+        if task not in self.probabilities:
+            dtype = np.uint8 if packed else np.float32
+            self.probabilities[task] = np.full((tile_p.shape[0], *self.shape), fill, dtype=dtype)
+        core_p = tile_p[(slice(None), *local)]
+        core_p[:, invalid] = fill
+        self.probabilities[task][(slice(None), *region)] = core_p
+
+    def prediction(self, source: TileSource, layout: TileLayout, seconds: float) -> ScenePrediction:
+        """The finished prediction: class maps brought to the source's full 80 m shape."""
+        k = int(source.downsample)
+        fh, fw = (int(v) for v in source.full_shape)
+        full = {t: upsample_nearest(self.classes[t], k, (fh, fw)) for t in CHARTS}
+        return ScenePrediction(
+            name=source.name,
+            classes=full,
+            shape=self.shape,
+            full_shape=(fh, fw),
+            downsample=k,
+            probabilities=self.probabilities,
+            confidence=self.confidence,
+            source_classes=self.classes,
+            seconds=seconds,
+            tiles=len(layout.tiles),
+            valid_pixels=self.valid_pixels,
+            extra={"tile": layout.tile, "margin": layout.margin, "align": layout.align},
+        )

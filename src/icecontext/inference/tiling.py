@@ -73,6 +73,10 @@ class TileSettings:
         if self.batch < 1:
             raise ConfigError("--batch", f"must be >= 1 tile, got {self.batch}")
 
+    def plan(self, shape: tuple[int, int]) -> TileLayout:
+        """Tiles over a scene (or window) of ``shape``: :func:`plan_tiles` with these settings."""
+        return plan_tiles(shape, self.tile, self.overlap, self.align, balance=self.balance)
+
 
 @dataclass(frozen=True)
 class Span:
