@@ -128,7 +128,7 @@ def test_hirescam_reach_grows_with_the_atrous_rate_and_stays_in_the_receptive_fi
     radius and grows with the rate. Grad-CAM's does not: its channel weights are global,
     so its mass spreads over the whole input, beyond the receptive field.
     """
-    from icecontext.explain.scene import explain_scene
+    from icecontext.explain.scene import CamSettings, explain_scene, explain_tiling
     from icecontext.explain.targets import TargetSpec
 
     from .conftest import MemorySource, tiny_model
@@ -145,8 +145,9 @@ def test_hirescam_reach_grows_with_the_atrous_rate_and_stays_in_the_receptive_fi
         assert radius < model.receptive_field() / 2
         maps = {
             method: explain_scene(
-                model, src, src.features, TargetSpec("SOD", 2), layer="encoder.layer2",
-                tile=256, classes=fixed, method=method,
+                model, src, src.features, TargetSpec("SOD", 2),
+                CamSettings(layer="encoder.layer2", classes=fixed, method=method),
+                explain_tiling(model, 256),
             )
             for method in ("hirescam", "gradcam")
         }  # fmt: skip

@@ -13,14 +13,18 @@ from icecontext.explain.figures import (
     explain_figure,
     save_figure,
 )
-from icecontext.explain.scene import explain_scene
+from icecontext.explain.scene import CamSettings, explain_scene
 from icecontext.explain.targets import TargetSpec
 
 
 @pytest.fixture(scope="module")
 def result(model, scene):
     return explain_scene(
-        model, scene, scene.features, TargetSpec("SOD", 3, "reference"), window=(0, 0, 128, 160)
+        model,
+        scene,
+        scene.features,
+        TargetSpec("SOD", 3, "reference"),
+        CamSettings(window=(0, 0, 128, 160)),
     )
 
 

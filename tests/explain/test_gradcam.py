@@ -10,7 +10,7 @@ from torch import nn
 
 from icecontext.errors import ConfigError
 from icecontext.explain.gradcam import DEFAULT_METHOD, default_layer, find_layer, gradcam_batch
-from icecontext.explain.scene import explain_scene
+from icecontext.explain.scene import CamSettings, explain_scene, explain_tiling
 from icecontext.explain.targets import RegionTarget, TargetSpec, make_targets
 
 from .conftest import MemorySource, tiny_model
@@ -84,7 +84,12 @@ def test_acceptance_sod_cam_concentrates_on_the_region_the_head_depends_on():
     source = MemorySource(x)
     spec = TargetSpec("SOD", 2, "prediction")
     scene = explain_scene(
-        model, source, source.features, spec, layer="features", tile=64, overlap=0, method="gradcam"
+        model,
+        source,
+        source.features,
+        spec,
+        CamSettings(layer="features", method="gradcam"),
+        explain_tiling(model, 64, 0),
     )
     assert scene.tiles == 1
     assert scene.cam[region].sum() / scene.cam.sum() > 0.9
@@ -152,7 +157,12 @@ def test_layer_that_does_not_feed_the_head_is_rejected(model, scene):
         gradcam_batch(model, x, "SOD", targets, "decoders.SIC.project")
     with pytest.raises(ConfigError, match="does not feed the SOD head"):
         explain_scene(
-            model, scene, scene.features, TargetSpec("SOD"), layer="decoders.SIC.project", tile=128
+            model,
+            scene,
+            scene.features,
+            TargetSpec("SOD"),
+            CamSettings(layer="decoders.SIC.project"),
+            explain_tiling(model, 128),
         )
 
 

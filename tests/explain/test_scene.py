@@ -11,7 +11,7 @@ import xarray as xr
 
 from icecontext.errors import ConfigError, DataError
 from icecontext.explain.gradcam import gradcam_batch
-from icecontext.explain.scene import explain_scene, write_cam_netcdf
+from icecontext.explain.scene import CamSettings, explain_scene, explain_tiling, write_cam_netcdf
 from icecontext.explain.targets import TargetSpec, make_targets
 from icecontext.inference.tiling import round_up
 
@@ -50,11 +50,8 @@ def test_tiled_scene_equals_a_single_pass(model, scene, spec, layer, cache_mb):
         scene,
         scene.features,
         spec,
-        layer=layer,
-        tile=128,
-        overlap="auto",
-        cache_mb=cache_mb,
-        method="gradcam",
+        CamSettings(layer=layer, cache_mb=cache_mb, method="gradcam"),
+        explain_tiling(model, 128, "auto"),
     )
     assert tiled.tiles == 9 and tiled.exact
     assert tiled.margin >= -(-model.receptive_field() // 2)
@@ -74,7 +71,9 @@ def test_scene_size_not_a_multiple_of_the_stride(model):
     charts = blocky_charts((150, 175), seed=4)
     src = MemorySource(rng.normal(0, 1, (3, 150, 175)), charts)
     spec = TargetSpec("SOD", None, "reference")
-    tiled = explain_scene(model, src, src.features, spec, tile=128, method="gradcam")
+    tiled = explain_scene(
+        model, src, src.features, spec, CamSettings(method="gradcam"), explain_tiling(model, 128)
+    )
     assert tiled.cam.shape == (150, 175) and tiled.exact
     cam, mask, _ = _single_pass(model, src, spec, method="gradcam")
     np.testing.assert_array_equal(tiled.target_mask, mask)
@@ -84,7 +83,9 @@ def test_scene_size_not_a_multiple_of_the_stride(model):
 def test_window_is_explained_as_its_own_input(model, scene):
     spec = TargetSpec("SOD", None, "reference")
     window = (50, 70, 120, 100)
-    result = explain_scene(model, scene, scene.features, spec, window=window, tile=96)
+    result = explain_scene(
+        model, scene, scene.features, spec, CamSettings(window=window), explain_tiling(model, 96)
+    )
     assert result.cam.shape == (120, 100) and result.tiles == 4 and result.exact
     assert result.window == window
     cam, mask, _ = _single_pass(model, scene, spec, window=window)
@@ -95,17 +96,23 @@ def test_window_is_explained_as_its_own_input(model, scene):
 
 def test_small_margin_is_flagged_inexact(model, scene, caplog):
     with caplog.at_level(logging.WARNING):
-        result = explain_scene(model, scene, scene.features, TargetSpec("SOD"), tile=64, overlap=0)
+        result = explain_scene(
+            model, scene, scene.features, TargetSpec("SOD"), tiling=explain_tiling(model, 64, 0)
+        )
     assert not result.exact
     assert "receptive-field radius" in caplog.text
     # still a map of the right shape, close to the exact one away from the tile borders
-    exact = explain_scene(model, scene, scene.features, TargetSpec("SOD"), tile=256)
+    exact = explain_scene(
+        model, scene, scene.features, TargetSpec("SOD"), tiling=explain_tiling(model, 256)
+    )
     assert exact.tiles == 1 and exact.exact
     assert result.cam.shape == exact.cam.shape
 
 
 def test_prediction_mask_and_predicted_classes(model, scene):
-    result = explain_scene(model, scene, scene.features, TargetSpec("SOD"), tile=128)
+    result = explain_scene(
+        model, scene, scene.features, TargetSpec("SOD"), tiling=explain_tiling(model, 128)
+    )
     with torch.no_grad():
         pad = np.zeros((1, 3, 256, 256), np.float32)
         pad[0] = scene.inputs
@@ -120,7 +127,12 @@ def test_fixed_classes_override_the_mask_source(model, scene):
     fixed = np.full(scene.shape, 255, np.uint8)
     fixed[150:220, 100:200] = 3
     result = explain_scene(
-        model, scene, scene.features, TargetSpec("SOD", 3, "prediction"), tile=128, classes=fixed
+        model,
+        scene,
+        scene.features,
+        TargetSpec("SOD", 3, "prediction"),
+        CamSettings(classes=fixed),
+        explain_tiling(model, 128),
     )
     np.testing.assert_array_equal(result.target_mask, fixed == 3)
 
@@ -130,17 +142,27 @@ def test_absent_class_and_bad_windows_are_reported(model, scene):
     charts["SOD"][charts["SOD"] == 5] = 4
     src = MemorySource(scene.inputs, charts, scene.valid)
     with pytest.raises(DataError, match="no pixel of the scene matches the target SOD class 5"):
-        explain_scene(model, src, src.features, TargetSpec("SOD", 5, "reference"), tile=128)
+        explain_scene(
+            model,
+            src,
+            src.features,
+            TargetSpec("SOD", 5, "reference"),
+            tiling=explain_tiling(model, 128),
+        )
     for window in [(200, 0, 100, 10), (0, 0, 0, 5), (-1, 0, 5, 5)]:
         with pytest.raises(ConfigError) as err:
-            explain_scene(model, src, src.features, TargetSpec("SOD"), window=window)
+            explain_scene(model, src, src.features, TargetSpec("SOD"), CamSettings(window=window))
         assert err.value.option == "--window"
         assert "256 x 256" in str(err.value)
 
 
 def test_cam_netcdf_round_trip(model, scene, tmp_path):
     result = explain_scene(
-        model, scene, scene.features, TargetSpec("FLOE", None, "reference"), window=(0, 0, 96, 128)
+        model,
+        scene,
+        scene.features,
+        TargetSpec("FLOE", None, "reference"),
+        CamSettings(window=(0, 0, 96, 128)),
     )
     path = write_cam_netcdf(result, tmp_path / "cam.nc", {"checkpoint": "x.ckpt"})
     with xr.open_dataset(path) as ds:
@@ -159,7 +181,12 @@ def test_cam_netcdf_round_trip(model, scene, tmp_path):
 def test_tiled_hirescam_equals_a_single_pass(model, scene, layer):
     spec = TargetSpec("SOD", None, "reference")
     tiled = explain_scene(
-        model, scene, scene.features, spec, layer=layer, tile=128, method="hirescam"
+        model,
+        scene,
+        scene.features,
+        spec,
+        CamSettings(layer=layer, method="hirescam"),
+        explain_tiling(model, 128),
     )
     assert tiled.tiles == 9 and tiled.exact and tiled.method == "hirescam"
     region = scene.valid[None]
@@ -170,3 +197,26 @@ def test_tiled_hirescam_equals_a_single_pass(model, scene, layer):
     cam = single.cam[0]
     assert cam.max() > 0
     np.testing.assert_allclose(tiled.cam, cam, rtol=0, atol=1e-4 * cam.max())
+
+
+def test_settings_are_checked_where_they_are_made(model):
+    with pytest.raises(ConfigError) as err:
+        CamSettings(method="scorecam")
+    assert err.value.option == "--method"
+    with pytest.raises(ConfigError) as err:
+        explain_tiling(model, 128, batch=0)
+    assert err.value.option == "--batch"
+    with pytest.raises(ConfigError) as err:
+        explain_tiling(model, 128, "wide")
+    assert err.value.option == "--overlap"
+
+
+def test_explain_tiling_auto_grows_tiles_until_the_margin_covers_the_field(model):
+    radius = -(-model.receptive_field() // 2)
+    auto = explain_tiling(model, 32, "auto", 3)
+    assert auto.overlap == radius and auto.batch == 3 and not auto.balance
+    assert auto.tile == round_up(4 * radius, 32) > 32
+    assert explain_tiling(model, 1024).tile == 1024  # large enough already
+    rf = explain_tiling(model, 64, "rf")
+    assert (rf.tile, rf.overlap) == (64, radius)
+    assert (explain_tiling(model, 64, 5).tile, explain_tiling(model, 64, 5).overlap) == (64, 5)

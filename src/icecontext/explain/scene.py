@@ -41,10 +41,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -62,9 +63,16 @@ from icecontext.explain.gradcam import (
     suggested_layers,
     upsample_cam,
 )
-from icecontext.explain.targets import TargetSpec, classes_fn_for, make_targets
+from icecontext.explain.targets import RegionTarget, TargetSpec, classes_fn_for, make_targets
 from icecontext.inference.predictor import model_overlap, receptive_field_of
-from icecontext.inference.tiling import DEFAULT_ALIGN, Tile, plan_tiles, round_up
+from icecontext.inference.tiling import (
+    DEFAULT_ALIGN,
+    Tile,
+    TileLayout,
+    TileSettings,
+    plan_tiles,
+    round_up,
+)
 
 log = logging.getLogger(__name__)
 
@@ -252,21 +260,93 @@ def auto_tiling(model: nn.Module, tile: int) -> tuple[int, int, int | None]:
     return max(tile, round_up(4 * margin, DEFAULT_ALIGN)), margin, int(rf)
 
 
+@dataclass(frozen=True, eq=False)
+class CamSettings:
+    """What to explain besides the target, and how (``explain``'s non-tiling options).
+
+    Attributes:
+        layer: Layer name (``None`` = the ASPP input: :func:`.gradcam.default_layer`).
+        method: ``"hirescam"`` (default; gradient x activation per position: each tile
+            adds its products over its whole window, halo included, since a position's
+            gradient gathers the targets of every tile it influences) or ``"gradcam"``.
+        window: ``(row, col, height, width)`` to explain alone, in the source's pixels;
+            ``None`` = the whole scene.
+        classes: Fixed class map ``(h, w)`` of the domain that decides the target pixels
+            (overrides the target's mask source; ``--compare`` passes the first model's
+            mask).
+        cache_mb: Keep the layer activations of the whole domain in memory up to this
+            size; beyond it they are recomputed in a forward-only second pass (Grad-CAM
+            only).
+
+    Raises:
+        ConfigError: For an unknown method (names ``--method``).
+    """
+
+    layer: str | None = None
+    method: CamMethod = DEFAULT_METHOD
+    window: Window | None = None
+    classes: np.ndarray | None = None
+    cache_mb: float = 512.0
+
+    def __post_init__(self) -> None:
+        if self.method not in CAM_CLASSES:
+            raise ConfigError(
+                "--method", f"expected one of {', '.join(CAM_CLASSES)}, got {self.method!r}"
+            )
+
+
+DEFAULT_CAM = CamSettings()
+
+
+def explain_tiling(
+    model: nn.Module,
+    tile: int = 512,
+    overlap: int | str = "auto",
+    batch: int = 1,
+    *,
+    shape: tuple[int, int] | None = None,
+) -> TileSettings:
+    """The tiling of an explanation from ``--tile``, ``--overlap`` and ``--batch``.
+
+    Args:
+        model: The network explained (its receptive field sets the margin).
+        tile: Wanted tile side in pixels (rounded up to a multiple of 32).
+        overlap: Context margin around tile cores: pixels, ``"rf"`` (the receptive-field
+            radius) or ``"auto"`` (the radius, with tiles grown to at least four times it,
+            see :func:`auto_tiling`, so that the map is exact).
+        batch: Tiles per forward/backward pass.
+        shape: ``(h, w)`` of the domain explained, when known: a grown tile is logged
+            only when the domain does not fit in it anyway.
+
+    Returns:
+        Settings for :func:`explain_scene` (tiles are not balanced).
+
+    Raises:
+        ConfigError: A bad overlap or batch (naming the option).
+    """
+    if overlap == "auto":
+        side, margin, _ = auto_tiling(model, tile)
+        if side > tile and (shape is None or side < max(shape)):
+            log.info(
+                "tiles of %d px (asked %d) so that a %d px margin covers the receptive field",
+                side,
+                tile,
+                margin,
+            )
+    else:
+        side, margin = tile, model_overlap(model, overlap, tile)
+    return TileSettings(tile=side, overlap=margin, batch=batch, balance=False)
+
+
 def explain_scene(
     model: nn.Module,
     source: CamSource,
     features: Sequence[str],
     spec: TargetSpec,
+    cam: CamSettings = DEFAULT_CAM,
+    tiling: TileSettings | None = None,
     *,
-    layer: str | None = None,
-    window: Window | None = None,
-    tile: int = 512,
-    overlap: int | Literal["auto", "rf"] = "auto",
-    batch: int = 1,
     device: str | torch.device = "cpu",
-    classes: np.ndarray | None = None,
-    cache_mb: float = 512.0,
-    method: CamMethod = DEFAULT_METHOD,
     progress: Callable[[int, int], None] | None = None,
 ) -> SceneCam:
     """Grad-CAM of one task target over a scene or a window, tile by tile.
@@ -277,22 +357,12 @@ def explain_scene(
             offer ``read_charts(window)`` when ``spec.mask == "reference"``.
         features: Input channel names in model order.
         spec: What to explain.
-        layer: Layer name (``None`` = the ASPP input: :func:`.gradcam.default_layer`).
-        window: ``(row, col, height, width)`` to explain alone; ``None`` = whole scene.
-        tile: Tile side in pixels (rounded up to a multiple of 32).
-        overlap: Context margin around tile cores; ``"auto"`` = the model's
-            receptive-field radius, with tiles grown to at least four times it (see
-            :func:`auto_tiling`), so that the map is exact.
-        batch: Tiles per forward/backward pass.
+        cam: Layer, method, window, fixed classes and activation cache
+            (:class:`CamSettings`).
+        tiling: Tile side, margin and batch; ``None`` = :func:`explain_tiling` of the
+            model with its defaults (512-pixel tiles grown until the margin covers the
+            receptive field, one tile per pass).
         device: Torch device.
-        classes: Fixed class map ``(h, w)`` of the domain that decides the target pixels
-            (overrides ``spec.mask``; ``--compare`` passes the first model's mask).
-        cache_mb: Keep the layer activations of the whole domain in memory up to this
-            size; beyond it they are recomputed in a forward-only second pass
-            (Grad-CAM only).
-        method: ``"hirescam"`` (default; gradient x activation per position: each tile
-            adds its products over its whole window, halo included, since a position's
-            gradient gathers the targets of every tile it influences) or ``"gradcam"``.
         progress: ``callback(done, total)`` over tile passes.
 
     Returns:
@@ -303,191 +373,360 @@ def explain_scene(
         DataError: When no pixel matches the target (e.g. the class is absent).
     """
     t0 = time.perf_counter()
-    if method not in CAM_CLASSES:
-        raise ConfigError("--method", f"expected one of {', '.join(CAM_CLASSES)}, got {method!r}")
-    if batch < 1:
-        raise ConfigError("--batch", f"must be >= 1 tile, got {batch}")
-    name, module = find_layer(model, layer, spec.task)
-    domain = _check_domain(window, tuple(source.shape))  # type: ignore[arg-type]
-    _, _, h, w = domain
+    plan = _plan(model, _Request(source, features, spec, cam), tiling)
+    with _evaluating(model, plan.module) as hook:
+        run = _TiledCam(TaskOutput(model, spec.task), hook, plan, torch.device(device), progress)
+        run.gradient_pass()
+        run.check_target()
+        alpha = run.channel_weights()
+        cam_f = np.maximum(run.layer_map(alpha), 0.0)
+    return _scene_cam(plan, run, alpha, cam_f, time.perf_counter() - t0)
+
+
+@dataclass(frozen=True)
+class _Request:
+    """The arguments of one :func:`explain_scene` call that say what to explain."""
+
+    source: CamSource
+    features: Sequence[str]
+    spec: TargetSpec
+    cam: CamSettings
+
+
+@dataclass(frozen=True, eq=False)
+class _Plan:
+    """A checked request: its layer, domain, tiles and the maps fixed before any pass.
+
+    Attributes:
+        request: What was asked.
+        layer: The layer's full name.
+        module: The layer.
+        domain: ``(row, col, h, w)`` explained, source pixels.
+        layout: Tiles over the domain.
+        batches: The tiles, grouped per pass.
+        rf: The model's receptive field in pixels (``None``: unknown or global).
+        exact: Whether the tiling reproduces a whole-domain pass.
+        valid: bool ``(h, w)``: pixels with SAR data.
+        reference: uint8 ``(h, w)`` reference chart of the task, or ``None``.
+        fixed: uint8 padded class map deciding the target pixels, or ``None`` (the
+            prediction decides).
+    """
+
+    request: _Request
+    layer: str
+    module: nn.Module
+    domain: Window
+    layout: TileLayout
+    batches: list[list[Tile]]
     rf: int | None
-    if overlap == "auto":
-        wanted = tile
-        tile, margin_px, rf = auto_tiling(model, tile)
-        if tile > wanted and tile < max(h, w):
-            log.info(
-                "tiles of %d px (asked %d) so that a %d px margin covers the receptive field",
-                tile,
-                wanted,
-                margin_px,
-            )
-    else:
-        margin_px = model_overlap(model, overlap, tile)
-        rf = receptive_field_of(model)
-    layout = plan_tiles((h, w), tile, margin_px, DEFAULT_ALIGN)
-    ph, pw = layout.padded_shape
-    dev = torch.device(device)
+    exact: bool
+    valid: np.ndarray
+    reference: np.ndarray | None
+    fixed: np.ndarray | None
 
+    @property
+    def valid_padded(self) -> np.ndarray:
+        """``valid`` padded to the layout's padded shape (``False`` outside)."""
+        return _pad(self.valid, self.layout.padded_shape, False)
+
+
+def _plan(model: nn.Module, request: _Request, tiling: TileSettings | None) -> _Plan:
+    """Check the request, lay out the tiles and read the domain's masks and charts."""
+    source, spec = request.source, request.spec
+    name, module = find_layer(model, request.cam.layer, spec.task)
+    domain = _check_domain(request.cam.window, _source_shape(source))
+    _, _, h, w = domain
+    tiling = tiling or explain_tiling(model, shape=(h, w))
+    layout = plan_tiles((h, w), tiling.tile, tiling.overlap, tiling.align, balance=tiling.balance)
+    rf = receptive_field_of(model)
+    rf = None if rf is None else int(rf)
     valid = np.asarray(source.valid_mask(domain), dtype=bool)
-    reference = None
-    if hasattr(source, "read_charts"):
-        reference = np.asarray(source.read_charts(domain)[spec.task], dtype=np.uint8)
-    if classes is not None:
-        fixed: np.ndarray | None = np.asarray(classes, dtype=np.uint8)
-        if fixed.shape != (h, w):
-            raise ValueError(f"class map {fixed.shape} differs from the domain {(h, w)}")
-    elif spec.mask == "reference":
-        if reference is None:
-            raise ConfigError("--mask", f"scene {source.name} has no reference charts to read")
-        fixed = reference
-    else:
-        fixed = None
-    valid_p = _pad(valid, (ph, pw), False)
-    fixed_p = None if fixed is None else _pad(fixed, (ph, pw), np.uint8(CHART_FILL))
-
-    prediction = np.full((ph, pw), CHART_FILL, dtype=np.uint8)
-    target_mask = np.zeros((ph, pw), dtype=bool)
+    reference = _read_reference(source, domain, spec.task)
+    fixed = _fixed_classes(request, reference, (h, w))
     tiles = list(layout.tiles)
-    batches = [tiles[i : i + batch] for i in range(0, len(tiles), batch)]
-    single = len(tiles) == 1
-    exact = single or (rf is not None and layout.margin >= -(-int(rf) // 2))
+    exact = len(tiles) == 1 or (rf is not None and layout.margin >= -(-rf // 2))
     if not exact:
         log.warning(
             "tile margin %d px is below the receptive-field radius (%s px): the tiled map "
             "approximates a whole-scene pass; raise --tile/--overlap for an exact one",
             layout.margin,
-            "unbounded" if rf is None else -(-int(rf) // 2),
+            "unbounded" if rf is None else -(-rf // 2),
         )
+    return _Plan(
+        request=request,
+        layer=name,
+        module=module,
+        domain=domain,
+        layout=layout,
+        batches=[tiles[i : i + tiling.batch] for i in range(0, len(tiles), tiling.batch)],
+        rf=rf,
+        exact=bool(exact),
+        valid=valid,
+        reference=reference,
+        fixed=None if fixed is None else _pad(fixed, layout.padded_shape, np.uint8(CHART_FILL)),
+    )
 
-    head = TaskOutput(model, spec.task)
+
+def _source_shape(source: CamSource) -> tuple[int, int]:
+    h, w = source.shape
+    return int(h), int(w)
+
+
+def _read_reference(source: CamSource, domain: Window, task: str) -> np.ndarray | None:
+    """The task's reference chart over the domain, when the source has charts."""
+    read_charts = getattr(source, "read_charts", None)
+    if read_charts is None:
+        return None
+    return np.asarray(read_charts(domain)[task], dtype=np.uint8)
+
+
+def _fixed_classes(
+    request: _Request, reference: np.ndarray | None, shape: tuple[int, int]
+) -> np.ndarray | None:
+    """The class map that decides the target pixels (``None``: the model's prediction).
+
+    Raises:
+        ConfigError: A reference mask asked of a source without charts (``--mask``).
+        ValueError: A fixed class map of another shape than the domain.
+    """
+    classes, spec = request.cam.classes, request.spec
+    if classes is not None:
+        fixed = np.asarray(classes, dtype=np.uint8)
+        if fixed.shape != shape:
+            raise ValueError(f"class map {fixed.shape} differs from the domain {shape}")
+        return fixed
+    if spec.mask == "reference":
+        if reference is None:
+            raise ConfigError(
+                "--mask", f"scene {request.source.name} has no reference charts to read"
+            )
+        return reference
+    return None
+
+
+@contextmanager
+def _evaluating(model: nn.Module, module: nn.Module) -> Iterator[_LayerHook]:
+    """``model`` in eval mode with a hook on ``module``; both undone on leaving."""
     was_training = model.training
     model.eval()
     hook = _LayerHook(module)
-    grad_sum: Tensor | None = None
-    acts: np.ndarray | None = None
-    hires: np.ndarray | None = None
-    stride = 0
-    cache = True
-    total_passes = len(batches)
-    done = 0
     try:
-        # ---- pass 1: gradients (and activations of the cores when they fit in memory)
-        for group in batches:
-            x_np = np.stack([_read_domain(source, domain, t.window, features) for t in group])
-            regions = np.zeros((len(group), *x_np.shape[-2:]), dtype=bool)
-            tile_fixed = None if fixed_p is None else np.full(regions.shape, CHART_FILL, np.uint8)
-            for b, t in enumerate(group):
-                rows, cols = slice(t.rows.start, t.rows.stop), slice(t.cols.start, t.cols.stop)
-                cr, cc = _core_slices(t)
-                regions[b][cr, cc] = valid_p[rows, cols][cr, cc]
-                if tile_fixed is not None and fixed_p is not None:
-                    tile_fixed[b] = fixed_p[rows, cols]
-            targets = make_targets(spec, regions, classes=tile_fixed)
-            x = torch.from_numpy(x_np).to(dev).requires_grad_(True)
-            with torch.enable_grad():
-                out = head(x)
-                act = hook.take(name)
-                loss = sum(tg(out[b]) for b, tg in enumerate(targets))
-                (grad,) = torch.autograd.grad(loss, act, allow_unused=True)  # type: ignore[arg-type]
-            if grad is None:
-                raise ConfigError(
-                    "--layer",
-                    f"layer '{name}' does not feed the {spec.task} head (no gradient reaches "
-                    f"it); choose one of: {', '.join(suggested_layers(model, spec.task))}",
-                )
-            if not stride:
-                stride = _layer_stride(name, x.shape[-2:], act.shape[-2:], layout.align)
-                fh, fw = ph // stride, pw // stride
-                need_mb = act.shape[1] * fh * fw * 4 / 2**20
-                cache = method == "gradcam" and need_mb <= cache_mb
-                if cache:
-                    acts = np.zeros((act.shape[1], fh, fw), dtype=np.float32)
-                if method == "hirescam":
-                    hires = np.zeros((fh, fw), dtype=np.float64)
-                grad_sum = torch.zeros(act.shape[1], dtype=torch.float64, device=dev)
-            assert grad_sum is not None
-            grad_sum += grad.double().sum(dim=(0, 2, 3))
-            cls = _tile_classes(out.detach())
-            act_np = act.detach().float().cpu().numpy() if cache else None
-            prod = None
-            if hires is not None:
-                prod = (grad.double() * act.detach().double()).sum(dim=1).cpu().numpy()
-            for b, t in enumerate(group):
-                rows, cols = slice(t.rows.start, t.rows.stop), slice(t.cols.start, t.cols.stop)
-                cr, cc = _core_slices(t)
-                prediction[rows, cols][cr, cc] = cls[b][cr, cc]
-                mask = targets[b].mask
-                assert mask is not None
-                target_mask[rows, cols][cr, cc] = mask[cr, cc]
-                if acts is not None and act_np is not None:
-                    (fr, lr), (fc, lc) = _cell_slices(t, stride)
-                    acts[:, fr, fc] = act_np[b][:, lr, lc]
-                if hires is not None and prod is not None:
-                    r, c = t.rows.start // stride, t.cols.start // stride
-                    hires[r : r + prod.shape[1], c : c + prod.shape[2]] += prod[b]
-            del out, act, loss, grad
-            done += 1
-            if progress is not None:
-                progress(done, total_passes * (1 if cache or hires is not None else 2))
-        if not target_mask.any():
-            where = "the scene" if window is None else f"window {domain}"
-            raise DataError(
-                f"scene {source.name}: no pixel of {where} matches the target "
-                f"{spec.describe()}; choose another --class, --mask or --window"
-            )
-        assert grad_sum is not None
-        fh, fw = ph // stride, pw // stride
-        alpha = (grad_sum / float(fh * fw)).float()
-        # ---- the map on the layer grid: HiResCAM sums, cached activations, or pass 2
-        if hires is not None:
-            cam_f = hires.astype(np.float32)
-        elif acts is not None:
-            cam_f = np.tensordot(alpha.cpu().numpy(), acts, axes=(0, 0)).astype(np.float32)
-        else:
-            cam_f = np.zeros((fh, fw), dtype=np.float32)
-            with torch.no_grad():
-                for group in batches:
-                    x = torch.from_numpy(
-                        np.stack([_read_domain(source, domain, t.window, features) for t in group])
-                    ).to(dev)
-                    head(x)
-                    act = hook.take(name)
-                    weighted = torch.einsum("k,bkhw->bhw", alpha, act.float()).cpu().numpy()
-                    for b, t in enumerate(group):
-                        (fr, lr), (fc, lc) = _cell_slices(t, stride)
-                        cam_f[fr, fc] = weighted[b][lr, lc]
-                    done += 1
-                    if progress is not None:
-                        progress(done, 2 * total_passes)
+        yield hook
     finally:
         hook.close()
         model.train(was_training)
 
-    cam_f = np.maximum(cam_f, 0.0)
-    cam = upsample_cam(cam_f, (ph, pw))[:h, :w]
-    prediction[~valid_p] = CHART_FILL
+
+class _TiledCam:
+    """The tile passes of one explanation and the maps they fill.
+
+    Pass 1 (:meth:`gradient_pass`) runs every batch of tiles forward and backward and
+    accumulates the channel gradient sums, the predicted classes and target pixels of
+    the cores, and either the cores' activations (Grad-CAM, when they fit in the cache)
+    or the gradient x activation products (HiResCAM). :meth:`layer_map` then makes the
+    map on the layer grid, with a forward-only pass 2 when the activations were not kept.
+    """
+
+    def __init__(
+        self,
+        head: TaskOutput,
+        hook: _LayerHook,
+        plan: _Plan,
+        device: torch.device,
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        self.head, self.hook, self.plan = head, hook, plan
+        self.device, self.progress = device, progress
+        shape = plan.layout.padded_shape
+        self.prediction = np.full(shape, CHART_FILL, dtype=np.uint8)
+        self.target_mask = np.zeros(shape, dtype=bool)
+        self.valid_padded = plan.valid_padded
+        self.stride = 0
+        self.grad_sum: Tensor | None = None
+        self.acts: np.ndarray | None = None
+        self.hires: np.ndarray | None = None
+        self.done = 0
+
+    @property
+    def layer_grid(self) -> tuple[int, int]:
+        """``(h, w)`` of the layer grid over the padded domain."""
+        ph, pw = self.plan.layout.padded_shape
+        return ph // self.stride, pw // self.stride
+
+    def _inputs(self) -> Iterator[tuple[list[Tile], np.ndarray]]:
+        """Every batch of tiles with its inputs ``(B, C, th, tw)``."""
+        request, domain = self.plan.request, self.plan.domain
+        for group in self.plan.batches:
+            x = [_read_domain(request.source, domain, t.window, request.features) for t in group]
+            yield group, np.stack(x)
+
+    def _advance(self, passes: int) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, len(self.plan.batches) * passes)
+
+    def gradient_pass(self) -> None:
+        """Pass 1: gradients, classes, target pixels, and activations or products."""
+        for group, x in self._inputs():
+            targets = _batch_targets(self.plan, group, self.valid_padded, x.shape[-2:])
+            out, act, grad = self._backward(x, targets)
+            self._accumulate(group, targets, out, (act, grad))
+            self._advance(1 if self.acts is not None or self.hires is not None else 2)
+
+    def _backward(
+        self, x_np: np.ndarray, targets: Sequence[RegionTarget]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Outputs, layer activations and the gradient of the tiles' summed targets."""
+        name = self.plan.layer
+        x = torch.from_numpy(x_np).to(self.device).requires_grad_(True)
+        with torch.enable_grad():
+            out = self.head(x)
+            act = self.hook.take(name)
+            loss = torch.stack([tg(out[b]) for b, tg in enumerate(targets)]).sum()
+            (grad,) = torch.autograd.grad(loss, act, allow_unused=True)
+        if grad is None:
+            task = self.plan.request.spec.task
+            raise ConfigError(
+                "--layer",
+                f"layer '{name}' does not feed the {task} head (no gradient reaches "
+                f"it); choose one of: {', '.join(suggested_layers(self.head.model, task))}",
+            )
+        if not self.stride:
+            self._allocate(x.shape[-2:], act)
+        return out.detach(), act.detach(), grad
+
+    def _allocate(self, size: Any, act: Tensor) -> None:
+        """The layer grid's maps, once the first batch has shown the layer's shape."""
+        cam = self.plan.request.cam
+        self.stride = _layer_stride(self.plan.layer, size, act.shape[-2:], self.plan.layout.align)
+        fh, fw = self.layer_grid
+        need_mb = act.shape[1] * fh * fw * 4 / 2**20
+        if cam.method == "gradcam" and need_mb <= cam.cache_mb:
+            self.acts = np.zeros((act.shape[1], fh, fw), dtype=np.float32)
+        if cam.method == "hirescam":
+            self.hires = np.zeros((fh, fw), dtype=np.float64)
+        self.grad_sum = torch.zeros(act.shape[1], dtype=torch.float64, device=self.device)
+
+    def _accumulate(
+        self,
+        group: Sequence[Tile],
+        targets: Sequence[RegionTarget],
+        out: Tensor,
+        act_grad: tuple[Tensor, Tensor],
+    ) -> None:
+        """Add one batch's gradients and write its cores into the scene maps."""
+        act, grad = act_grad
+        assert self.grad_sum is not None
+        self.grad_sum += grad.double().sum(dim=(0, 2, 3))
+        cls = _tile_classes(out)
+        act_np = act.float().cpu().numpy() if self.acts is not None else None
+        prod = None
+        if self.hires is not None:
+            prod = (grad.double() * act.double()).sum(dim=1).cpu().numpy()
+        for b, t in enumerate(group):
+            rows, cols = _tile_slices(t)
+            cr, cc = _core_slices(t)
+            self.prediction[rows, cols][cr, cc] = cls[b][cr, cc]
+            mask = targets[b].mask
+            assert mask is not None
+            self.target_mask[rows, cols][cr, cc] = mask[cr, cc]
+            if self.acts is not None and act_np is not None:
+                (fr, lr), (fc, lc) = _cell_slices(t, self.stride)
+                self.acts[:, fr, fc] = act_np[b][:, lr, lc]
+            if self.hires is not None and prod is not None:
+                r, c = t.rows.start // self.stride, t.cols.start // self.stride
+                self.hires[r : r + prod.shape[1], c : c + prod.shape[2]] += prod[b]
+
+    def check_target(self) -> None:
+        """Raise :class:`DataError` when no pixel matched the target.
+
+        Raises:
+            DataError: Naming the scene (or window) and the target.
+        """
+        if self.target_mask.any():
+            return
+        request, domain = self.plan.request, self.plan.domain
+        where = "the scene" if request.cam.window is None else f"window {domain}"
+        raise DataError(
+            f"scene {request.source.name}: no pixel of {where} matches the target "
+            f"{request.spec.describe()}; choose another --class, --mask or --window"
+        )
+
+    def channel_weights(self) -> Tensor:
+        """``alpha``: the mean gradient per channel over the layer grid (float32)."""
+        assert self.grad_sum is not None
+        fh, fw = self.layer_grid
+        return (self.grad_sum / float(fh * fw)).float()
+
+    def layer_map(self, alpha: Tensor) -> np.ndarray:
+        """The map on the layer grid: HiResCAM sums, cached activations, or pass 2."""
+        if self.hires is not None:
+            return self.hires.astype(np.float32)
+        if self.acts is not None:
+            return np.tensordot(alpha.cpu().numpy(), self.acts, axes=(0, 0)).astype(np.float32)
+        cam_f = np.zeros(self.layer_grid, dtype=np.float32)
+        with torch.no_grad():
+            for group, x in self._inputs():
+                self.head(torch.from_numpy(x).to(self.device))
+                act = self.hook.take(self.plan.layer)
+                weighted = torch.einsum("k,bkhw->bhw", alpha, act.float()).cpu().numpy()
+                for b, t in enumerate(group):
+                    (fr, lr), (fc, lc) = _cell_slices(t, self.stride)
+                    cam_f[fr, fc] = weighted[b][lr, lc]
+                self._advance(2)
+        return cam_f
+
+
+def _batch_targets(
+    plan: _Plan, group: Sequence[Tile], valid_padded: np.ndarray, size: Any
+) -> list[RegionTarget]:
+    """One target per tile: its core's pixels with data, of the fixed classes if any."""
+    regions = np.zeros((len(group), *size), dtype=bool)
+    fixed = None if plan.fixed is None else np.full(regions.shape, CHART_FILL, np.uint8)
+    for b, t in enumerate(group):
+        rows, cols = _tile_slices(t)
+        cr, cc = _core_slices(t)
+        regions[b][cr, cc] = valid_padded[rows, cols][cr, cc]
+        if fixed is not None and plan.fixed is not None:
+            fixed[b] = plan.fixed[rows, cols]
+    return make_targets(plan.request.spec, regions, classes=fixed)
+
+
+def _scene_cam(
+    plan: _Plan, run: _TiledCam, alpha: Tensor, cam_f: np.ndarray, seconds: float
+) -> SceneCam:
+    """The result: the map upsampled to pixels and cropped to the domain, with its context."""
+    request = plan.request
+    _, _, h, w = plan.domain
+    cam = upsample_cam(cam_f, plan.layout.padded_shape)[:h, :w]
+    run.prediction[~run.valid_padded] = CHART_FILL
     return SceneCam(
-        name=source.name,
-        spec=spec,
-        layer=name,
-        window=domain,
-        downsample=int(source.downsample),
+        name=request.source.name,
+        spec=request.spec,
+        layer=plan.layer,
+        window=plan.domain,
+        downsample=int(request.source.downsample),
         cam=np.ascontiguousarray(cam, dtype=np.float32),
         features=cam_f,
         weights=alpha.cpu().numpy().astype(np.float32),
-        target_mask=np.ascontiguousarray(target_mask[:h, :w]),
-        prediction=np.ascontiguousarray(prediction[:h, :w]),
-        reference=reference,
-        valid=valid,
-        layer_stride=stride,
-        tile=int(layout.tile[0]),
-        margin=int(layout.margin),
-        tiles=len(tiles),
-        receptive_field_px=None if rf is None else int(rf),
-        exact=bool(exact),
-        method=method,
-        seconds=time.perf_counter() - t0,
+        target_mask=np.ascontiguousarray(run.target_mask[:h, :w]),
+        prediction=np.ascontiguousarray(run.prediction[:h, :w]),
+        reference=plan.reference,
+        valid=plan.valid,
+        layer_stride=run.stride,
+        tile=int(plan.layout.tile[0]),
+        margin=int(plan.layout.margin),
+        tiles=len(plan.layout.tiles),
+        receptive_field_px=plan.rf,
+        exact=plan.exact,
+        method=request.cam.method,
+        seconds=seconds,
     )
+
+
+def _tile_slices(t: Tile) -> tuple[slice, slice]:
+    """The tile's read window, in pixels of the padded domain."""
+    return slice(t.rows.start, t.rows.stop), slice(t.cols.start, t.cols.stop)
 
 
 def _core_slices(t: Tile) -> tuple[slice, slice]:
