@@ -53,6 +53,7 @@ def main() -> None:
     from icecontext.data.io.format import CHART_FILL, CHARTS, N_CLASSES
     from icecontext.evaluation import ChartScorer, score_charts
     from icecontext.inference.exports import (
+        ProbabilityLayers,
         UploadPackageWriter,
         write_chart_geotiffs,
         write_chart_netcdf,
@@ -107,7 +108,10 @@ def main() -> None:
         (
             "NetCDF: + uint8 probabilities + confidence",
             lambda: write_chart_netcdf(
-                out / "b.nc", ds, pred, probabilities=probs, confidences=conf, confidence="max"
+                out / "b.nc",
+                ds,
+                pred,
+                layers=ProbabilityLayers(probabilities=probs, confidences=conf, confidence="max"),
             ),
             ["b.nc"],
         ),

@@ -16,6 +16,9 @@ from icecontext.data.io.format import CHARTS, CLASS_NAMES, N_CLASSES
 from icecontext.errors import DataError, SceneFormatError
 from icecontext.inference.exports import (
     ExportError,
+    ExportProvenance,
+    NetCDFOptions,
+    ProbabilityLayers,
     confidence_map,
     scene_latlon,
     write_chart_netcdf,
@@ -57,7 +60,11 @@ def test_decodes_with_xarray_and_keeps_masks(
     tmp_path: Path, scene: xr.Dataset, charts: dict, probabilities: dict
 ) -> None:
     path = write_chart_netcdf(
-        tmp_path / "out.nc", scene, charts, probabilities=probabilities, checkpoint="best.ckpt"
+        tmp_path / "out.nc",
+        scene,
+        charts,
+        layers=ProbabilityLayers(probabilities=probabilities),
+        provenance=ExportProvenance(checkpoint="best.ckpt"),
     )
     ds = xr.open_dataset(path)
     for chart in CHARTS:
@@ -92,16 +99,17 @@ def test_probabilities_uint8_and_float32(
     tmp_path: Path, scene: xr.Dataset, charts: dict, probabilities: dict
 ) -> None:
     packed = xr.open_dataset(
-        write_chart_netcdf(tmp_path / "u8.nc", scene, charts, probabilities=probabilities)
+        write_chart_netcdf(
+            tmp_path / "u8.nc", scene, charts, layers=ProbabilityLayers(probabilities=probabilities)
+        )
     )
     full = xr.open_dataset(
         write_chart_netcdf(
             tmp_path / "f32.nc",
             scene,
             charts,
-            probabilities=probabilities,
-            probability_encoding="float32",
-            confidence="entropy",
+            layers=ProbabilityLayers(probabilities=probabilities, confidence="entropy"),
+            options=NetCDFOptions(probability_encoding="float32"),
         )
     )
     for chart, p in probabilities.items():
@@ -158,10 +166,12 @@ def test_provenance_attributes(tmp_path: Path, scene: xr.Dataset, charts: dict) 
             tmp_path / "p.nc",
             scene,
             charts,
-            checkpoint="runs/x/best.ckpt",
-            config=config,
-            attrs={"sic_rule": "round", "tile": 512},
-            latlon=False,
+            provenance=ExportProvenance(
+                checkpoint="runs/x/best.ckpt",
+                config=config,
+                attrs={"sic_rule": "round", "tile": 512},
+            ),
+            options=NetCDFOptions(latlon=False),
         )
     )
     assert ds.attrs["checkpoint"] == "runs/x/best.ckpt"
@@ -192,7 +202,10 @@ def test_bad_arrays_raise(scene: xr.Dataset, charts: dict, tmp_path: Path) -> No
         )
     with pytest.raises(DataError, match=r"probabilities 'SOD' have shape \(5, 201, 221\)"):
         write_chart_netcdf(
-            tmp_path / "x.nc", scene, charts, probabilities={"SOD": np.zeros((5, H, W), np.float32)}
+            tmp_path / "x.nc",
+            scene,
+            charts,
+            layers=ProbabilityLayers(probabilities={"SOD": np.zeros((5, H, W), np.float32)}),
         )
     broken = scene.drop_vars("sar_grid2d_latitude")
     with pytest.raises(SceneFormatError, match="sar_grid2d_latitude"):
@@ -285,3 +298,34 @@ def test_scene_outputs_all_or_nothing(
     assert not list((tmp_path / "b").iterdir())
     with pytest.raises(DataError, match="unknown output formats"):
         write_scene_outputs(tmp_path / "c", scene, charts, formats=("shapefile",))  # type: ignore[arg-type]
+
+
+def test_option_groups_check_their_values_when_made(charts: dict) -> None:
+    with pytest.raises(DataError, match="probability_encoding must be 'uint8' or 'float32'"):
+        NetCDFOptions(probability_encoding="float16")  # type: ignore[arg-type]
+    with pytest.raises(DataError, match=r"complevel must be 0\.\.9"):
+        NetCDFOptions(complevel=10)
+    with pytest.raises(DataError, match="confidence must be 'max', 'entropy' or 'none'"):
+        ProbabilityLayers(confidence="median")  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="confidence maps were given but confidence='none'"):
+        ProbabilityLayers(confidences={"SOD": np.zeros((H, W), np.float32)}, confidence="none")
+
+
+def test_scene_outputs_pass_the_netcdf_options_on(
+    tmp_path: Path, scene: xr.Dataset, charts: dict, probabilities: dict
+) -> None:
+    written = write_scene_outputs(
+        tmp_path,
+        scene,
+        charts,
+        formats=("netcdf",),
+        layers=ProbabilityLayers(probabilities=probabilities, confidence="none"),
+        netcdf=NetCDFOptions(probability_encoding="float32", complevel=0, latlon=False),
+        provenance=ExportProvenance(checkpoint="c.ckpt", attrs={"tile": 64}),
+    )
+    (path,) = written["netcdf"]
+    with netCDF4.Dataset(path) as nc:
+        assert nc["SOD_probability"].dtype == np.float32
+        assert not nc["SOD"].filters()["zlib"]
+        assert "latitude" not in nc.variables and "SOD_confidence" not in nc.variables
+        assert nc.getncattr("checkpoint") == "c.ckpt" and nc.getncattr("tile") == 64

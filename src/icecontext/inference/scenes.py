@@ -19,7 +19,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +27,8 @@ import numpy as np
 import torch
 
 from icecontext.errors import ConfigError, DataError
+from icecontext.inference.exports.geotiff import GeoTIFFOptions
+from icecontext.inference.exports.netcdf import ExportProvenance, ProbabilityLayers
 from icecontext.inference.exports.output import ExportError
 from icecontext.inference.exports.per_scene import OUTPUT_FORMATS, OutputFormat
 from icecontext.inference.loading import InferenceModel, load_inference_model
@@ -122,7 +124,7 @@ class PredictRun:
     overlap: int
     batch: int
     device: torch.device
-    precision: str = "32"
+    precision: InferencePrecision = "32"
     scenes: list[ScenePredictionResult] = field(default_factory=list)
 
 
@@ -326,8 +328,8 @@ def predict_scenes(
         No output file is written when any scene fails these checks.
     """
     s = settings or PredictSettings()
-    formats = check_formats(s.formats)
-    if "geotiff_3413" in formats:
+    s = replace(s, formats=check_formats(s.formats))
+    if "geotiff_3413" in s.formats:
         from icecontext.inference.exports.geotiff import check_crs
 
         check_crs(s.crs)
@@ -337,64 +339,81 @@ def predict_scenes(
     folder = check_output_folder(out)
 
     run = PredictRun(loaded, tile, overlap, batch, device, precision)
-    config_text = _config_of(loaded)
+    provenance = export_provenance(model_path, run)
     for name, path in files.items():
-        source = open_scene_source(path, loaded)
-        try:
-            with tile_progress(name, s.progress) as progress:
-                pred = predict_scene(
-                    loaded.model,
-                    source,
-                    loaded.features,
-                    tiling=TileSettings(tile=tile, overlap=overlap, batch=batch),
-                    device=device,
-                    precision=precision,
-                    outputs=ExtraOutputs(
-                        probabilities=s.probabilities,
-                        probability_dtype="uint8",
-                        confidence=s.confidence,
-                    ),
-                    progress=progress,
-                )
-            probs, conf = full_resolution_extras(pred)
-            from icecontext.inference.exports.per_scene import write_scene_outputs
-
-            written = write_scene_outputs(
-                folder,
-                source.dataset,
-                pred.classes,
-                formats=formats,
-                probabilities=probs,
-                confidence=s.confidence or "none",
-                confidences=conf,
-                crs=s.crs,
-                checkpoint=Path(model_path).resolve(),
-                config=config_text,
-                attrs={
-                    "model_kind": loaded.kind,
-                    "features": " ".join(loaded.features),
-                    "downsample": loaded.downsample,
-                    "tile": tile,
-                    "overlap": overlap,
-                    "stitching": "central crop (tile cores)",
-                    "precision": precision,
-                    "device": str(device),
-                },
-            )
-        finally:
-            source.close()
-        log.info("%s: %d tiles in %.1f s", name, pred.tiles, pred.seconds)
-        run.scenes.append(
-            ScenePredictionResult(
-                name=name,
-                files=written,
-                seconds=pred.seconds,
-                tiles=pred.tiles,
-                shape=pred.shape,
-                full_shape=pred.full_shape,
-            )
-        )
+        run.scenes.append(_predict_and_write(run, name, path, folder, s, provenance))
     return run
+
+
+def export_provenance(model_path: str | os.PathLike[str], run: PredictRun) -> ExportProvenance:
+    """What the chart files of a run record: checkpoint, config, model and tiling."""
+    return ExportProvenance(
+        checkpoint=Path(model_path).resolve(),
+        config=_config_of(run.model),
+        attrs={
+            "model_kind": run.model.kind,
+            "features": " ".join(run.model.features),
+            "downsample": run.model.downsample,
+            "tile": run.tile,
+            "overlap": run.overlap,
+            "stitching": "central crop (tile cores)",
+            "precision": run.precision,
+            "device": str(run.device),
+        },
+    )
+
+
+def _predict_and_write(
+    run: PredictRun,
+    name: str,
+    path: Path,
+    folder: Path,
+    s: PredictSettings,
+    provenance: ExportProvenance,
+) -> ScenePredictionResult:
+    """Predict one scene (read tile by tile from its file) and write its outputs."""
+    from icecontext.inference.exports.per_scene import write_scene_outputs
+
+    source = open_scene_source(path, run.model)
+    try:
+        with tile_progress(name, s.progress) as progress:
+            pred = predict_scene(
+                run.model.model,
+                source,
+                run.model.features,
+                tiling=TileSettings(tile=run.tile, overlap=run.overlap, batch=run.batch),
+                device=run.device,
+                precision=run.precision,
+                outputs=ExtraOutputs(
+                    probabilities=s.probabilities,
+                    probability_dtype="uint8",
+                    confidence=s.confidence,
+                ),
+                progress=progress,
+            )
+        probs, conf = full_resolution_extras(pred)
+        written = write_scene_outputs(
+            folder,
+            source.dataset,
+            pred.classes,
+            formats=s.formats,
+            layers=ProbabilityLayers(
+                probabilities=probs, confidence=s.confidence or "none", confidences=conf
+            ),
+            geotiff=GeoTIFFOptions(crs=s.crs),
+            provenance=provenance,
+        )
+    finally:
+        source.close()
+    log.info("%s: %d tiles in %.1f s", name, pred.tiles, pred.seconds)
+    return ScenePredictionResult(
+        name=name,
+        files=written,
+        seconds=pred.seconds,
+        tiles=pred.tiles,
+        shape=pred.shape,
+        full_shape=pred.full_shape,
+    )
 
 
 def _config_of(model: InferenceModel) -> Any:

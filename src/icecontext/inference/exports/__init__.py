@@ -5,9 +5,10 @@ Every writer takes predicted class arrays (``uint8``, 255 = masked, on the scene
 atomically, and raises :class:`ExportError` naming the folder when it cannot write.
 
 * :func:`write_chart_netcdf` -- CF-1.11 NetCDF per scene (classes, SIC %, optional
-  probabilities and confidence, lat/lon, provenance).
+  probabilities and confidence, lat/lon, provenance); its option groups are
+  :class:`ProbabilityLayers`, :class:`NetCDFOptions` and :class:`ExportProvenance`.
 * :func:`write_chart_geotiff` / :func:`write_chart_geotiffs` -- GeoTIFF per chart with
-  tie-point GCPs, or reprojected to EPSG:3413.
+  tie-point GCPs, or reprojected to EPSG:3413 (:class:`GeoTIFFOptions`).
 * :class:`UploadPackageWriter`, :func:`write_upload_package`,
   :func:`check_upload_package` -- the AutoICE ``upload_package.nc``.
 * :func:`write_quicklook` -- PNG of HH beside the three class maps.
@@ -18,12 +19,16 @@ from icecontext.inference.exports.colours import CHART_COLOURS
 from icecontext.inference.exports.geolocation import scene_latlon, tiepoint_pixel_positions
 from icecontext.inference.exports.geotiff import (
     POLAR_STEREO_NORTH,
+    GeoTIFFOptions,
     scene_gcps,
     warp_chart,
     write_chart_geotiff,
     write_chart_geotiffs,
 )
 from icecontext.inference.exports.netcdf import (
+    ExportProvenance,
+    NetCDFOptions,
+    ProbabilityLayers,
     build_chart_dataset,
     confidence_map,
     write_chart_netcdf,
@@ -44,6 +49,10 @@ __all__ = [
     "POLAR_STEREO_NORTH",
     "UPLOAD_FILE_NAME",
     "ExportError",
+    "ExportProvenance",
+    "GeoTIFFOptions",
+    "NetCDFOptions",
+    "ProbabilityLayers",
     "UploadPackageWriter",
     "build_chart_dataset",
     "check_upload_package",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,24 @@ POLAR_STEREO_NORTH = "EPSG:3413"
 # Thin-plate spline through all 441 control points (GDAL transformer option); the
 # default polynomial fit would leave residuals of several pixels on a 400 km swath.
 _TRANSFORMER_OPTIONS = {"SRC_METHOD": "GCP_TPS"}
+
+
+@dataclass(frozen=True)
+class GeoTIFFOptions:
+    """Grid of the map-projected GeoTIFFs (the ``geotiff_3413`` output format).
+
+    Attributes:
+        crs: Target CRS (EPSG:3413 by default; any CRS rasterio knows, e.g.
+            ``"EPSG:3996"``).
+        resolution: Pixel size in CRS units (metres for EPSG:3413).
+    """
+
+    crs: str = POLAR_STEREO_NORTH
+    resolution: float = 80.0
+
+
+DEFAULT_GEOTIFF = GeoTIFFOptions()
+"""EPSG:3413 at 80 m."""
 
 
 def scene_gcps(scene: xr.Dataset) -> list[GroundControlPoint]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -59,6 +60,94 @@ CF_CONVENTIONS = "CF-1.11"
 """Declared CF version. The charts are ``uint8`` (as in the AI4Arctic files) and CF
 admits unsigned integer types only from 1.9 on (CF-1.8 §2.2 lists none), and packed
 ``uint8`` data from 1.11; the IOOS compliance checker passes these files as CF-1.11."""
+
+
+# ----------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class ProbabilityLayers:
+    """The optional probability and confidence layers of a chart file.
+
+    Attributes:
+        probabilities: Chart -> ``(classes, H, W)`` float probabilities (softmax
+            outputs), or ``uint8`` already packed as ``round(p * 250)`` with 255 =
+            masked (what the predictor returns with ``probability_dtype="uint8"``).
+            A chart without probabilities (e.g. SIC regression) simply gets none.
+        confidence: Per-chart confidence map from the probabilities: ``"max"``
+            probability, ``"entropy"`` (1 - normalised entropy) or ``"none"``.
+        confidences: Chart -> ``(H, W)`` confidence maps (0..1, NaN masked) computed
+            elsewhere (the predictor computes them tile by tile, without the full
+            probability stack); their kind is ``confidence``. When given, no
+            confidence is computed from ``probabilities``.
+
+    Raises:
+        DataError: Unknown ``confidence``, or ``confidences`` given with ``"none"``.
+    """
+
+    probabilities: Mapping[str, Any] | None = None
+    confidence: Confidence = "max"
+    confidences: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.confidence not in ("max", "entropy", "none"):
+            raise DataError(
+                f"confidence must be 'max', 'entropy' or 'none', got {self.confidence!r}"
+            )
+        if self.confidences and self.confidence == "none":
+            raise DataError("confidence maps were given but confidence='none'; name their kind")
+
+
+@dataclass(frozen=True)
+class NetCDFOptions:
+    """How a chart file stores its variables.
+
+    Attributes:
+        probability_encoding: ``"uint8"`` (packed, ``scale_factor`` 1/250, 4x smaller)
+            or ``"float32"``, for probabilities and confidence maps.
+        complevel: zlib level of every variable (0 = none). 1 is several times faster
+            than 4 on noisy probabilities and within ~15 % of its size on class maps.
+        latlon: Add per-pixel latitude/longitude coordinates from the tie points.
+
+    Raises:
+        DataError: Unknown encoding or a level outside 0..9.
+    """
+
+    probability_encoding: ProbabilityEncoding = "uint8"
+    complevel: int = 1
+    latlon: bool = True
+
+    def __post_init__(self) -> None:
+        if self.probability_encoding not in ("uint8", "float32"):
+            raise DataError(
+                "probability_encoding must be 'uint8' or 'float32', got "
+                f"{self.probability_encoding!r}"
+            )
+        if not 0 <= self.complevel <= 9:
+            raise DataError(f"complevel must be 0..9 (zlib), got {self.complevel}")
+
+
+@dataclass(frozen=True)
+class ExportProvenance:
+    """What produced a chart file, recorded in its global attributes.
+
+    Attributes:
+        checkpoint: Model checkpoint path.
+        config: Resolved config (YAML text, mapping or pydantic model), recorded as text.
+        attrs: Extra global attributes.
+    """
+
+    checkpoint: str | os.PathLike[str] | None = None
+    config: Any = None
+    attrs: Mapping[str, Any] | None = None
+
+
+NO_LAYERS = ProbabilityLayers()
+"""Classes only: no probabilities, no confidence maps given."""
+DEFAULT_NETCDF = NetCDFOptions()
+"""Packed uint8 probabilities, zlib level 1, lat/lon coordinates."""
+NO_PROVENANCE = ExportProvenance()
+"""No checkpoint, config or extra attributes recorded."""
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -293,6 +382,7 @@ def _packed_attrs(encoding: ProbabilityEncoding) -> tuple[dict[str, Any], dict[s
     attributes (written as they are) rather than into xarray's encoding, which would
     rescale the already packed values.
     """
+    attrs: dict[str, Any]
     if encoding == "float32":
         attrs = {"units": "1", "valid_range": np.array([0.0, 1.0], np.float32)}
         return attrs, {"_FillValue": np.float32(np.nan)}
@@ -305,19 +395,125 @@ def _packed_attrs(encoding: ProbabilityEncoding) -> tuple[dict[str, Any], dict[s
     return attrs, {"_FillValue": np.uint8(CHART_FILL)}
 
 
+Variable = tuple[xr.DataArray, dict[str, Any]]
+"""A data variable and its NetCDF encoding."""
+
+
+@dataclass(frozen=True)
+class _Storage:
+    """The per-variable NetCDF encoding shared by every variable of one file."""
+
+    options: NetCDFOptions
+    chunks: tuple[int, int]
+
+    @classmethod
+    def of(cls, options: NetCDFOptions, shape: tuple[int, int]) -> _Storage:
+        return cls(options, (min(shape[0], 1024), min(shape[1], 1024)))
+
+    def encoding(self, fill: Any, *, classes: bool = False) -> dict[str, Any]:
+        """Return the zlib settings, ``_FillValue`` and chunks (a class per chunk: ``classes``)."""
+        level = self.options.complevel
+        return {
+            "zlib": level > 0,
+            "complevel": level,
+            "shuffle": True,
+            "_FillValue": fill,
+            "chunksizes": (1, *self.chunks) if classes else self.chunks,
+        }
+
+
+def _class_variables(chart: str, values: np.ndarray, storage: _Storage) -> dict[str, Variable]:
+    """The class variable of a chart, and ``SIC_percent`` beside ``SIC``."""
+    attrs = {
+        "long_name": f"{CHART_LONG_NAMES[chart].removesuffix(' [%]')} class",
+        **flag_attrs(chart),
+        "class_names": "; ".join(CLASS_NAMES[chart]),
+    }
+    if chart == "SIC":
+        attrs["long_name"] = "sea ice concentration class (tenths: class k = k x 10 %)"
+    fill = np.uint8(CHART_FILL)
+    out = {chart: (xr.DataArray(values, dims=SAR_DIMS, attrs=attrs), storage.encoding(fill))}
+    if chart == "SIC":
+        pct = np.where(values == CHART_FILL, CHART_FILL, values * 10).astype(np.uint8)
+        percent = xr.DataArray(
+            pct,
+            dims=SAR_DIMS,
+            attrs={
+                "long_name": "sea ice concentration",
+                "standard_name": "sea_ice_area_fraction",
+                "units": "%",
+                "valid_range": np.array([0, 100], dtype=np.uint8),
+                "comment": "class index x 10; classes are 10 % bins of the ice chart",
+            },
+        )
+        out["SIC_percent"] = (percent, storage.encoding(fill))
+    return out
+
+
+def _class_coordinate(chart: str) -> dict[str, xr.DataArray]:
+    """The ``{chart}_class`` coordinate of a probability variable's class axis."""
+    class_dim = f"{chart}_class"
+    return {
+        class_dim: xr.DataArray(
+            np.arange(N_CLASSES[chart], dtype=np.uint8),
+            dims=class_dim,
+            attrs={"long_name": f"{chart} class index", **flag_attrs(chart)},
+        )
+    }
+
+
+def _probability_variable(
+    chart: str, p: np.ndarray, masked: np.ndarray, storage: _Storage
+) -> Variable:
+    """``{chart}_probability``: ``(class, lines, samples)``, packed or float32."""
+    encoding = storage.options.probability_encoding
+    var_attrs, var_enc = _packed_attrs(encoding)
+    data = xr.DataArray(
+        _pack(p, masked, encoding),
+        dims=(f"{chart}_class", *SAR_DIMS),
+        coords=_class_coordinate(chart),
+        attrs={"long_name": f"{CHART_LONG_NAMES[chart]} class probability", **var_attrs},
+    )
+    return data, storage.encoding(var_enc["_FillValue"], classes=True)
+
+
+def _confidence_variable(
+    chart: str, conf: np.ndarray, masked: np.ndarray, kind: Confidence, storage: _Storage
+) -> Variable:
+    """``{chart}_confidence``: ``(lines, samples)``, stored as the probabilities are."""
+    encoding = storage.options.probability_encoding
+    var_attrs, var_enc = _packed_attrs(encoding)
+    definition = (
+        "maximum class probability" if kind == "max" else "1 - entropy(p) / log(number of classes)"
+    )
+    data = xr.DataArray(
+        _pack(np.asarray(conf), masked, encoding),
+        dims=SAR_DIMS,
+        attrs={"long_name": f"{chart} confidence: {definition}", **var_attrs},
+    )
+    return data, storage.encoding(var_enc["_FillValue"])
+
+
+def _latlon_coordinates(scene: xr.Dataset, storage: _Storage) -> dict[str, Variable]:
+    """Per-pixel ``latitude``/``longitude`` interpolated from the tie points."""
+    lat, lon = scene_latlon(scene)
+    out = {}
+    for name, values, units in (
+        ("latitude", lat, "degrees_north"),
+        ("longitude", lon, "degrees_east"),
+    ):
+        attrs = {"standard_name": name, "long_name": name, "units": units}
+        out[name] = (xr.DataArray(values, dims=SAR_DIMS, attrs=attrs), storage.encoding(None))
+    return out
+
+
 def build_chart_dataset(
     scene: xr.Dataset,
     charts: Mapping[str, Any],
     *,
-    probabilities: Mapping[str, Any] | None = None,
-    probability_encoding: ProbabilityEncoding = "uint8",
-    confidence: Confidence = "max",
-    confidences: Mapping[str, Any] | None = None,
-    latlon: bool = True,
-    checkpoint: str | os.PathLike[str] | None = None,
-    config: Any = None,
-    attrs: Mapping[str, Any] | None = None,
-    complevel: int = 1,
+    layers: ProbabilityLayers = NO_LAYERS,
+    options: NetCDFOptions = DEFAULT_NETCDF,
+    provenance: ExportProvenance = NO_PROVENANCE,
 ) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
     """Build the CF chart dataset and its NetCDF encoding (see the module docstring).
 
@@ -327,129 +523,39 @@ def build_chart_dataset(
         ``(dataset, encoding)`` ready for ``to_netcdf``. Values are stored raw (uint8
         classes with 255, packed probabilities); CF decoding happens on read.
     """
-    if probability_encoding not in ("uint8", "float32"):
-        raise DataError(
-            f"probability_encoding must be 'uint8' or 'float32', got {probability_encoding!r}"
-        )
-    if confidence not in ("max", "entropy", "none"):
-        raise DataError(f"confidence must be 'max', 'entropy' or 'none', got {confidence!r}")
     shape = scene_shape(scene)
     classes = check_charts(charts, shape)
-    probs = _check_probabilities(probabilities or {}, classes, shape)
-    given_conf = _check_confidences(confidences or {}, classes, shape)
-    if given_conf and confidence == "none":
-        raise DataError("confidence maps were given but confidence='none'; name their kind")
-    dims = SAR_DIMS
-    ds = xr.Dataset()
-    encoding: dict[str, dict[str, Any]] = {}
-    chunks_2d = (min(shape[0], 1024), min(shape[1], 1024))
-    if not 0 <= complevel <= 9:
-        raise DataError(f"complevel must be 0..9 (zlib), got {complevel}")
-    base_enc = {"zlib": complevel > 0, "complevel": complevel, "shuffle": True}
-
+    probs = _check_probabilities(layers.probabilities or {}, classes, shape)
+    given_conf = _check_confidences(layers.confidences or {}, classes, shape)
+    storage = _Storage.of(options, shape)
+    variables: dict[str, Variable] = {}
     for chart, values in classes.items():
-        attrs_c = {
-            "long_name": f"{CHART_LONG_NAMES[chart].removesuffix(' [%]')} class",
-            **flag_attrs(chart),
-            "class_names": "; ".join(CLASS_NAMES[chart]),
-        }
-        if chart == "SIC":
-            attrs_c["long_name"] = "sea ice concentration class (tenths: class k = k x 10 %)"
-        ds[chart] = xr.DataArray(values, dims=dims, attrs=attrs_c)
-        encoding[chart] = {**base_enc, "_FillValue": np.uint8(CHART_FILL), "chunksizes": chunks_2d}
-        if chart == "SIC":
-            pct = np.where(values == CHART_FILL, CHART_FILL, values * 10).astype(np.uint8)
-            ds["SIC_percent"] = xr.DataArray(
-                pct,
-                dims=dims,
-                attrs={
-                    "long_name": "sea ice concentration",
-                    "standard_name": "sea_ice_area_fraction",
-                    "units": "%",
-                    "valid_range": np.array([0, 100], dtype=np.uint8),
-                    "comment": "class index x 10; classes are 10 % bins of the ice chart",
-                },
-            )
-            encoding["SIC_percent"] = {
-                **base_enc,
-                "_FillValue": np.uint8(CHART_FILL),
-                "chunksizes": chunks_2d,
-            }
-
+        variables.update(_class_variables(chart, values, storage))
+    masked = {chart: values == CHART_FILL for chart, values in classes.items()}
     for chart, p in probs.items():
-        masked = classes[chart] == CHART_FILL
-        class_dim = f"{chart}_class"
-        ds = ds.assign_coords(
-            {
-                class_dim: xr.DataArray(
-                    np.arange(N_CLASSES[chart], dtype=np.uint8),
-                    dims=class_dim,
-                    attrs={"long_name": f"{chart} class index", **flag_attrs(chart)},
-                )
-            }
-        )
-        var_attrs, var_enc = _packed_attrs(probability_encoding)
-        name = f"{chart}_probability"
-        ds[name] = xr.DataArray(
-            _pack(p, masked, probability_encoding),
-            dims=(class_dim, *dims),
-            attrs={"long_name": f"{CHART_LONG_NAMES[chart]} class probability", **var_attrs},
-        )
-        encoding[name] = {**base_enc, **var_enc, "chunksizes": (1, *chunks_2d)}
-
-    conf_charts = list(given_conf) or (list(probs) if confidence != "none" else [])
+        variables[f"{chart}_probability"] = _probability_variable(chart, p, masked[chart], storage)
+    conf_charts = list(given_conf) or (list(probs) if layers.confidence != "none" else [])
     for chart in conf_charts:
-        masked = classes[chart] == CHART_FILL
-        var_attrs, var_enc = _packed_attrs(probability_encoding)
         conf = given_conf.get(chart)
         if conf is None:
-            conf = confidence_map(probs[chart], confidence)  # type: ignore[arg-type]
-        name = f"{chart}_confidence"
-        definition = (
-            "maximum class probability"
-            if confidence == "max"
-            else "1 - entropy(p) / log(number of classes)"
+            conf = confidence_map(probs[chart], layers.confidence)  # type: ignore[arg-type]
+        variables[f"{chart}_confidence"] = _confidence_variable(
+            chart, conf, masked[chart], layers.confidence, storage
         )
-        ds[name] = xr.DataArray(
-            _pack(np.asarray(conf), masked, probability_encoding),
-            dims=dims,
-            attrs={"long_name": f"{chart} confidence: {definition}", **var_attrs},
-        )
-        encoding[name] = {**base_enc, **var_enc, "chunksizes": chunks_2d}
 
-    if latlon:
-        lat, lon = scene_latlon(scene)
-        ds = ds.assign_coords(
-            latitude=xr.DataArray(
-                lat,
-                dims=dims,
-                attrs={
-                    "standard_name": "latitude",
-                    "long_name": "latitude",
-                    "units": "degrees_north",
-                },
-            ),
-            longitude=xr.DataArray(
-                lon,
-                dims=dims,
-                attrs={
-                    "standard_name": "longitude",
-                    "long_name": "longitude",
-                    "units": "degrees_east",
-                },
-            ),
-        )
-        for name in ("latitude", "longitude"):
-            encoding[name] = {**base_enc, "_FillValue": None, "chunksizes": chunks_2d}
-
-    name = scene_label(scene)
+    ds = xr.Dataset()
+    for name, (data, _) in variables.items():
+        ds[name] = data
+    coords = _latlon_coordinates(scene, storage) if options.latlon else {}
+    ds = ds.assign_coords({name: data for name, (data, _) in coords.items()})
     ds.attrs = provenance_attrs(
         scene,
-        checkpoint=checkpoint,
-        config=config,
-        extra=attrs,
-        title=f"Predicted sea ice charts for AI4Arctic scene {name}",
+        checkpoint=provenance.checkpoint,
+        config=provenance.config,
+        extra=provenance.attrs,
+        title=f"Predicted sea ice charts for AI4Arctic scene {scene_label(scene)}",
     )
+    encoding = {name: enc for name, (_, enc) in (variables | coords).items()}
     return ds, encoding
 
 
@@ -458,15 +564,9 @@ def write_chart_netcdf(
     scene: xr.Dataset,
     charts: Mapping[str, Any],
     *,
-    probabilities: Mapping[str, Any] | None = None,
-    probability_encoding: ProbabilityEncoding = "uint8",
-    confidence: Confidence = "max",
-    confidences: Mapping[str, Any] | None = None,
-    latlon: bool = True,
-    checkpoint: str | os.PathLike[str] | None = None,
-    config: Any = None,
-    attrs: Mapping[str, Any] | None = None,
-    complevel: int = 1,
+    layers: ProbabilityLayers = NO_LAYERS,
+    options: NetCDFOptions = DEFAULT_NETCDF,
+    provenance: ExportProvenance = NO_PROVENANCE,
 ) -> Path:
     """Write one scene's predicted charts as a CF-1.11 NetCDF-4 file (atomically).
 
@@ -475,24 +575,12 @@ def write_chart_netcdf(
         scene: The input scene as :func:`icecontext.data.io.scene.open_scene` returns it
             (used for the grid, tie points and names; its data are not copied).
         charts: Chart -> ``(H, W)`` integer classes, 255 where masked.
-        probabilities: Optional chart -> ``(classes, H, W)`` float probabilities
-            (softmax outputs), or ``uint8`` already packed as ``round(p * 250)`` with
-            255 = masked (what the predictor returns with ``probability_dtype="uint8"``).
-            A chart without probabilities (e.g. SIC regression) simply gets none.
-        probability_encoding: ``"uint8"`` (packed, ``scale_factor`` 1/250, 4x smaller)
-            or ``"float32"``.
-        confidence: Per-chart confidence map from the probabilities: ``"max"``
-            probability, ``"entropy"`` (1 - normalised entropy) or ``"none"``.
-        confidences: Optional chart -> ``(H, W)`` confidence maps (0..1, NaN masked)
-            computed elsewhere (the predictor computes them tile by tile, without the
-            full probability stack); their kind is ``confidence``. When given, no
-            confidence is computed from ``probabilities``.
-        latlon: Add per-pixel latitude/longitude coordinates from the tie points.
-        checkpoint: Model checkpoint path, recorded as a global attribute.
-        config: Resolved config (YAML text, mapping or pydantic model), recorded as text.
-        attrs: Extra global attributes.
-        complevel: zlib level of every variable (0 = none). 1 is several times faster
-            than 4 on noisy probabilities and within ~15 % of its size on class maps.
+        layers: Optional probabilities and confidence maps (:class:`ProbabilityLayers`;
+            by default none, and the ``"max"`` confidence of any probabilities given).
+        options: Storage: probability encoding, zlib level, lat/lon coordinates
+            (:class:`NetCDFOptions`).
+        provenance: Checkpoint, config and extra global attributes
+            (:class:`ExportProvenance`).
 
     Returns:
         The written path.
@@ -502,17 +590,7 @@ def write_chart_netcdf(
         ExportError: If the output folder is not writable (no partial file is left).
     """
     ds, encoding = build_chart_dataset(
-        scene,
-        charts,
-        probabilities=probabilities,
-        probability_encoding=probability_encoding,
-        confidence=confidence,
-        confidences=confidences,
-        latlon=latlon,
-        checkpoint=checkpoint,
-        config=config,
-        attrs=attrs,
-        complevel=complevel,
+        scene, charts, layers=layers, options=options, provenance=provenance
     )
     with export_target(path, "NetCDF chart file") as tmp:
         ds.to_netcdf(tmp, format="NETCDF4", engine="netcdf4", encoding=encoding)

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import xarray as xr
 
 from icecontext.errors import DataError
-from icecontext.inference.exports.geotiff import POLAR_STEREO_NORTH, write_chart_geotiffs
+from icecontext.inference.exports.geotiff import (
+    DEFAULT_GEOTIFF,
+    GeoTIFFOptions,
+    write_chart_geotiffs,
+)
 from icecontext.inference.exports.netcdf import (
-    Confidence,
-    ProbabilityEncoding,
+    DEFAULT_NETCDF,
+    NO_LAYERS,
+    NO_PROVENANCE,
+    ExportProvenance,
+    NetCDFOptions,
+    ProbabilityLayers,
     check_charts,
     scene_label,
     scene_shape,
@@ -32,15 +40,10 @@ def write_scene_outputs(
     charts: Mapping[str, Any],
     *,
     formats: Iterable[OutputFormat] = ("netcdf", "geotiff", "quicklook"),
-    probabilities: Mapping[str, Any] | None = None,
-    probability_encoding: ProbabilityEncoding = "uint8",
-    confidence: Confidence = "max",
-    confidences: Mapping[str, Any] | None = None,
-    crs: str = POLAR_STEREO_NORTH,
-    checkpoint: str | os.PathLike[str] | None = None,
-    config: Any = None,
-    attrs: Mapping[str, Any] | None = None,
-    resolution: float = 80.0,
+    layers: ProbabilityLayers = NO_LAYERS,
+    netcdf: NetCDFOptions = DEFAULT_NETCDF,
+    geotiff: GeoTIFFOptions = DEFAULT_GEOTIFF,
+    provenance: ExportProvenance = NO_PROVENANCE,
 ) -> dict[str, list[Path]]:
     """Write the chosen outputs of one scene into ``out_dir``.
 
@@ -55,16 +58,12 @@ def write_scene_outputs(
         scene: The input scene dataset.
         charts: Chart -> ``(H, W)`` predicted classes, 255 = masked.
         formats: Any of ``"netcdf"``, ``"geotiff"``, ``"geotiff_3413"``, ``"quicklook"``.
-        probabilities: Optional chart -> ``(classes, H, W)`` probabilities (NetCDF only).
-        probability_encoding: See :func:`write_chart_netcdf`.
-        confidence: See :func:`write_chart_netcdf`.
-        confidences: Precomputed chart -> ``(H, W)`` confidence maps (NetCDF only).
-        crs: Target CRS of the ``"geotiff_3413"`` format (EPSG:3413 by default; any
-            CRS rasterio knows, e.g. ``"EPSG:3996"``).
-        checkpoint: Recorded in the NetCDF provenance attributes.
-        config: Recorded in the NetCDF provenance attributes.
-        attrs: Extra NetCDF global attributes.
-        resolution: Pixel size (m) of the EPSG:3413 GeoTIFFs.
+        layers: Optional probabilities and confidence maps (NetCDF only; see
+            :class:`~icecontext.inference.exports.netcdf.ProbabilityLayers`).
+        netcdf: Storage options of the NetCDF file (:class:`NetCDFOptions`).
+        geotiff: CRS and pixel size of the ``"geotiff_3413"`` GeoTIFFs
+            (:class:`GeoTIFFOptions`).
+        provenance: Checkpoint, config and extra global attributes of the NetCDF file.
 
     Returns:
         Format -> written paths.
@@ -80,36 +79,36 @@ def write_scene_outputs(
     check_charts(charts, scene_shape(scene))  # fail before writing anything
     out = Path(out_dir)
     name = scene_label(scene)
+    writers: dict[str, Callable[[], list[Path]]] = {
+        "netcdf": lambda: [
+            write_chart_netcdf(
+                out / f"{name}_charts.nc",
+                scene,
+                charts,
+                layers=layers,
+                options=netcdf,
+                provenance=provenance,
+            )
+        ],
+        "geotiff": lambda: write_chart_geotiffs(out, scene, charts),
+        "geotiff_3413": lambda: write_chart_geotiffs(
+            out, scene, charts, crs=geotiff.crs, resolution=geotiff.resolution
+        ),
+        "quicklook": lambda: [write_quicklook(out / f"{name}_quicklook.png", scene, charts)],
+    }
     written: dict[str, list[Path]] = {}
     try:
         for fmt in chosen:
-            if fmt == "netcdf":
-                written[fmt] = [
-                    write_chart_netcdf(
-                        out / f"{name}_charts.nc",
-                        scene,
-                        charts,
-                        probabilities=probabilities,
-                        probability_encoding=probability_encoding,
-                        confidence=confidence,
-                        confidences=confidences,
-                        checkpoint=checkpoint,
-                        config=config,
-                        attrs=attrs,
-                    )
-                ]
-            elif fmt == "geotiff":
-                written[fmt] = write_chart_geotiffs(out, scene, charts)
-            elif fmt == "geotiff_3413":
-                written[fmt] = write_chart_geotiffs(
-                    out, scene, charts, crs=crs, resolution=resolution
-                )
-            else:
-                written[fmt] = [write_quicklook(out / f"{name}_quicklook.png", scene, charts)]
+            written[fmt] = writers[fmt]()
     except BaseException:
-        for paths in written.values():
-            for path in paths:
-                with contextlib.suppress(OSError):
-                    path.unlink()
+        _remove(written)
         raise
     return written
+
+
+def _remove(written: Mapping[str, list[Path]]) -> None:
+    """Remove the files of one scene written so far (all of its outputs or none)."""
+    for paths in written.values():
+        for path in paths:
+            with contextlib.suppress(OSError):
+                path.unlink()
