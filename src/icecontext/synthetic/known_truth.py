@@ -108,18 +108,18 @@ class KnownTruthParams(Section):
     """
 
     radius_km: dict[str, float]
-    cell_fraction: float = Field(0.25, gt=0.02, le=2.0)
-    ice_noise: float = Field(1.0, ge=0.0, le=10.0)
-    texture_db: float = Field(2.8, gt=0.0, le=10.0)
-    texture_km: float = Field(0.16, ge=0.0, le=10.0)
-    floe_db: float = Field(2.4, gt=0.0, le=10.0)
-    speckle_db: float = Field(1.2, ge=0.0, le=10.0)
+    cell_fraction: float = Field(default=0.25, gt=0.02, le=2.0)
+    ice_noise: float = Field(default=1.0, ge=0.0, le=10.0)
+    texture_db: float = Field(default=2.8, gt=0.0, le=10.0)
+    texture_km: float = Field(default=0.16, ge=0.0, le=10.0)
+    floe_db: float = Field(default=2.4, gt=0.0, le=10.0)
+    speckle_db: float = Field(default=1.2, ge=0.0, le=10.0)
     sod_classes: list[int] = Field(default_factory=lambda: [1, 3, 5], min_length=2)
     floe_classes: list[int] = Field(default_factory=lambda: [2, 3, 4], min_length=2)
     amsr2_signal: dict[str, dict[str, float]] = Field(
         default_factory=lambda: {"18.7": {"SIC": 0.9}, "36.5": {"SOD": 0.9}}
     )
-    amsr2_noise_km: float = Field(2.0, gt=0.0, le=200.0)
+    amsr2_noise_km: float = Field(default=2.0, gt=0.0, le=200.0)
 
     @field_validator("radius_km")
     @classmethod

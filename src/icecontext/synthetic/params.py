@@ -51,9 +51,9 @@ class SynthScales(Section):
             in pixels (1 = physical at 80 m).
     """
 
-    sic_cluster_px: float = Field(16.0, gt=0.0, le=2000.0)
-    sod_texture_px: float = Field(10.0, gt=0.0, le=2000.0)
-    floe_size_factor: float = Field(1.0, gt=0.0, le=100.0)
+    sic_cluster_px: float = Field(default=16.0, gt=0.0, le=2000.0)
+    sod_texture_px: float = Field(default=10.0, gt=0.0, le=2000.0)
+    floe_size_factor: float = Field(default=1.0, gt=0.0, le=100.0)
 
     def scaled(self, factor: float) -> SynthScales:
         """Return these scales with every length multiplied by ``factor``."""
@@ -122,14 +122,14 @@ class SynthParams(Section):
             ``PhysicalScene.truth``; turn off to save memory on large scenes.
     """
 
-    height: int = Field(5000, ge=26, le=20000)
-    width: int = Field(5200, ge=26, le=20000)
+    height: int = Field(default=5000, ge=26, le=20000)
+    width: int = Field(default=5200, ge=26, le=20000)
     service: Service | None = None
     scene_time: datetime | None = None
     scales: SynthScales = Field(default_factory=lambda: SCALE_PRESETS["medium"])
-    polygon_size_km: float = Field(60.0, gt=1.0, le=1000.0)
-    min_polygons: int = Field(6, ge=1, le=500)
-    water_fraction: float | None = Field(None, ge=0.0, le=1.0)
-    land_fraction: float | None = Field(None, ge=0.0, le=0.9)
-    enl: float = Field(20.0, gt=0.5, le=1000.0)
+    polygon_size_km: float = Field(default=60.0, gt=1.0, le=1000.0)
+    min_polygons: int = Field(default=6, ge=1, le=500)
+    water_fraction: float | None = Field(default=None, ge=0.0, le=1.0)
+    land_fraction: float | None = Field(default=None, ge=0.0, le=0.9)
+    enl: float = Field(default=20.0, gt=0.5, le=1000.0)
     keep_truth_arrays: bool = True

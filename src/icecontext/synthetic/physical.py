@@ -89,7 +89,7 @@ class PhysicalScene:
     @property
     def shape(self) -> tuple[int, int]:
         """``(sar_lines, sar_samples)`` at 80 m."""
-        return self.hh_db.shape  # type: ignore[return-value]
+        return self.hh_db.shape
 
     @property
     def service(self) -> str:
