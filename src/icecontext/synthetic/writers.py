@@ -38,6 +38,10 @@ from icecontext.data.io.format import (
 from icecontext.data.io.raw import (
     RAW_SAR_DIMS,
     SAR_DESCRIPTION,
+    CoarseFields,
+    SarGridFields,
+    SceneIdentity,
+    SourceAttributes,
     assemble_r2t,
     incidence_at_80m,
     latlon_grid_21,
@@ -98,19 +102,17 @@ def physical_to_r2t(scene: PhysicalScene, *, clean: bool = False) -> xr.Dataset:
     tp = scene.tiepoints
     lat, lon = latlon_grid_21(tp.line, tp.sample, tp.latitude, tp.longitude, scene.shape)
     return assemble_r2t(
-        charts=charts,
-        chart_covered=np.isfinite(ids),
-        hh_db=hh,
-        hv_db=hv,
-        incidence=incidence_at_80m(tp.line, tp.sample, tp.incidence_angle, scene.shape),
-        distance=np.asarray(scene.distance_zones, dtype=np.float32),
-        amsr2=scene.amsr2,
-        era5=scene.era5,
-        latitude=lat,
-        longitude=lon,
-        scene_name=scene.scene_name,
-        original_id=scene.original_id,
-        amsr2_attrs=scene.amsr2_attrs,
+        SarGridFields(
+            charts=charts,
+            chart_covered=np.isfinite(ids),
+            hh_db=hh,
+            hv_db=hv,
+            incidence=incidence_at_80m(tp.line, tp.sample, tp.incidence_angle, scene.shape),
+            distance=np.asarray(scene.distance_zones, dtype=np.float32),
+        ),
+        CoarseFields(amsr2=scene.amsr2, era5=scene.era5, latitude=lat, longitude=lon),
+        SceneIdentity(scene_name=scene.scene_name, original_id=scene.original_id),
+        SourceAttributes(amsr2=scene.amsr2_attrs),
     )
 
 
