@@ -172,7 +172,7 @@ class UploadPackageWriter:
             name: {"zlib": True, "complevel": COMPLEVEL, "_FillValue": None}
             for name in ds.data_vars
         }
-        mode = "a" if self._scenes else "w"
+        mode: Literal["w", "a"] = "a" if self._scenes else "w"
         try:
             ds.to_netcdf(
                 self._tmp, mode=mode, format="NETCDF4", engine="netcdf4", encoding=encoding
@@ -290,69 +290,14 @@ def check_upload_package(
         expected_scenes = OFFICIAL_TEST_SCENES
     problems: list[str] = []
     found: dict[str, dict[str, tuple[int, int]]] = {}
-    try:
-        with netCDF4.Dataset(path) as nc:
-            if nc.data_model != "NETCDF4":
-                problems.append(f"file format is {nc.data_model}, expected NETCDF4")
-        ds = xr.open_dataset(path, engine="netcdf4", mask_and_scale=False, cache=False)
-    except Exception as exc:  # netCDF4 raises OSError, RuntimeError, FileNotFoundError...
-        raise DataError(f"{where}: cannot be read as NetCDF-4 ({exc})") from exc
-    with ds:
+    with _open_upload(path, where, problems) as ds:
         if ds.coords:
             problems.append(f"has coordinates {sorted(map(str, ds.coords))}; expected none")
         for name in sorted(map(str, ds.data_vars)):
-            var = ds[name]
-            m = _VARIABLE_RE.match(name)
-            if not m:
-                problems.append(
-                    f"variable '{name}': name is not "
-                    "'{YYYYMMDDThhmmss}_{dmi|cis}_{SIC|SOD|FLOE}'"
-                )
-                continue
-            scene, chart = m["scene"], m["chart"]
-            if var.dims != upload_dims(name):
-                problems.append(
-                    f"variable '{name}': dimensions {var.dims}, expected {upload_dims(name)}"
-                )
-            if var.dtype != np.uint8:
-                problems.append(f"variable '{name}': dtype {var.dtype}, expected uint8")
-            if var.ndim == 2:
-                values = np.asarray(var.values)
-                n = N_CLASSES[chart]
-                bad = values >= n
-                if allow_masked:
-                    bad &= values != CHART_FILL
-                if values.dtype.kind == "i":
-                    bad |= values < 0
-                if bad.any():
-                    shown = np.unique(values[bad])[:10].tolist()
-                    problems.append(
-                        f"variable '{name}': values {shown} outside the {chart} classes 0..{n - 1}"
-                    )
-                found.setdefault(scene, {})[chart] = var.shape
-            else:
-                problems.append(f"variable '{name}': {var.ndim} dimensions, expected 2")
-    for scene, charts in sorted(found.items()):
-        missing = [c for c in CHARTS if c not in charts]
-        if missing:
-            problems.append(f"scene {scene}: charts {missing} missing")
-        if len(set(charts.values())) > 1:
-            problems.append(f"scene {scene}: charts have different shapes {charts}")
-        if shapes is not None and scene in shapes:
-            want = tuple(shapes[scene])
-            for chart, got in charts.items():
-                if got != want:
-                    problems.append(
-                        f"variable '{scene}_{chart}': shape {got}, expected the scene's {want}"
-                    )
+            problems += _variable_problems(name, ds[name], allow_masked, found)
+    problems += _scene_problems(found, shapes)
     if expected_scenes is not None:
-        expected = set(expected_scenes)
-        missing_scenes = sorted(expected - set(found))
-        extra = sorted(set(found) - expected)
-        if missing_scenes:
-            problems.append(f"scenes missing: {missing_scenes}")
-        if extra:
-            problems.append(f"unexpected scenes: {extra}")
+        problems += _scene_list_problems(found, set(expected_scenes))
     if not found and not problems:
         problems.append("holds no scene variables")
     if problems:
@@ -362,3 +307,91 @@ def check_upload_package(
             f"\n  - {listing}"
         )
     return {scene: next(iter(charts.values())) for scene, charts in found.items()}
+
+
+def _open_upload(path: str | os.PathLike[str], where: str, problems: list[str]) -> xr.Dataset:
+    """Open an upload file raw (no decoding); a format other than NetCDF-4 is a problem.
+
+    Raises:
+        DataError: The file cannot be read as NetCDF-4 at all.
+    """
+    try:
+        with netCDF4.Dataset(path) as nc:
+            if nc.data_model != "NETCDF4":
+                problems.append(f"file format is {nc.data_model}, expected NETCDF4")
+        return xr.open_dataset(path, engine="netcdf4", mask_and_scale=False, cache=False)
+    except Exception as exc:  # netCDF4 raises OSError, RuntimeError, FileNotFoundError...
+        raise DataError(f"{where}: cannot be read as NetCDF-4 ({exc})") from exc
+
+
+def _variable_problems(
+    name: str,
+    var: xr.DataArray,
+    allow_masked: bool,
+    found: dict[str, dict[str, tuple[int, int]]],
+) -> list[str]:
+    """Return the problems of one variable: name, dimensions, dtype, values.
+
+    A 2-D ``{scene}_{chart}`` variable is recorded in ``found`` with its shape.
+    """
+    m = _VARIABLE_RE.match(name)
+    if not m:
+        return [
+            f"variable '{name}': name is not '{{YYYYMMDDThhmmss}}_{{dmi|cis}}_{{SIC|SOD|FLOE}}'"
+        ]
+    scene, chart = m["scene"], m["chart"]
+    problems = []
+    if var.dims != upload_dims(name):
+        problems.append(f"variable '{name}': dimensions {var.dims}, expected {upload_dims(name)}")
+    if var.dtype != np.uint8:
+        problems.append(f"variable '{name}': dtype {var.dtype}, expected uint8")
+    if var.ndim != 2:
+        problems.append(f"variable '{name}': {var.ndim} dimensions, expected 2")
+        return problems
+    values = np.asarray(var.values)
+    n = N_CLASSES[chart]
+    bad = values >= n
+    if allow_masked:
+        bad &= values != CHART_FILL
+    if values.dtype.kind == "i":
+        bad |= values < 0
+    if bad.any():
+        shown = np.unique(values[bad])[:10].tolist()
+        problems.append(f"variable '{name}': values {shown} outside the {chart} classes 0..{n - 1}")
+    height, width = var.shape
+    found.setdefault(scene, {})[chart] = (height, width)
+    return problems
+
+
+def _scene_problems(
+    found: Mapping[str, Mapping[str, tuple[int, int]]],
+    shapes: Mapping[str, tuple[int, int]] | None,
+) -> list[str]:
+    """Missing charts, charts of different shapes, shapes other than ``shapes``."""
+    problems = []
+    for scene, charts in sorted(found.items()):
+        missing = [c for c in CHARTS if c not in charts]
+        if missing:
+            problems.append(f"scene {scene}: charts {missing} missing")
+        if len(set(charts.values())) > 1:
+            problems.append(f"scene {scene}: charts have different shapes {dict(charts)}")
+        if shapes is not None and scene in shapes:
+            want = tuple(shapes[scene])
+            for chart, got in charts.items():
+                if got != want:
+                    problems.append(
+                        f"variable '{scene}_{chart}': shape {got}, expected the scene's {want}"
+                    )
+    return problems
+
+
+def _scene_list_problems(found: Mapping[str, object], expected: set[str]) -> list[str]:
+    """Expected scenes that are missing, scenes that were not expected."""
+    problems = []
+    missing = sorted(expected - set(found))
+    extra = sorted(set(found) - expected)
+    if missing:
+        problems.append(f"scenes missing: {missing}")
+    if extra:
+        problems.append(f"unexpected scenes: {extra}")
+    return problems
