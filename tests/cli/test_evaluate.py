@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from icecontext.cli.main import main
 from icecontext.data.io.format import CHARTS
@@ -16,10 +17,10 @@ from icecontext.evaluation import score_charts
 from icecontext.inference.checkpoint import load_checkpoint
 from icecontext.inference.predictor import predict_scene
 from icecontext.inference.tiling import TileSettings
-from icecontext.run.config import RunConfig
+from icecontext.run.config import RunConfig, ValidationConfig
 from icecontext.testing import tiny_run_config, write_scene_files, write_tiny_store
 from icecontext.training.fit import train
-from icecontext.workflows.evaluate_checkpoint import open_eval_scenes
+from icecontext.workflows.evaluate_checkpoint import ScoringSettings, open_eval_scenes, score_scenes
 
 WARNING = (
     "icecontext evaluate: warning: {old} is deprecated and will be removed in the next "
@@ -105,6 +106,48 @@ def test_evaluate_writes_the_challenge_metric_of_the_tiled_predictions(setup, tm
     ):
         assert (out / name).stat().st_size > 1000, name
     assert (out / "provenance.json").is_file()
+
+
+def test_scoring_settings_fill_the_unset_tiling_from_validation():
+    validation = ValidationConfig(tile=96, overlap="rf", batch=2)
+    filled = ScoringSettings(batch=5, device="cpu", precision="bf16").filled(validation)
+    assert filled == ScoringSettings(tile=96, overlap="rf", batch=5, device="cpu", precision="bf16")
+    # an explicit 0 px margin is kept (only None means unset)
+    assert ScoringSettings(overlap=0).filled(validation).overlap == 0
+    # score_scenes' defaults are the section's: 512 px tiles, auto overlap, 4 tiles
+    net = torch.nn.Conv2d(1, 1, 3, padding=1)  # no receptive_field(): auto = the tile / 16 cap
+    assert ScoringSettings().tiling(net) == TileSettings(tile=512, overlap=32, batch=4)
+    assert ScoringSettings(tile=96, overlap=24, batch=2).tiling(net) == TileSettings(96, 24, 2)
+
+
+@pytest.mark.xdist_group("cli_evaluate")
+def test_score_scenes_takes_settings_or_their_fields_as_keywords(setup):
+    ckpt, test = setup
+    loaded = load_checkpoint(ckpt)
+    scenes = open_eval_scenes(test, loaded.features, 1, "nearest")
+    expected = pooled_scores(loaded, test, tile=96, overlap=24)
+    settings = ScoringSettings(tile=96, overlap=24, device="cpu")
+    by_settings, scored, unlabelled = score_scenes(
+        loaded.model, loaded.features, scenes, settings=settings
+    )
+    assert len(scored) == 2 and unlabelled == []
+    by_keywords, _, _ = score_scenes(
+        loaded.model, loaded.features, scenes, tile=96, overlap=24, device="cpu"
+    )
+    # keywords replace the fields of settings
+    overridden, _, _ = score_scenes(
+        loaded.model,
+        loaded.features,
+        scenes,
+        settings=ScoringSettings(tile=32),
+        tile=96,
+        overlap=24,
+        device="cpu",
+    )
+    for scorer in (by_settings, by_keywords, overridden):
+        scores = scorer.compute()
+        for key in (*CHARTS, "combined"):
+            assert scores["unrounded"][key] == pytest.approx(expected["unrounded"][key], abs=1e-9)
 
 
 @pytest.mark.xdist_group("cli_evaluate")

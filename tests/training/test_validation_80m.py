@@ -24,7 +24,7 @@ from icecontext.run.rundir import run_dir_for
 from icecontext.testing import TINY_FEATURES, write_tiny_store
 from icecontext.training.fit import train
 from icecontext.training.module import IceChartModule
-from icecontext.workflows.evaluate_checkpoint import evaluate_checkpoint
+from icecontext.workflows.evaluate_checkpoint import ScoringSettings, evaluate_checkpoint
 
 K = 2
 HEIGHT, WIDTH = 160, 170
@@ -122,8 +122,7 @@ def test_evaluate_agrees_with_validation_on_the_store_and_the_files(k2_run, tmp_
             data,
             tmp_path / Path(data).name,
             scenes=[name],
-            overlap=val.overlap,
-            device="cpu",
+            settings=ScoringSettings(overlap=val.overlap, device="cpu"),
             progress=False,
             plots=False,
         )

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from icecontext.atomic import check_writable
 from icecontext.cli.deprecated import add_renamed_option
 from icecontext.cli.tiling_options import PRECISION_CHOICES, PRECISION_HELP, parse_overlap
+
+if TYPE_CHECKING:
+    from icecontext.workflows.evaluate_checkpoint import OverlapChoice, ScoringSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,17 +67,12 @@ def run(args: argparse.Namespace) -> int:
         check_writable(args.out, "--out", folder=True)
     from icecontext.workflows.evaluate_checkpoint import evaluate_checkpoint
 
-    overlap = None if args.overlap is None else parse_overlap(args.overlap)
     result = evaluate_checkpoint(
         args.checkpoint,
         args.data,
         args.out,
         scenes=args.only,
-        tile=args.tile,
-        overlap=overlap,
-        batch=args.batch,
-        device=args.device,
-        precision=args.precision,
+        settings=scoring_settings(args),
         progress=not args.no_progress,
         plots=not args.no_plots,
     )
@@ -85,3 +84,31 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'combined':<10}{s['combined']:>10.3f}")
     print(f"results: {result.out_dir}")
     return 0
+
+
+def scoring_settings(args: argparse.Namespace) -> ScoringSettings:
+    """``--tile --overlap --batch --device --precision`` (unset: the run's validation setting).
+
+    Raises:
+        ConfigError: A bad ``--overlap`` (names the option).
+    """
+    from icecontext.workflows.evaluate_checkpoint import ScoringSettings
+
+    return ScoringSettings(
+        tile=args.tile,
+        overlap=_overlap(args.overlap),
+        batch=args.batch,
+        device=args.device,
+        precision=args.precision,
+    )
+
+
+def _overlap(text: str | None) -> OverlapChoice | None:
+    """``--overlap``: ``None`` (the run's setting), ``auto``, ``rf`` or pixels."""
+    if text is None:
+        return None
+    if text == "auto":
+        return "auto"
+    if text == "rf":
+        return "rf"
+    return int(parse_overlap(text))

@@ -46,7 +46,7 @@ from icecontext.data.loader.sources import full_resolution_charts
 from icecontext.errors import DataError
 from icecontext.evaluation import ChartScorer, scene_groups
 from icecontext.inference.checkpoint import CHECKPOINT_KEY
-from icecontext.inference.predictor import model_overlap, predict_scene
+from icecontext.inference.predictor import InferencePrecision, model_overlap, predict_scene
 from icecontext.inference.tiling import TileSettings
 from icecontext.run.config import RunConfig
 from icecontext.training.losses import MultiTaskLoss
@@ -239,7 +239,7 @@ class IceChartModule(pl.LightningModule):
         source = self.val_sources[index]
         val = self.cfg.train.validation
         ctx: contextlib.AbstractContextManager = contextlib.nullcontext()
-        precision = "32"  # with "auto", the trainer's own autocast applies
+        precision: InferencePrecision = "32"  # with "auto", the trainer's own autocast applies
         if val.precision == "32":
             ctx = torch.autocast(self.device.type, enabled=False)
         elif val.precision == "bf16":

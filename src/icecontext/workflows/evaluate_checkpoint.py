@@ -31,15 +31,16 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
 import numpy as np
 import torch
 
 from icecontext.atomic import write_text_atomic
 from icecontext.data.io.format import CHART_FILL, CHARTS
+from icecontext.data.io.geometry import Upsampling
 from icecontext.errors import DataError
 from icecontext.evaluation import ChartScorer, scene_groups
 from icecontext.inference.predictor import (
@@ -50,10 +51,70 @@ from icecontext.inference.predictor import (
 )
 from icecontext.inference.scenes import resolve_device
 from icecontext.inference.tiling import TileSettings
+from icecontext.run.config import ValidationConfig
+
+if TYPE_CHECKING:
+    from icecontext.inference.checkpoint import LoadedCheckpoint
 
 log = logging.getLogger(__name__)
 
 DeviceChoice = Literal["auto", "cpu", "cuda"] | str
+OverlapChoice = int | Literal["auto", "rf"]
+"""A context margin in pixels, or ``auto`` / ``rf`` (see :func:`resolve_overlap`)."""
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    """How scenes are predicted for scoring: the tiled pass, device and precision.
+
+    ``None`` for ``tile``, ``overlap`` or ``batch`` means the run's
+    ``train.validation`` setting in :func:`evaluate_checkpoint`, and the default of
+    that section (512 px, ``auto``, 4 tiles) in :func:`score_scenes`.
+
+    Attributes:
+        tile: Tile side (pixels at the data's resolution).
+        overlap: Context margin in pixels, ``auto`` or ``rf`` (see
+            :func:`~icecontext.inference.predictor.resolve_overlap`).
+        batch: Tiles per forward pass.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``...
+        precision: Inference precision (``auto``, ``32``, ``bf16``, ``16``).
+    """
+
+    tile: int | None = None
+    overlap: OverlapChoice | None = None
+    batch: int | None = None
+    device: DeviceChoice = "auto"
+    precision: InferencePrecision = "32"
+
+    def filled(self, validation: ValidationConfig) -> ScoringSettings:
+        """These settings with the ``None`` tiling fields taken from ``validation``."""
+        return replace(
+            self,
+            tile=self.tile or validation.tile,
+            overlap=validation.overlap if self.overlap is None else self.overlap,
+            batch=self.batch or validation.batch,
+        )
+
+    def tiling(self, model: torch.nn.Module) -> TileSettings:
+        """The tiled pass for ``model`` (``auto``/``rf`` resolved with its receptive field)."""
+        s = self.filled(ValidationConfig())
+        assert s.tile is not None and s.overlap is not None and s.batch is not None
+        return TileSettings(
+            tile=s.tile, overlap=model_overlap(model, s.overlap, s.tile), batch=s.batch
+        )
+
+
+DEFAULT_SCORING = ScoringSettings()
+
+
+class ScoringKeywords(TypedDict, total=False):
+    """The fields of :class:`ScoringSettings` as keywords (how :func:`score_scenes` took them)."""
+
+    tile: int
+    overlap: OverlapChoice
+    batch: int
+    device: DeviceChoice
+    precision: InferencePrecision
 
 
 @dataclass
@@ -129,7 +190,7 @@ def open_eval_scenes(
     data: str | os.PathLike[str],
     features: Sequence[str],
     downsample: int,
-    upsampling: str = "nearest",
+    upsampling: Upsampling = "nearest",
     scenes: Sequence[str] | None = None,
 ) -> list[EvalScene]:
     """Open the scenes of a NetCDF folder (or file list) or of a prepared store.
@@ -163,24 +224,24 @@ def open_eval_scenes(
             )
         names = store.names if scenes is None else list(scenes)
         for name in names:
-            src = store_source(store, name, upsampling)  # type: ignore[arg-type]
-            if src.has_full_charts():
-                out.append(EvalScene(src, _full_reference(src), True))
+            stored = store_source(store, name, upsampling)
+            if stored.has_full_charts():
+                out.append(EvalScene(stored, _full_reference(stored), True))
             else:
                 log.warning(
                     "%s: no 80 m charts in this store (prepared before store format 2): "
                     "scored at %d m against its downsampled charts",
-                    src.where,
+                    stored.where,
                     80 * downsample,
                 )
-                out.append(EvalScene(src, _source_reference(src), False))
+                out.append(EvalScene(stored, _source_reference(stored), False))
     else:
         files = collect_scene_files(path)
         names = sorted(files) if scenes is None else list(scenes)
         for name in names:
             if name not in files:
                 raise DataError(f"scene '{name}' is not in {path}")
-            src = NetCDFSource(files[name], list(features), downsample, upsampling)  # type: ignore[arg-type]
+            src = NetCDFSource(files[name], list(features), downsample, upsampling)
             out.append(EvalScene(src, _netcdf_reference(files[name]), True))
     if not out:
         raise DataError(f"{path}: no scene to evaluate")
@@ -192,13 +253,10 @@ def score_scenes(
     features: Sequence[str],
     scenes: Sequence[EvalScene],
     *,
-    tile: int = 512,
-    overlap: int | Literal["auto", "rf"] = "auto",
-    batch: int = 4,
-    device: DeviceChoice = "auto",
-    precision: InferencePrecision = "32",
+    settings: ScoringSettings = DEFAULT_SCORING,
     on_prediction: Callable[[EvalScene, Any, dict[str, np.ndarray]], None] | None = None,
     progress: bool = False,
+    **keywords: Unpack[ScoringKeywords],
 ) -> tuple[ChartScorer, list[str], list[str]]:
     """Predict and score scenes one at a time (memory: one scene).
 
@@ -206,23 +264,23 @@ def score_scenes(
         model: The network.
         features: Its input channels.
         scenes: Scenes with their references.
-        tile: Tile side (pixels at the data's resolution).
-        overlap: Context margin, or ``auto`` (see :func:`auto_overlap`).
-        batch: Tiles per forward pass.
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``...
-        precision: Inference precision (``32``, ``bf16``, ``16``).
+        settings: Tiling, device and precision (``None`` tiling fields: the
+            ``train.validation`` defaults, 512 px tiles, ``auto`` overlap, 4 tiles).
         on_prediction: Called with ``(scene, prediction, reference)`` after each scene
             (e.g. to draw maps).
         progress: Show a progress bar over scenes.
+        **keywords: Fields of ``settings`` given one by one (``tile=``, ``overlap=``,
+            ``batch=``, ``device=``, ``precision=``); they replace those of ``settings``.
 
     Returns:
         ``(scorer, scored scene names, unlabelled scene names)``.
     """
     from tqdm.auto import tqdm
 
-    dev = resolve_device(device)
+    settings = replace(settings, **keywords)
+    dev = resolve_device(settings.device)
     model = model.to(dev).eval()
-    margin = model_overlap(model, overlap, tile)
+    tiling = settings.tiling(model)
     scorer = ChartScorer()
     scored: list[str] = []
     unlabelled: list[str] = []
@@ -233,12 +291,7 @@ def score_scenes(
             unlabelled.append(src.name)
             continue
         pred = predict_scene(
-            model,
-            src,
-            features,
-            tiling=TileSettings(tile=tile, overlap=margin, batch=batch),
-            device=dev,
-            precision=precision,
+            model, src, features, tiling=tiling, device=dev, precision=settings.precision
         )
         classes = pred.classes if scene.full_resolution else pred.source_classes
         scorer.update(reference, classes, groups=scene_groups(src.name))
@@ -338,17 +391,17 @@ def write_evaluation(
     return files
 
 
+RUN_SCORING = ScoringSettings()
+"""The run's own validation tiling, on the best device, at 32-bit precision."""
+
+
 def evaluate_checkpoint(
     checkpoint: str | os.PathLike[str],
     data: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
     *,
     scenes: Sequence[str] | None = None,
-    tile: int | None = None,
-    overlap: int | Literal["auto", "rf"] | None = None,
-    batch: int | None = None,
-    device: DeviceChoice = "auto",
-    precision: InferencePrecision = "32",
+    settings: ScoringSettings = RUN_SCORING,
     progress: bool = True,
     plots: bool = True,
 ) -> EvaluationResult:
@@ -359,12 +412,9 @@ def evaluate_checkpoint(
         data: Folder of ``_prep.nc`` scenes (scored at 80 m), or a prepared store.
         out: Output folder; ``None`` = ``<run>/eval/<data folder name>``.
         scenes: Only these scene names.
-        tile: Tile side (default: the run's ``train.validation.tile``).
-        overlap: Context margin (default: the run's setting).
-        batch: Tiles per forward pass (default: the run's setting).
-        device: ``auto``, ``cpu``, ``cuda``...
-        precision: ``auto`` (bf16 on CUDA, else 32), ``32``, ``bf16`` or ``16`` (CUDA);
-            the resolved value is recorded.
+        settings: Tiling (``None`` fields: the run's ``train.validation`` setting),
+            device and precision (``auto``: bf16 on CUDA, else 32; the resolved value
+            is recorded).
         progress: Progress bar over scenes.
         plots: Draw the confusion-matrix and per-class F1 figures.
 
@@ -380,24 +430,15 @@ def evaluate_checkpoint(
 
     loaded = load_checkpoint(checkpoint)
     cfg = loaded.config
-    val = cfg.train.validation
-    tile = tile or val.tile
-    overlap = overlap if overlap is not None else val.overlap
-    batch = batch or val.batch
-    precision = resolve_precision(precision, resolve_device(device))  # recorded as run
+    settings = settings.filled(cfg.train.validation)
+    settings = replace(  # recorded as run
+        settings, precision=resolve_precision(settings.precision, resolve_device(settings.device))
+    )
     eval_scenes = open_eval_scenes(
         data, loaded.features, cfg.data.downsample, cfg.data.upsampling, scenes
     )
     scorer, scored, unlabelled = score_scenes(
-        loaded.model,
-        loaded.features,
-        eval_scenes,
-        tile=tile,
-        overlap=overlap,
-        batch=batch,
-        device=device,
-        precision=precision,
-        progress=progress,
+        loaded.model, loaded.features, eval_scenes, settings=settings, progress=progress
     )
     if not scored:
         raise DataError(
@@ -405,37 +446,51 @@ def evaluate_checkpoint(
             "_prep_reference.nc files beside them"
         )
     full = all(s.full_resolution for s in eval_scenes)
-    resolution = 80 if full else 80 * cfg.data.downsample
-    if out is None:
-        out = Path(loaded.path).resolve().parent.parent / "eval" / Path(data).resolve().name
-    out = Path(out)
-    extra = {
-        "checkpoint": str(Path(checkpoint).resolve()),
-        "checkpoint_epoch": loaded.epoch,
-        "checkpoint_step": loaded.global_step,
-        "data": str(Path(data).resolve()),
-        "scenes": scored,
-        "unlabelled": unlabelled,
-        "resolution_m": resolution,
-        "features": loaded.features,
-        "settings": {
-            "tile": tile,
-            "overlap": overlap,
-            "margin_px": model_overlap(loaded.model, overlap, tile),
-            "batch": batch,
-            "precision": precision,
-        },
-    }
-    files = write_evaluation(scorer, out, extra=extra, plots=plots)
-    write_run_record(out, cfg, cfg.seed, extra={"evaluate": extra})
-    if unlabelled:
-        log.warning("skipped %d scene(s) without labels: %s", len(unlabelled), unlabelled)
-    return EvaluationResult(
+    out = Path(out) if out is not None else _default_out(loaded, data)
+    result = EvaluationResult(
         out_dir=out,
         scores=scorer.compute(),
         scorer=scorer,
         scenes=scored,
         unlabelled=unlabelled,
-        resolution_m=resolution,
-        files=files,
+        resolution_m=80 if full else 80 * cfg.data.downsample,
     )
+    extra = _evaluation_record(loaded, checkpoint, data, settings, result)
+    result.files = write_evaluation(scorer, out, extra=extra, plots=plots)
+    write_run_record(out, cfg, cfg.seed, extra={"evaluate": extra})
+    if unlabelled:
+        log.warning("skipped %d scene(s) without labels: %s", len(unlabelled), unlabelled)
+    return result
+
+
+def _default_out(loaded: LoadedCheckpoint, data: str | os.PathLike[str]) -> Path:
+    """``<run>/eval/<data folder name>`` beside the checkpoint's run."""
+    return Path(loaded.path).resolve().parent.parent / "eval" / Path(data).resolve().name
+
+
+def _evaluation_record(
+    loaded: LoadedCheckpoint,
+    checkpoint: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    settings: ScoringSettings,
+    result: EvaluationResult,
+) -> dict[str, Any]:
+    """What ``metrics.json`` and the run record say about an evaluation."""
+    tiling = settings.tiling(loaded.model)
+    return {
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "checkpoint_epoch": loaded.epoch,
+        "checkpoint_step": loaded.global_step,
+        "data": str(Path(data).resolve()),
+        "scenes": result.scenes,
+        "unlabelled": result.unlabelled,
+        "resolution_m": result.resolution_m,
+        "features": loaded.features,
+        "settings": {
+            "tile": settings.tile,
+            "overlap": settings.overlap,
+            "margin_px": tiling.overlap,
+            "batch": settings.batch,
+            "precision": settings.precision,
+        },
+    }
