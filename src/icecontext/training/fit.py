@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning.pytorch as pl
 import torch
@@ -43,6 +43,9 @@ from icecontext.training.checkpoint_io import AtomicCheckpointIO
 from icecontext.training.losses import class_weights_from_histogram
 from icecontext.training.module import IceChartModule, SceneIndexDataset
 from icecontext.training.optim import MONITOR
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import Logger
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +281,65 @@ def _move_previous_csv(run: RunDir) -> None:
         extra.unlink()
 
 
+def _process_rank() -> int:
+    """This process's global rank as Lightning's rank-zero helpers see it.
+
+    Lightning sets ``rank_zero_only.rank`` at import time and again when DDP starts; the
+    attribute is not part of the function's declared type.
+    """
+    return int(cast(Any, rank_zero_only).rank)
+
+
+def _run_callbacks(
+    cfg: RunConfig, run: RunDir, has_validation: bool, extra: Sequence[pl.Callback]
+) -> list[pl.Callback]:
+    """Checkpointing, logging and diagnostics callbacks of a run, then ``extra``.
+
+    ``best.ckpt`` follows the validation combined score (none without validation);
+    ``last.ckpt`` is written after every epoch and once more when the run ends.
+    """
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+
+    checkpoint = ModelCheckpoint(
+        dirpath=run.checkpoints,
+        filename="best",
+        monitor=MONITOR if has_validation else None,
+        mode="max",
+        save_top_k=1 if has_validation else 0,
+        save_last=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    cbs: list[pl.Callback] = [
+        FlushLogs(),
+        checkpoint,
+        LearningRateMonitor(logging_interval="step"),
+        FinalCheckpoint(run.last),
+    ]
+    if cfg.train.record_samples:
+        cbs.append(RankRecord(run.ranks))
+    cbs.extend(extra)
+    return cbs
+
+
+def _run_loggers(run: RunDir) -> list[Logger]:
+    """The CSV and TensorBoard loggers, both writing under ``run.logs``."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    return [
+        CSVLogger(run.logs, name="csv", version=""),
+        TensorBoardLogger(run.logs, name="tensorboard", version="", default_hp_metric=False),
+    ]
+
+
+def _determinism(cfg: RunConfig, accelerator: str) -> bool | str:
+    """``train.deterministic`` resolved: ``auto`` is strict on CPU and warn-only on GPU."""
+    deterministic: bool | str = cfg.train.deterministic
+    if deterministic == "auto":
+        deterministic = True if accelerator == "cpu" else "warn"
+    return deterministic
+
+
 def build_trainer(
     cfg: RunConfig,
     run: RunDir,
@@ -295,44 +357,16 @@ def build_trainer(
         callbacks: Extra callbacks.
         resuming: Whether the run resumes (earlier CSV logs are kept aside).
     """
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-
     accelerator = resolve_accelerator(cfg)
     precision = resolve_precision(cfg, accelerator)
     t = cfg.trainer
     tr = cfg.train
-    if resuming and rank_zero_only.rank == 0:
+    if resuming and _process_rank() == 0:
         _move_previous_csv(run)
-    checkpoint = ModelCheckpoint(
-        dirpath=run.checkpoints,
-        filename="best",
-        monitor=MONITOR if has_validation else None,
-        mode="max",
-        save_top_k=1 if has_validation else 0,
-        save_last=True,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-    )
-    cbs: list[pl.Callback] = [
-        FlushLogs(),
-        checkpoint,
-        LearningRateMonitor(logging_interval="step"),
-        FinalCheckpoint(run.last),
-    ]
-    if tr.record_samples:
-        cbs.append(RankRecord(run.ranks))
-    cbs.extend(callbacks)
-    deterministic: bool | str = tr.deterministic
-    if deterministic == "auto":
-        deterministic = True if accelerator == "cpu" else "warn"
+    cbs = _run_callbacks(cfg, run, has_validation, callbacks)
     devices: Any = t.devices
     if devices == "auto" and accelerator == "cpu":
         devices = 1
-    loggers = [
-        CSVLogger(run.logs, name="csv", version=""),
-        TensorBoardLogger(run.logs, name="tensorboard", version="", default_hp_metric=False),
-    ]
     return pl.Trainer(
         accelerator=accelerator,
         devices=devices,
@@ -349,12 +383,12 @@ def build_trainer(
         gradient_clip_val=tr.grad_clip,
         gradient_clip_algorithm=tr.grad_clip_algorithm,
         accumulate_grad_batches=tr.accumulate_grad_batches,
-        deterministic=deterministic,  # type: ignore[arg-type]
+        deterministic=_determinism(cfg, accelerator),  # type: ignore[arg-type]
         benchmark=False,
         log_every_n_steps=tr.log_every_n_steps,
         enable_progress_bar=tr.progress_bar,
         enable_model_summary=tr.progress_bar,
-        logger=loggers,
+        logger=_run_loggers(run),
         callbacks=cbs,
         plugins=[AtomicCheckpointIO()],
         default_root_dir=run.path,
@@ -374,6 +408,146 @@ def _write_summary(
         data[f"per_{by}"] = module.last_groups.get(by, [])
     data["trained_context"] = context  # which ASPP taps the patches trained (reports)
     write_text_atomic(run.summary, json.dumps(data, indent=2, default=str) + "\n")
+
+
+@dataclass(frozen=True)
+class _RunStart:
+    """A run directory ready for fitting.
+
+    Attributes:
+        run: The run directory.
+        resume: The checkpoint to resume from (``None``: a fresh run).
+        context: The record of the context the patches train (for the summary).
+    """
+
+    run: RunDir
+    resume: Path | None
+    context: dict[str, Any]
+
+
+def _start_run(cfg: RunConfig, rank0: bool) -> _RunStart:
+    """Check the config, find the run directory and its resume point, write the run record.
+
+    Raises:
+        ConfigError: For rates the patches cannot train or features the store lacks,
+            before the run directory exists (a refused config leaves no trace).
+    """
+    context = check_run_context(cfg).record()
+    _check_store_features(cfg)
+    run = run_dir_for(cfg)
+    resume = resume_checkpoint(cfg, run)
+    if resume is not None:
+        epoch, step = resume_point(resume)
+        if rank0:
+            log.info("resuming from %s at epoch %d, step %d", resume, epoch, step)
+    if rank0:
+        run.path.mkdir(parents=True, exist_ok=True)
+        write_run_record(
+            run.path,
+            cfg,
+            cfg.seed,
+            extra={"resumed_from": str(resume) if resume else None, "trained_context": context},
+        )
+    return _RunStart(run=run, resume=resume, context=context)
+
+
+def _seed_process(cfg: RunConfig) -> None:
+    """Set the CPU thread count and seed every generator (and the loader workers)."""
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    seed_everything(cfg.seed)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+
+@dataclass(frozen=True)
+class _FitData:
+    """The data a run fits on.
+
+    Attributes:
+        inner: The set-up patch data module.
+        train_sources: The training scenes.
+        val_sources: The validation scenes (at most ``train.validation.max_scenes``).
+    """
+
+    inner: Any
+    train_sources: Sequence[Any]
+    val_sources: list[Any]
+
+
+def _fit_data(cfg: RunConfig, datamodule: Any) -> _FitData:
+    """Set up ``datamodule`` (default: built from ``cfg``) and pick the scenes of each split.
+
+    Raises:
+        ConfigError: ``data.splits.train`` when there is no training scene.
+    """
+    from icecontext.data.loader.datamodule import IceDataModule
+
+    inner = datamodule if datamodule is not None else IceDataModule(cfg.data, seed=cfg.seed)
+    inner.setup("fit")
+    train_sources = inner.sources("train")
+    if not train_sources:
+        raise ConfigError("data.splits.train", "no training scene: check the splits and the data")
+    val_sources = list(inner.sources("val"))
+    if cfg.train.validation.max_scenes is not None:
+        val_sources = val_sources[: cfg.train.validation.max_scenes]
+    return _FitData(inner=inner, train_sources=train_sources, val_sources=val_sources)
+
+
+@dataclass(frozen=True)
+class _Best:
+    """The best checkpoint of a finished run (all ``None`` if there is none)."""
+
+    path: Path | None
+    score: float | None
+    epoch: int | None
+
+
+def _best_checkpoint(
+    trainer: pl.Trainer, run: RunDir, *, has_validation: bool, rank0: bool
+) -> _Best:
+    """The best checkpoint, its exact score and epoch.
+
+    Without validation, rank 0 (``rank0``: this process) copies ``last.ckpt`` to
+    ``best.ckpt``: the final weights are the "best".
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    ckpt_cb = trainer.checkpoint_callback
+    if not isinstance(ckpt_cb, ModelCheckpoint):
+        ckpt_cb = None
+    best_path = (
+        Path(ckpt_cb.best_model_path).resolve() if ckpt_cb and ckpt_cb.best_model_path else None
+    )
+    best_score = None
+    if ckpt_cb is not None and ckpt_cb.best_model_score is not None:
+        best_score = float(ckpt_cb.best_model_score)
+    if rank0 and not has_validation and run.last.exists():
+        shutil.copyfile(run.last, run.best)
+        best_path = run.best
+    best_epoch = None
+    if best_path is not None and best_path.exists():
+        from icecontext.inference.checkpoint import CHECKPOINT_KEY, read_checkpoint
+
+        best = read_checkpoint(best_path)
+        best_epoch = int(best.get("epoch", -1))
+        # the exact score (the callback keeps a float32 copy)
+        stored = best.get(CHECKPOINT_KEY, {}).get("scores", {}).get("combined")
+        if stored is not None:
+            best_score = float(stored)
+    return _Best(path=best_path, score=best_score, epoch=best_epoch)
+
+
+def _write_outputs(
+    run: RunDir, result: RunResult, module: IceChartModule, context: dict[str, Any]
+) -> None:
+    """Draw the training curves and write the JSON summary (rank 0)."""
+    from icecontext.training.plots import plot_training_curves
+
+    try:
+        plot_training_curves(run, run.curves)
+    except Exception as exc:  # a missing figure must not lose a trained model
+        log.warning("could not draw the training curves: %s", exc)
+    _write_summary(run, result, module, context)
 
 
 def train(
@@ -400,82 +574,34 @@ def train(
             written or loaded.
         DataError: For unusable data.
     """
-    from icecontext.data.loader.datamodule import IceDataModule
-    from icecontext.training.plots import plot_training_curves
-
     t0 = time.perf_counter()
-    # before the run directory exists: a refused config leaves no trace
-    context = check_run_context(cfg).record()
-    _check_store_features(cfg)  # also before the run directory exists
-    run = run_dir_for(cfg)
-    resume = resume_checkpoint(cfg, run)
-    rank0 = rank_zero_only.rank == 0
-    if resume is not None:
-        epoch, step = resume_point(resume)
-        if rank0:
-            log.info("resuming from %s at epoch %d, step %d", resume, epoch, step)
-    if rank0:
-        run.path.mkdir(parents=True, exist_ok=True)
-        write_run_record(
-            run.path,
-            cfg,
-            cfg.seed,
-            extra={"resumed_from": str(resume) if resume else None, "trained_context": context},
-        )
-    if cfg.trainer.threads:
-        torch.set_num_threads(cfg.trainer.threads)
-    seed_everything(cfg.seed)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-
-    inner = datamodule if datamodule is not None else IceDataModule(cfg.data, seed=cfg.seed)
-    inner.setup("fit")
-    train_sources = inner.sources("train")
-    if not train_sources:
-        raise ConfigError("data.splits.train", "no training scene: check the splits and the data")
-    val_sources = list(inner.sources("val"))
-    if cfg.train.validation.max_scenes is not None:
-        val_sources = val_sources[: cfg.train.validation.max_scenes]
-    features = list(inner.features)
-    weights = class_weights_for(cfg, train_sources)
-    module = IceChartModule(cfg, features, weights, val_sources)
-    dm = FullSceneDataModule(inner, len(val_sources))
+    rank0 = _process_rank() == 0  # as the run starts (DDP sets the rank again later)
+    start = _start_run(cfg, rank0)
+    run, resume = start.run, start.resume
+    _seed_process(cfg)
+    data = _fit_data(cfg, datamodule)
+    features = list(data.inner.features)
+    weights = class_weights_for(cfg, data.train_sources)
+    module = IceChartModule(cfg, features, weights, data.val_sources)
+    dm = FullSceneDataModule(data.inner, len(data.val_sources))
     stopper = StopOnSignal(run.last)
     trainer = build_trainer(
         cfg,
         run,
-        has_validation=bool(val_sources),
+        has_validation=bool(data.val_sources),
         callbacks=[stopper, *callbacks],
         resuming=resume is not None,
     )
     with stopper.listening():
         trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
 
-    ckpt_cb = trainer.checkpoint_callback
-    best_path = (
-        Path(ckpt_cb.best_model_path).resolve() if ckpt_cb and ckpt_cb.best_model_path else None
-    )
-    best_score = None
-    if ckpt_cb is not None and ckpt_cb.best_model_score is not None:
-        best_score = float(ckpt_cb.best_model_score)
-    if rank0 and not val_sources and run.last.exists():
-        shutil.copyfile(run.last, run.best)  # no validation: the final weights are the "best"
-        best_path = run.best
-    best_epoch = None
-    if best_path is not None and best_path.exists():
-        from icecontext.inference.checkpoint import CHECKPOINT_KEY, read_checkpoint
-
-        best = read_checkpoint(best_path)
-        best_epoch = int(best.get("epoch", -1))
-        # the exact score (the callback keeps a float32 copy)
-        stored = best.get(CHECKPOINT_KEY, {}).get("scores", {}).get("combined")
-        if stored is not None:
-            best_score = float(stored)
+    best = _best_checkpoint(trainer, run, has_validation=bool(data.val_sources), rank0=rank0)
     result = RunResult(
         run_dir=run.path.resolve(),
-        best_checkpoint=best_path,
+        best_checkpoint=best.path,
         last_checkpoint=run.last.resolve(),
-        best_score=best_score,
-        best_epoch=best_epoch,
+        best_score=best.score,
+        best_epoch=best.epoch,
         last_scores=dict(module.last_scores),
         epochs=int(trainer.current_epoch),
         steps=int(trainer.global_step),
@@ -483,14 +609,10 @@ def train(
         resumed_from=resume,
     )
     if rank0:
-        try:
-            plot_training_curves(run, run.curves)
-        except Exception as exc:  # a missing figure must not lose a trained model
-            log.warning("could not draw the training curves: %s", exc)
-        _write_summary(run, result, module, context)
+        _write_outputs(run, result, module, start.context)
     return result
 
 
 def is_global_zero() -> bool:
     """Whether this process is rank 0 (also before DDP starts, from the environment)."""
-    return rank_zero_only.rank == 0 and os.environ.get("LOCAL_RANK", "0") == "0"
+    return _process_rank() == 0 and os.environ.get("LOCAL_RANK", "0") == "0"
