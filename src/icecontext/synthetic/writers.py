@@ -146,26 +146,8 @@ def raw_file_name(scene: PhysicalScene) -> str:
     return scene.original_id
 
 
-def physical_to_raw(
-    scene: PhysicalScene, seed: int, *, with_chart: bool = True, odd: bool = False
-) -> xr.Dataset:
-    """Build the raw 40 m dataset of a physical scene (format reference §2.2).
-
-    Args:
-        scene: The scene (80 m grid).
-        seed: Seed of the 40 m speckle texture.
-        with_chart: Include ``polygon_icechart``/``polygon_codes``; ``False`` gives a
-            raw *test* file.
-        odd: Make the 40 m grid one row and one column larger (as real raw grids often
-            are); the conversion drops them.
-
-    Returns:
-        The raw dataset (numpy-backed); write it with :func:`write_raw`.
-
-    Raises:
-        DataError: If the scene name does not match its ``original_id`` (the raw path
-            derives the name from the file name) or the 2 km grid is inconsistent.
-    """
+def _check_raw_scene(scene: PhysicalScene) -> None:
+    """Raise DataError unless the scene can be written raw under its ``original_id``."""
     if scene.charts is not None:
         raise DataError(
             f"physical_to_raw: scene {scene.scene_name} has per-pixel labels (a known-truth "
@@ -180,16 +162,12 @@ def physical_to_raw(
             f"physical_to_raw: original_id '{scene.original_id}' names scene '{from_file}', "
             f"but the scene is '{scene.scene_name}'"
         )
-    rng = np.random.default_rng(seed)
+
+
+def _add_raw_sar(ds: xr.Dataset, scene: PhysicalScene, rng: np.random.Generator, odd: bool) -> None:
+    """HH and HV sigma0 (dB) at 40 m: the 80 m values plus a zero-sum 2 x 2 texture."""
     hh80, hv80 = _sar_db(scene)
     upstream = scene.original_id[:67]
-    ds = xr.Dataset(
-        attrs={
-            "title": RAW_TITLE,
-            "geometric_info": RAW_GEOMETRIC_INFO,
-            "sar_denoise_by_nersc_documentation": RAW_DENOISE_DOC,
-        }
-    )
     for var, values, pol in ((SAR_VARIABLES[0], hh80, "HH"), (SAR_VARIABLES[1], hv80, "HV")):
         lo, hi = _extremes(values)
         ds[var] = xr.DataArray(
@@ -203,6 +181,10 @@ def physical_to_raw(
                 "max": hi,
             },
         )
+
+
+def _add_raw_grids(ds: xr.Dataset, scene: PhysicalScene, odd: bool, with_chart: bool) -> None:
+    """Polygon ids (optional) and distance zones replicated 2 x 2 to 40 m."""
     if with_chart:
         ds["polygon_icechart"] = xr.DataArray(
             _replicate(np.asarray(scene.polygon_ids, dtype=np.float32), odd),
@@ -217,7 +199,10 @@ def physical_to_raw(
             "zonal_range_description": DISTANCE_ZONES_DESCRIPTION,
         },
     )
-    tp = scene.tiepoints
+
+
+def _add_raw_tiepoints(ds: xr.Dataset, tp: TiePoints) -> None:
+    """The 441 tie points as the raw ``sar_grid_*`` variables."""
     for name, values in (
         ("sar_grid_line", tp.line),
         ("sar_grid_sample", tp.sample),
@@ -227,6 +212,10 @@ def physical_to_raw(
         ("sar_grid_height", tp.height),
     ):
         ds[name] = xr.DataArray(np.asarray(values, dtype=np.float64), dims=("sar_grid_points",))
+
+
+def _add_raw_coarse(ds: xr.Dataset, scene: PhysicalScene) -> None:
+    """AMSR2 brightness temperatures, the swath maps and ERA5 on the 2 km grid."""
     for var in AMSR2_VARIABLES:
         values = np.asarray(scene.amsr2[var], dtype=np.float64)
         freq = var[6:-1].replace("_", ".")
@@ -254,6 +243,40 @@ def physical_to_raw(
             dims=AMSR_DIMS,
             attrs={"units": ERA5_UNITS[var], "long_name": ERA5_LONG_NAMES[var]},
         )
+
+
+def physical_to_raw(
+    scene: PhysicalScene, seed: int, *, with_chart: bool = True, odd: bool = False
+) -> xr.Dataset:
+    """Build the raw 40 m dataset of a physical scene (format reference §2.2).
+
+    Args:
+        scene: The scene (80 m grid).
+        seed: Seed of the 40 m speckle texture.
+        with_chart: Include ``polygon_icechart``/``polygon_codes``; ``False`` gives a
+            raw *test* file.
+        odd: Make the 40 m grid one row and one column larger (as real raw grids often
+            are); the conversion drops them.
+
+    Returns:
+        The raw dataset (numpy-backed); write it with :func:`write_raw`.
+
+    Raises:
+        DataError: If the scene name does not match its ``original_id`` (the raw path
+            derives the name from the file name) or the 2 km grid is inconsistent.
+    """
+    _check_raw_scene(scene)
+    ds = xr.Dataset(
+        attrs={
+            "title": RAW_TITLE,
+            "geometric_info": RAW_GEOMETRIC_INFO,
+            "sar_denoise_by_nersc_documentation": RAW_DENOISE_DOC,
+        }
+    )
+    _add_raw_sar(ds, scene, np.random.default_rng(seed), odd)
+    _add_raw_grids(ds, scene, odd, with_chart)
+    _add_raw_tiepoints(ds, scene.tiepoints)
+    _add_raw_coarse(ds, scene)
     if with_chart:
         ds = ds.assign_coords(
             polygon_codes=xr.DataArray(
@@ -309,6 +332,77 @@ _EXAMPLE_CODES: Final = (
 _HEADER: Final = "poly_id;CT;CA;SA;FA;CB;SB;FB;CC;SC;FC;CN;CD;CF;POLY_TYPE"
 
 
+def _example_chart_and_footprint(
+    height: int, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Polygon ids (3 x 3 tiles), SAR footprint and distance zones of the example scene.
+
+    Land fills the top-left corner (no polygon, no SAR), the bottom strip lies outside
+    the chart, and the footprint's right edge is slanted.
+    """
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
+    tile = (rows // max(height // 3, 1)).clip(0, 2) * 3 + (cols // max(width // 3, 1)).clip(0, 2)
+    polygon_ids = (tile + 1).astype(np.float32)
+    land = rows / height + cols / width < 0.3
+    polygon_ids[land] = np.nan
+    polygon_ids[rows >= height - max(height // 10, 1)] = np.nan  # outside the chart
+    sar_valid = ~land & (cols < width - 1 - 0.2 * width * (1 - rows / max(height - 1, 1)))
+
+    from scipy.ndimage import distance_transform_edt
+
+    dist_km = distance_transform_edt(~land) * 0.08
+    zones = np.where(land, 0.0, np.clip(np.floor(dist_km) + 2, 1, 41)).astype(np.float32)
+    return polygon_ids, sar_valid, zones
+
+
+def _example_tiepoints(height: int, width: int) -> TiePoints:
+    """21 x 21 tie points in raw 40 m pixel units, line-major; incidence 19.5-46.5 deg."""
+    t_lines = np.linspace(0.0, 2 * height - 1, 21)
+    t_samples = np.linspace(0.0, 2 * width - 1, 21)
+    ll, ss = np.meshgrid(t_lines, t_samples, indexing="ij")
+    incidence = 19.5 + 27.0 * ss / (2 * width - 1)
+    return TiePoints(
+        line=ll.ravel(),
+        sample=ss.ravel(),
+        latitude=(72.0 + 0.9 * ll / (2 * height) - 0.1 * ss / (2 * width)).ravel(),
+        longitude=(-30.0 + 1.5 * ss / (2 * width) + 0.2 * ll / (2 * height)).ravel(),
+        incidence_angle=incidence.ravel(),
+        height=np.zeros(ll.size),
+    )
+
+
+def _example_sar(
+    polygon_ids: np.ndarray, sar_valid: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """HH and HV (dB): a level per polygon, an incidence slope and unit noise."""
+    width = polygon_ids.shape[1]
+    cols = np.arange(width, dtype=np.float64)[None, :]
+    ia80 = 19.5 + 27.0 * (2 * cols + 0.5) / (2 * width - 1)
+    base_hh = np.array([-16.0, -12.0, -10.0, -14.0, -20.0, -22.0, -21.0, -15.0, -9.0, -13.0])
+    pid = np.nan_to_num(polygon_ids, nan=0).astype(int)
+    hh = base_hh[pid] - 0.25 * (ia80 - 30.0) + rng.normal(0.0, 1.0, pid.shape)
+    hv = base_hh[pid] - 12.0 - 0.1 * (ia80 - 30.0) + rng.normal(0.0, 1.0, pid.shape)
+    hh = np.where(sar_valid, hh, np.nan).astype(np.float32)
+    hv = np.where(sar_valid, hv, np.nan).astype(np.float32)
+    return hh, hv
+
+
+def _example_coarse(
+    height: int, width: int, rng: np.random.Generator
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Smooth AMSR2 (with a little noise) and ERA5 fields on the 2 km grid."""
+    h2, w2 = height // 25, width // 25
+    r2, c2 = np.mgrid[0:h2, 0:w2].astype(np.float64)
+    amsr2 = {}
+    for k, var in enumerate(AMSR2_VARIABLES):
+        base = 150.0 + 5.0 * k if var.endswith("h") else 210.0 + 2.0 * k
+        amsr2[var] = base + 3.0 * r2 - 2.0 * c2 + rng.normal(0.0, 0.3, (h2, w2))
+    era5_base = {"u10m_rotated": 2.0, "v10m_rotated": -1.0, "t2m": 255.0, "skt": 252.0}
+    era5_base |= {"tcwv": 4.0, "tclw": 0.02}
+    era5 = {v: b + 0.05 * (r2 - c2) for v, b in era5_base.items()}
+    return amsr2, era5
+
+
 def example_physical_scene(
     height: int = 60, width: int = 76, *, seed: int = 0, service: str = "dmi"
 ) -> PhysicalScene:
@@ -333,49 +427,9 @@ def example_physical_scene(
         chart_id = "dmi_201903151015_CentralEast_RIC"
     else:
         chart_id = "cis_SGRDIEA_20190315T1015Z_pl_a"
-    rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
-    tile = (rows // max(height // 3, 1)).clip(0, 2) * 3 + (cols // max(width // 3, 1)).clip(0, 2)
-    polygon_ids = (tile + 1).astype(np.float32)
-    land = rows / height + cols / width < 0.3
-    polygon_ids[land] = np.nan
-    polygon_ids[rows >= height - max(height // 10, 1)] = np.nan  # outside the chart
-    sar_valid = ~land & (cols < width - 1 - 0.2 * width * (1 - rows / max(height - 1, 1)))
-
-    from scipy.ndimage import distance_transform_edt
-
-    dist_km = distance_transform_edt(~land) * 0.08
-    zones = np.where(land, 0.0, np.clip(np.floor(dist_km) + 2, 1, 41)).astype(np.float32)
-
-    # 21 x 21 tie points in raw 40 m pixel units, line-major
-    t_lines = np.linspace(0.0, 2 * height - 1, 21)
-    t_samples = np.linspace(0.0, 2 * width - 1, 21)
-    ll, ss = np.meshgrid(t_lines, t_samples, indexing="ij")
-    incidence = 19.5 + 27.0 * ss / (2 * width - 1)
-    tiepoints = TiePoints(
-        line=ll.ravel(),
-        sample=ss.ravel(),
-        latitude=(72.0 + 0.9 * ll / (2 * height) - 0.1 * ss / (2 * width)).ravel(),
-        longitude=(-30.0 + 1.5 * ss / (2 * width) + 0.2 * ll / (2 * height)).ravel(),
-        incidence_angle=incidence.ravel(),
-        height=np.zeros(ll.size),
-    )
-    ia80 = 19.5 + 27.0 * (2 * cols + 0.5) / (2 * width - 1)
-    base_hh = np.array([-16.0, -12.0, -10.0, -14.0, -20.0, -22.0, -21.0, -15.0, -9.0, -13.0])
-    pid = np.nan_to_num(polygon_ids, nan=0).astype(int)
-    hh = base_hh[pid] - 0.25 * (ia80 - 30.0) + rng.normal(0.0, 1.0, pid.shape)
-    hv = base_hh[pid] - 12.0 - 0.1 * (ia80 - 30.0) + rng.normal(0.0, 1.0, pid.shape)
-    hh = np.where(sar_valid, hh, np.nan).astype(np.float32)
-    hv = np.where(sar_valid, hv, np.nan).astype(np.float32)
-
-    h2, w2 = height // 25, width // 25
-    r2, c2 = np.mgrid[0:h2, 0:w2].astype(np.float64)
-    amsr2 = {}
-    for k, var in enumerate(AMSR2_VARIABLES):
-        base = 150.0 + 5.0 * k if var.endswith("h") else 210.0 + 2.0 * k
-        amsr2[var] = base + 3.0 * r2 - 2.0 * c2 + rng.normal(0.0, 0.3, (h2, w2))
-    era5_base = {"u10m_rotated": 2.0, "v10m_rotated": -1.0, "t2m": 255.0, "skt": 252.0}
-    era5_base |= {"tcwv": 4.0, "tclw": 0.02}
-    era5 = {v: b + 0.05 * (r2 - c2) for v, b in era5_base.items()}
+    polygon_ids, sar_valid, zones = _example_chart_and_footprint(height, width)
+    hh, hv = _example_sar(polygon_ids, sar_valid, rng)
+    amsr2, era5 = _example_coarse(height, width, rng)
     return PhysicalScene(
         scene_name=f"{t0}_{service}",
         original_id=f"{prefix}_icechart_{chart_id}.nc",
@@ -386,7 +440,7 @@ def example_physical_scene(
         hh_db=hh,
         hv_db=hv,
         distance_zones=zones,
-        tiepoints=tiepoints,
+        tiepoints=_example_tiepoints(height, width),
         amsr2=amsr2,
         era5=era5,
         amsr2_attrs={
