@@ -193,21 +193,22 @@ def test_window_errors_speak_in_80_m_pixels_for_a_downsampled_model(setup, tmp_p
     assert "(75, 0, 25, 25)" not in err and "80 x 90" not in err
 
 
-def test_window_without_target_pixels_is_quoted_as_typed(monkeypatch):
-    """The explainer's "no pixel of window ..." names the model's grid: the CLI retypes it."""
-    import icecontext.explain.scene as scene_module
-    from icecontext.cli.explain import _explain, _window
+def test_window_without_target_pixels_is_quoted_as_typed():
+    """The explainer's "no pixel of window ..." names the model's grid: the workflow retypes it."""
     from icecontext.errors import DataError
+    from icecontext.workflows.explain import quoting_window, window_on_model_grid
 
-    domain = _window([21, 30, 64, 96], 2, (160, 180))
+    domain = window_on_model_grid([21, 30, 64, 96], 2, (160, 180))
     assert domain == (10, 15, 33, 48)  # start floored, end rounded up
 
-    def no_pixel(*args, window, **kwargs):
-        raise DataError(f"scene S: no pixel of window {window} matches the target SOD class 5")
+    def no_pixel():
+        raise DataError(f"scene S: no pixel of window {domain} matches the target SOD class 5")
 
-    monkeypatch.setattr(scene_module, "explain_scene", no_pixel)
     with pytest.raises(DataError) as err:
-        _explain(window=domain, window_80m=[21, 30, 64, 96])
+        quoting_window(no_pixel, domain, [21, 30, 64, 96])
     assert str(err.value) == (
         "scene S: no pixel of window 21 30 64 96 (80 m pixels) matches the target SOD class 5"
     )
+    # other errors, and errors of a whole-scene explanation, pass unchanged
+    with pytest.raises(DataError, match=r"window \(10, 15, 33, 48\)"):
+        quoting_window(no_pixel, domain, None)
