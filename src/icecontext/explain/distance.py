@@ -195,6 +195,39 @@ def _under(name: str, root: str) -> bool:
     return name == root or name.startswith(root + ".")
 
 
+def _part(parent: object, attr: str, key: str | None = None) -> nn.Module:
+    """``parent.attr`` (``[key]`` of it when given), which must be a module.
+
+    Raises:
+        AttributeError: ``parent`` has no ``attr``.
+        KeyError: No ``key`` in it.
+        TypeError: What was found is no module.
+    """
+    from torch import nn
+
+    part = getattr(parent, attr)
+    if key is not None:
+        part = part[key]
+    if not isinstance(part, nn.Module):
+        raise TypeError(f"{attr} is a {type(part).__name__}, not a module")
+    return part
+
+
+def _branches(aspp: nn.Module) -> list[nn.Module]:
+    """The ASPP's branches, in order.
+
+    Raises:
+        AttributeError: The module has no ``branches``.
+        TypeError: They are not a module list.
+    """
+    from torch import nn
+
+    branches = _part(aspp, "branches")
+    if not isinstance(branches, nn.ModuleList):
+        raise TypeError(f"branches is a {type(branches).__name__}, not a module list")
+    return list(branches)
+
+
 def explained_field(model: nn.Module, task: str, layer: str) -> ExplainedField | None:
     """The receptive field of ``task``'s output relative to ``layer`` (see :class:`ExplainedField`).
 
@@ -223,10 +256,12 @@ def explained_field(model: nn.Module, task: str, layer: str) -> ExplainedField |
 
     try:
         dname = model.decoder_name(task)  # type: ignore[operator]
-        decoder = model.decoders[dname]  # type: ignore[index]
-        head = model.heads[task]  # type: ignore[index]
-        aspp = decoder.aspp
-        encoder = model.encoder
+        decoder = _part(model, "decoders", dname)
+        head = _part(model, "heads", task)
+        aspp = _part(decoder, "aspp")
+        encoder = _part(model, "encoder")
+        branches = _branches(aspp)
+        aspp_project, decoder_project = _part(aspp, "project"), _part(decoder, "project")
     except (AttributeError, KeyError, TypeError):
         return None
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
@@ -238,15 +273,15 @@ def explained_field(model: nn.Module, task: str, layer: str) -> ExplainedField |
     tail_roots = (f"{prefix}.aspp.project", f"{prefix}.project", f"heads.{task}")
     encoder_path = main_path(encoder, "encoder")
     tail = [
-        *main_path(aspp.project, tail_roots[0]),
-        *main_path(decoder.project, tail_roots[1]),
+        *main_path(aspp_project, tail_roots[0]),
+        *main_path(decoder_project, tail_roots[1]),
         *main_path(head, tail_roots[2]),
     ]
     # every layer after the encoder keeps its grid (stride 1)
     stride = math.prod(g.stride for g in encoder_path if order.get(g.name, -1) <= end)
     widest: int | None = 0
     found = False
-    for i, branch in enumerate(aspp.branches):
+    for i, branch in enumerate(branches):
         root = f"{prefix}.aspp.branches.{i}"
         on_path = layer in (prefix, f"{prefix}.aspp") or any(
             _under(layer, r) for r in ("encoder", root, *tail_roots)

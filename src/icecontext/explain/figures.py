@@ -137,7 +137,7 @@ def _draw_classes(
         return
     draw_chart(
         ax, result.spec.task, block_centre(values, k), title=title, extent=_extent(result, k)
-    )  # type: ignore[arg-type]
+    )
     ax.set_xlabel("range (km)", fontsize=8)
     ax.tick_params(labelsize=7)
 

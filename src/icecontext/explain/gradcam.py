@@ -71,10 +71,10 @@ class TaskOutput(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Run the model and return ``task``'s output ``(B, K, H, W)``."""
-        out = self.model(x)
+        out: dict[str, Tensor] = self.model(x)
         if self.task not in out:
             raise ConfigError("--task", f"the model has no '{self.task}' output ({', '.join(out)})")
-        return out[self.task]  # type: ignore[no-any-return]
+        return out[self.task]
 
 
 def suggested_layers(model: nn.Module, task: str) -> dict[str, str]:
@@ -283,7 +283,7 @@ def gradcam_batch(
                     f"layer '{name}' does not feed the {task} head (no gradient reaches it); "
                     f"choose one of: {', '.join(suggested_layers(model, task))}",
                 ) from None
-            weights = cam.last_mean_gradients  # type: ignore[attr-defined]
+            weights = cam.last_mean_gradients
             cam.outputs = None  # drop the graph the library keeps for its users
     finally:
         model.train(was_training)
