@@ -67,6 +67,7 @@ from icecontext.synthetic.amsr2 import amsr2_attributes
 from icecontext.synthetic.era5 import make_era5
 from icecontext.synthetic.fields import block_mean, gaussian_field
 from icecontext.synthetic.geometry import (
+    SceneIdentity,
     draw_swath,
     make_identity,
     make_tiepoints,
@@ -311,6 +312,79 @@ def _streams(seed: int) -> dict[str, np.random.Generator]:
     return {name: np.random.default_rng(s) for name, s in zip(_STREAMS, children, strict=True)}
 
 
+def _latent_fields(
+    shape: tuple[int, int], truth: KnownTruthParams, rng: dict[str, np.random.Generator]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per task, the Voronoi latent ``v_T`` and the normalised disc mean ``z_T``.
+
+    The latent is drawn on a canvas padded by the radius, so the disc mean near the
+    scene's border sees cells beyond it.
+    """
+    latents: dict[str, np.ndarray] = {}
+    z: dict[str, np.ndarray] = {}
+    for task in CHARTS:
+        r_px = truth.radius_px(task)
+        pad = int(np.ceil(r_px)) + 1
+        canvas = (shape[0] + 2 * pad, shape[1] + 2 * pad)
+        v = voronoi_values(canvas, truth.cell_fraction * r_px, rng[task])
+        inner = (slice(pad, pad + shape[0]), slice(pad, pad + shape[1]))
+        sd = disc_mean_sd(truth.cell_fraction, r_px)
+        z[task] = disc_mean(v, r_px)[inner] / np.float32(sd)
+        latents[task] = v[inner]
+    return latents, z
+
+
+def _chart_classes(
+    z: Mapping[str, np.ndarray], truth: KnownTruthParams, valid: np.ndarray
+) -> dict[str, np.ndarray]:
+    """SIC, SOD and FLOE classes of ``z``; 255 outside the SAR footprint."""
+    charts = {
+        "SIC": sic_classes(z["SIC"]),
+        "SOD": quantile_classes(z["SOD"], truth.sod_classes),
+        "FLOE": quantile_classes(z["FLOE"], truth.floe_classes),
+    }
+    for name in CHARTS:
+        charts[name][~valid] = 255
+    return charts
+
+
+def _known_truth_sar(
+    latents: Mapping[str, np.ndarray],
+    truth: KnownTruthParams,
+    sar_valid: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """HH and HV (dB, NaN outside the footprint) and the ice mask they show."""
+    shape = sar_valid.shape
+    ice = latents["SIC"] + np.float32(truth.ice_noise) * rng.standard_normal(shape, np.float32) > 0
+    hh = np.where(ice, ICE_HH_DB[1], ICE_HH_DB[0]).astype(np.float32)
+    hh += np.float32(truth.speckle_db) * rng.standard_normal(shape, np.float32)
+    amplitude = np.float32(truth.texture_db) * np.exp(np.float32(0.5) * latents["SOD"])
+    texture = gaussian_field(shape, truth.texture_km * 1000.0 / PIXEL_SPACING_M, rng)
+    hv = np.where(ice, ICE_HV_DB[1], ICE_HV_DB[0]).astype(np.float32)
+    hv += np.float32(truth.floe_db) * latents["FLOE"] + amplitude * texture
+    hh[~sar_valid] = np.nan
+    hv[~sar_valid] = np.nan
+    return hh, hv, ice
+
+
+def _truth_record(
+    params: SynthParams, truth: KnownTruthParams, seed: int, ident: SceneIdentity
+) -> dict[str, Any]:
+    """The construction's parameters and what they imply (radii in pixels, normalisation)."""
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "seed": int(seed),
+        "params": params.model_dump(mode="json"),
+        "known_truth": truth.model_dump(mode="json"),
+        "informative_channels": truth.informative_channels(),
+        "radius_px_80m": {t: truth.radius_px(t) for t in CHARTS},
+        "disc_mean_sd": {t: disc_mean_sd(truth.cell_fraction, truth.radius_px(t)) for t in CHARTS},
+        "month": ident.month,
+        "centre_lat_lon": [ident.centre_lat, ident.centre_lon],
+    }
+
+
 def generate_known_truth_scene(
     params: SynthParams, truth: KnownTruthParams, seed: int
 ) -> PhysicalScene:
@@ -333,36 +407,9 @@ def generate_known_truth_scene(
     tiepoints.height = np.zeros_like(tiepoints.latitude)
     sar_valid = swath_footprint(shape, rng["geometry"])
 
-    latents: dict[str, np.ndarray] = {}
-    z: dict[str, np.ndarray] = {}
-    for task in CHARTS:
-        r_px = truth.radius_px(task)
-        pad = int(np.ceil(r_px)) + 1
-        canvas = (shape[0] + 2 * pad, shape[1] + 2 * pad)
-        v = voronoi_values(canvas, truth.cell_fraction * r_px, rng[task])
-        inner = (slice(pad, pad + shape[0]), slice(pad, pad + shape[1]))
-        sd = disc_mean_sd(truth.cell_fraction, r_px)
-        z[task] = disc_mean(v, r_px)[inner] / np.float32(sd)
-        latents[task] = v[inner]
-    valid = sar_valid
-    charts = {
-        "SIC": sic_classes(z["SIC"]),
-        "SOD": quantile_classes(z["SOD"], truth.sod_classes),
-        "FLOE": quantile_classes(z["FLOE"], truth.floe_classes),
-    }
-    for name in CHARTS:
-        charts[name][~valid] = 255
-
-    sar = rng["sar"]
-    ice = latents["SIC"] + np.float32(truth.ice_noise) * sar.standard_normal(shape, np.float32) > 0
-    hh = np.where(ice, ICE_HH_DB[1], ICE_HH_DB[0]).astype(np.float32)
-    hh += np.float32(truth.speckle_db) * sar.standard_normal(shape, np.float32)
-    amplitude = np.float32(truth.texture_db) * np.exp(np.float32(0.5) * latents["SOD"])
-    texture = gaussian_field(shape, truth.texture_km * 1000.0 / PIXEL_SPACING_M, sar)
-    hv = np.where(ice, ICE_HV_DB[1], ICE_HV_DB[0]).astype(np.float32)
-    hv += np.float32(truth.floe_db) * latents["FLOE"] + amplitude * texture
-    hh[~sar_valid] = np.nan
-    hv[~sar_valid] = np.nan
+    latents, z = _latent_fields(shape, truth, rng)
+    charts = _chart_classes(z, truth, sar_valid)
+    hh, hv, ice = _known_truth_sar(latents, truth, sar_valid, rng["sar"])
 
     grid2 = amsr_grid_shape(shape)
     observed = {
@@ -379,22 +426,11 @@ def generate_known_truth_scene(
         land_fraction=np.zeros(grid2),
         rng=rng["era5"],
     )
-    record: dict[str, Any] = {
-        "generator_version": GENERATOR_VERSION,
-        "seed": int(seed),
-        "params": params.model_dump(mode="json"),
-        "known_truth": truth.model_dump(mode="json"),
-        "informative_channels": truth.informative_channels(),
-        "radius_px_80m": {t: truth.radius_px(t) for t in CHARTS},
-        "disc_mean_sd": {t: disc_mean_sd(truth.cell_fraction, truth.radius_px(t)) for t in CHARTS},
-        "month": ident.month,
-        "centre_lat_lon": [ident.centre_lat, ident.centre_lon],
-    }
     return PhysicalScene(
         scene_name=ident.scene_name,
         original_id=ident.original_id,
         icechart_id=ident.icechart_id,
-        polygon_ids=np.where(valid, 0.0, np.nan).astype(np.float32),
+        polygon_ids=np.where(sar_valid, 0.0, np.nan).astype(np.float32),
         polygon_codes=[],
         sar_valid=sar_valid,
         hh_db=hh,
@@ -404,7 +440,7 @@ def generate_known_truth_scene(
         amsr2=amsr2,
         era5=era5,
         amsr2_attrs=amsr2_attributes(ident.time, rng["amsr2"]),
-        truth=record,
+        truth=_truth_record(params, truth, seed, ident),
         charts=charts,
     )
 
