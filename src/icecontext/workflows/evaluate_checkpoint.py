@@ -50,6 +50,7 @@ from icecontext.inference.predictor import (
     resolve_precision,
 )
 from icecontext.inference.scenes import resolve_device
+from icecontext.inference.tile_batches import TileSource
 from icecontext.inference.tiling import TileSettings
 from icecontext.run.config import ValidationConfig
 
@@ -122,13 +123,13 @@ class EvalScene:
     """One scene to evaluate: its source and how to read its reference charts.
 
     Attributes:
-        source: The ``SceneSource`` the model reads.
+        source: The scene the model reads (a ``SceneSource``).
         reference: Returns ``{"SIC", "SOD", "FLOE"}`` uint8 reference charts at
             ``resolution`` (255 = masked).
         full_resolution: Whether the reference is at 80 m (else at the source's grid).
     """
 
-    source: Any
+    source: TileSource
     reference: Callable[[], dict[str, np.ndarray]]
     full_resolution: bool
 
