@@ -32,6 +32,7 @@ pixels per floe and interpolated.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
@@ -135,6 +136,133 @@ def _floe_score(
     return score, edge
 
 
+class _PartSpec(NamedTuple):
+    """One ice part of a polygon as it will be rendered."""
+
+    index: int
+    part: IcePart
+    fraction: float
+    diameter: float | None
+    kind: str  # "continuous", "floes" or "subpixel"
+
+
+@dataclass(frozen=True)
+class _PolygonDraw:
+    """A polygon's own random choices: floe orientation, parts and Voronoi salts."""
+
+    angle: float
+    specs: list[_PartSpec]
+    salts: np.ndarray
+
+
+@dataclass(frozen=True)
+class _PolygonPixels:
+    """The sea pixels of one polygon.
+
+    Attributes:
+        sl: The polygon's bounding box.
+        idx: Flat indices of its sea pixels within the bounding box.
+        gidx: Flat indices of the same pixels within the scene.
+        cluster: The SIC clustering field at those pixels.
+    """
+
+    sl: tuple[slice, slice]
+    idx: np.ndarray
+    gidx: np.ndarray
+    cluster: np.ndarray
+
+
+@dataclass(frozen=True)
+class _PolygonCover:
+    """Per sea pixel of a polygon: still free, ice fraction, stage, rubble (filled in place)."""
+
+    free: np.ndarray
+    ice: np.ndarray
+    stage: np.ndarray
+    rubble: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int) -> _PolygonCover:
+        """All ``n`` pixels free and open water."""
+        return cls(
+            np.ones(n, dtype=bool),
+            np.zeros(n, dtype=np.float32),
+            np.zeros(n, dtype=np.uint8),
+            np.zeros(n, dtype=np.uint8),
+        )
+
+
+def _draw_polygon(
+    poly: ChartPolygon, floe_size_factor: float, prng: np.random.Generator
+) -> _PolygonDraw:
+    """Draw, in a fixed order, the angle, the parts' floe diameters and their salts."""
+    angle = float(prng.uniform(0, np.pi))
+    diameters = [floe_diameter_px(part, floe_size_factor, prng) for part, _ in poly.render]
+    salts = prng.integers(0, 2**32, size=len(poly.render))
+    specs = []
+    for k, ((part, frac), d) in enumerate(zip(poly.render, diameters, strict=True)):
+        kind = "continuous" if d is None else ("floes" if d >= RESOLVABLE_PX else "subpixel")
+        specs.append(_PartSpec(k, part, frac, d, kind))
+    return _PolygonDraw(angle, specs, salts)
+
+
+def _polygon_pixels(
+    labels: np.ndarray, land: np.ndarray, i: int, sl: tuple[slice, slice], cluster: np.ndarray
+) -> _PolygonPixels | None:
+    """The sea pixels of polygon ``i`` in its bounding box ``sl``; ``None`` if there are none."""
+    idx = np.flatnonzero((labels[sl] == i) & ~land[sl])
+    if idx.size == 0:
+        return None
+    bw = sl[1].stop - sl[1].start
+    gidx = (idx // bw + sl[0].start) * labels.shape[1] + (idx % bw + sl[1].start)
+    return _PolygonPixels(sl, idx, gidx, cluster.reshape(-1)[gidx])
+
+
+def _parts_report(specs: list[_PartSpec]) -> list[dict[str, object]]:
+    """The rendered parts as recorded in ``FloeField.parts``."""
+    return [
+        {
+            "stage": s.part.stage,
+            "form": s.part.form,
+            "tenths": s.part.tenths,
+            "fraction": round(s.fraction, 4),
+            "kind": s.kind,
+            "diameter_px": None if s.diameter is None else round(s.diameter, 3),
+        }
+        for s in specs
+    ]
+
+
+def _render_shapes(
+    pixels: _PolygonPixels, draw: _PolygonDraw, cluster: np.ndarray, cover: _PolygonCover
+) -> None:
+    """Continuous sheets and resolvable floes, largest first, into the free pixels."""
+    n = pixels.idx.size
+    order = sorted(
+        (s for s in draw.specs if s.kind != "subpixel"),
+        key=lambda s: -(np.inf if s.diameter is None else s.diameter),
+    )
+    for k, part, frac, d, kind in order:
+        cand = np.flatnonzero(cover.free)
+        if cand.size == 0:
+            break
+        target = frac * n
+        if kind == "continuous":
+            score = pixels.cluster[cand]
+            f = _soft_threshold(score, target, 1e6)  # hard-edged sheet
+        else:
+            assert d is not None
+            score, edge = _floe_score(
+                pixels.sl, pixels.idx[cand], d, int(draw.salts[k]), draw.angle, cluster
+            )
+            f = _soft_threshold(score, target, d / 2.0)
+            cover.rubble[cand[(f >= 0.5) & (edge < RUBBLE_PX)]] = 1
+        took = f > 0
+        cover.ice[cand[took]] = f[took]
+        cover.stage[cand[took]] = part.category
+        cover.free[cand[took]] = False
+
+
 def render_floes(
     labels: np.ndarray,
     land: np.ndarray,
@@ -156,97 +284,48 @@ def render_floes(
         floe_size_factor: Multiplier of physical floe diameters.
         rng: Random generator.
     """
-    h, w = labels.shape
-    ice = np.zeros((h, w), dtype=np.float32)
-    stage = np.zeros((h, w), dtype=np.uint8)
-    rubble = np.zeros((h, w), dtype=np.uint8)
-    ice_flat = ice.reshape(-1)
-    stage_flat = stage.reshape(-1)
-    rubble_flat = rubble.reshape(-1)
+    ice = np.zeros(labels.shape, dtype=np.float32)
+    stage = np.zeros(labels.shape, dtype=np.uint8)
+    rubble = np.zeros(labels.shape, dtype=np.uint8)
     report: dict[int, list[dict[str, object]]] = {}
-    objects = ndimage.find_objects(labels + 1)
     base = int(rng.integers(0, 2**63))
-    for i, sl in enumerate(objects):
+    for i, sl in enumerate(ndimage.find_objects(labels + 1)):
         poly = polygons[i]
         if sl is None or not poly.render:
             continue
         # one stream per polygon, drawn in a fixed order (angle, diameters, salts), so a
         # polygon's floes do not depend on the other polygons or on the scales' effects
         prng = np.random.default_rng([base, i])
-        angle = float(prng.uniform(0, np.pi))
-        diameters = [floe_diameter_px(part, floe_size_factor, prng) for part, _ in poly.render]
-        salts = prng.integers(0, 2**32, size=len(poly.render))
-        mask = (labels[sl] == i) & ~land[sl]
-        idx = np.flatnonzero(mask)
-        n = idx.size
-        if n == 0:
+        draw = _draw_polygon(poly, floe_size_factor, prng)
+        pixels = _polygon_pixels(labels, land, i, sl, cluster)
+        if pixels is None:
             continue
-        bw = sl[1].stop - sl[1].start
-        gidx = (idx // bw + sl[0].start) * w + (idx % bw + sl[1].start)
-        g = cluster.reshape(-1)[gidx]  # continuous sheets and sub-pixel floes use it per pixel
-        free = np.ones(n, dtype=bool)
-        f_out = np.zeros(n, dtype=np.float32)
-        s_out = np.zeros(n, dtype=np.uint8)
-        r_out = np.zeros(n, dtype=np.uint8)
-        specs = []
-        for k, ((part, frac), d) in enumerate(zip(poly.render, diameters, strict=True)):
-            kind = "continuous" if d is None else ("floes" if d >= RESOLVABLE_PX else "subpixel")
-            specs.append((k, part, frac, d, kind))
-        report[poly.poly_id] = [
-            {
-                "stage": p.stage,
-                "form": p.form,
-                "tenths": p.tenths,
-                "fraction": round(fr, 4),
-                "kind": kind,
-                "diameter_px": None if d is None else round(d, 3),
-            }
-            for _, p, fr, d, kind in specs
-        ]
-        order = sorted(
-            (s for s in specs if s[4] != "subpixel"),
-            key=lambda s: -(np.inf if s[3] is None else s[3]),
-        )
-        for k, part, frac, d, kind in order:
-            cand = np.flatnonzero(free)
-            if cand.size == 0:
-                break
-            target = frac * n
-            if kind == "continuous":
-                score = g[cand]
-                cover = _soft_threshold(score, target, 1e6)  # hard-edged sheet
-            else:
-                assert d is not None
-                score, edge = _floe_score(sl, idx[cand], d, int(salts[k]), angle, cluster)
-                cover = _soft_threshold(score, target, d / 2.0)
-                r_out[cand[(cover >= 0.5) & (edge < RUBBLE_PX)]] = 1
-            took = cover > 0
-            f_out[cand[took]] = cover[took]
-            s_out[cand[took]] = part.category
-            free[cand[took]] = False
-        sub = [s for s in specs if s[4] == "subpixel"]
+        report[poly.poly_id] = _parts_report(draw.specs)
+        cover = _PolygonCover.empty(pixels.idx.size)
+        _render_shapes(pixels, draw, cluster, cover)
+        sub = [s for s in draw.specs if s.kind == "subpixel"]
         if sub:
-            _render_subpixel(sub, n, free, g, split.reshape(-1)[gidx], f_out, s_out, prng)
-        ice_flat[gidx] = f_out
-        stage_flat[gidx] = s_out
-        rubble_flat[gidx] = r_out
+            _render_subpixel(sub, pixels, split.reshape(-1)[pixels.gidx], cover, prng)
+        ice.reshape(-1)[pixels.gidx] = cover.ice
+        stage.reshape(-1)[pixels.gidx] = cover.stage
+        rubble.reshape(-1)[pixels.gidx] = cover.rubble
     return FloeField(ice, stage, rubble, report)
 
 
 def _render_subpixel(
-    specs: list[tuple[int, IcePart, float, float | None, str]],
-    n: int,
-    free: np.ndarray,
-    g: np.ndarray,
+    specs: list[_PartSpec],
+    pixels: _PolygonPixels,
     split: np.ndarray,
-    f_out: np.ndarray,
-    s_out: np.ndarray,
+    cover: _PolygonCover,
     rng: np.random.Generator,
 ) -> None:
-    cand = np.flatnonzero(free)
+    """Sub-pixel floes: fractional cover with counting noise in the pixels left free."""
+    n = pixels.idx.size
+    g = pixels.cluster
+    cand = np.flatnonzero(cover.free)
     if cand.size == 0:
         return
-    areas = np.array([s[2] * n for s in specs])
+    areas = np.array([s.fraction * n for s in specs])
     total = float(areas.sum())
     if total <= 0:
         return
@@ -258,21 +337,22 @@ def _render_subpixel(
     else:
         groups = [cand]
     mean = min(1.0, total / cand.size)
-    for (_, part, _, d, _), grp in zip(specs, groups, strict=True):
+    for spec, grp in zip(specs, groups, strict=True):
         if grp.size == 0:
             continue
         spread = np.float32(0.6 * min(mean, 1.0 - mean) + 0.02)
         base = g[grp] * spread
         shift = _mean_preserving_shift(base, mean)
         f = np.clip(base + np.float32(shift), 0.0, 1.0)
+        d = spec.diameter
         assert d is not None
         # n floe-sized slots per pixel, each filled with probability f: the cover keeps
         # its mean f and gets the variance f (1 - f) / n of counting n floes
         slots = max(1, min(10_000, round(1.0 / (np.pi / 4 * d * d))))
         f = rng.binomial(slots, f).astype(np.float32) * np.float32(1.0 / slots)
         took = f > 0
-        f_out[grp[took]] = f[took]
-        s_out[grp[took]] = part.category
+        cover.ice[grp[took]] = f[took]
+        cover.stage[grp[took]] = spec.part.category
 
 
 def _mean_preserving_shift(base: np.ndarray, mean: float, iterations: int = 30) -> float:
