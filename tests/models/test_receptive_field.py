@@ -12,6 +12,7 @@ from torch import nn
 from icecontext.models.config import ModelConfig
 from icecontext.models.multitask import build_model
 from icecontext.models.receptive_field import (
+    ERFSettings,
     LayerGeometry,
     chain_receptive_field,
     erf_width,
@@ -80,7 +81,7 @@ def test_global_pooling_means_whole_input() -> None:
     assert rf.branches[-1].total_px is None and rf.total_px is None
     assert rf.branches[1].total_px == 139  # 99 + 8 * (2 + 2 + 1)
     assert model.receptive_field() is None
-    m = measure_receptive_fields(model, width=201, erf=False)["SIC"]
+    m = measure_receptive_fields(model, width=201, erf=None)["SIC"]
     assert m.branch_extent[-1].truncated and m.branch_extent[-1].px == 201
     assert m.total_extent.truncated
     # the local branches are still bounded
@@ -129,7 +130,7 @@ MEASURED_CASES = [
 def test_theory_matches_nonzero_gradient_extent(name: str, section: dict[str, Any]) -> None:
     model = _model(section)
     theory = theoretical_receptive_fields(model)
-    measured = measure_receptive_fields(model, erf=False)
+    measured = measure_receptive_fields(model, erf=None)
     stride = model.encoder.output_stride
     for task, rf in theory.items():
         m = measured[task]
@@ -145,7 +146,7 @@ def test_measurement_sees_each_branch_and_rate_differences() -> None:
     model = _model(
         {"encoder": {"depth": "layer2", "output_stride": 8}, "aspp": {"rates": [1, 2, 6]}}
     )
-    m = measure_receptive_fields(model, erf=False)["SIC"]
+    m = measure_receptive_fields(model, erf=None)["SIC"]
     widths = [e.px for e in m.branch_extent]  # 1x1, rate 1, rate 2, rate 6, pool avg:3
     # each extra unit of rate adds 2 feature cells = 16 px
     assert widths[2] - widths[1] == 16 and widths[3] - widths[2] == 64
@@ -167,8 +168,8 @@ def test_erf_width_on_known_profiles() -> None:
 
 def test_erf_is_inside_the_theoretical_field_and_seeded() -> None:
     model = _model({"encoder": {"depth": "layer2", "output_stride": 8}, "aspp": {"rates": [6]}})
-    a = measure_receptive_fields(model, samples=2, seed=1)
-    b = measure_receptive_fields(model, samples=2, seed=1)
+    a = measure_receptive_fields(model, erf=ERFSettings(samples=2, seed=1))
+    b = measure_receptive_fields(model, erf=ERFSettings(samples=2, seed=1))
     for task, m in a.items():
         assert 1 <= m.erf_px <= m.total_extent.px
         assert m.erf_px == b[task].erf_px

@@ -13,7 +13,11 @@ from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from icecontext.models.config import load_model_spec
 from icecontext.models.multitask import build_model
-from icecontext.models.receptive_field import measure_receptive_fields, theoretical_receptive_fields
+from icecontext.models.receptive_field import (
+    ERFSettings,
+    measure_receptive_fields,
+    theoretical_receptive_fields,
+)
 
 PRESET = Path(__file__).resolve().parents[2] / "configs" / "model" / "autoice_reference.yaml"
 
@@ -96,7 +100,7 @@ def test_reference_theory_matches_measured_extent_per_branch(
 ) -> None:
     """Acceptance, full check: every branch of every task within one feature cell (~1 min)."""
     theory = theoretical_receptive_fields(reference_model)
-    measured = measure_receptive_fields(reference_model, height=17, samples=1)
+    measured = measure_receptive_fields(reference_model, height=17, erf=ERFSettings(samples=1))
     for task, rf in theory.items():
         for b, e in zip(rf.branches, measured[task].branch_extent, strict=True):
             assert b.total_px is not None and abs(b.total_px - e.px) <= 16 and not e.truncated
@@ -105,7 +109,7 @@ def test_reference_theory_matches_measured_extent_per_branch(
 
 def test_reference_theory_matches_measured_extent(reference_model: torch.nn.Module) -> None:
     """Acceptance, affordable check: the network's field, strip of 17 rows, no ERF."""
-    measured = measure_receptive_fields(reference_model, height=17, erf=False, branches=False)
+    measured = measure_receptive_fields(reference_model, height=17, erf=None, branches=False)
     for task, m in measured.items():
         assert not m.total_extent.truncated
         assert abs(m.total_extent.px - 2491) <= 16, (task, m.total_extent.px)

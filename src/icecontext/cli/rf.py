@@ -23,7 +23,7 @@ from icecontext.errors import ConfigError
 
 if TYPE_CHECKING:
     from icecontext.models.config import ModelSpec
-    from icecontext.models.receptive_field import TaskRF
+    from icecontext.models.receptive_field import Extent, TaskMeasurement, TaskRF
 
 log = logging.getLogger(__name__)
 
@@ -153,19 +153,13 @@ def run(args: argparse.Namespace) -> int:
     from icecontext.models.config import load_model_spec
     from icecontext.models.multitask import build_model
     from icecontext.models.receptive_field import (
+        ERFSettings,
         default_width,
         measure_receptive_fields,
-        pixels_to_km,
         theoretical_receptive_fields,
     )
 
-    if args.samples < 1:
-        raise ConfigError("--samples", f"must be >= 1, got {args.samples}")
-    if args.plot is not None:
-        check_writable(args.plot, "--plot", folder=False)
-    if not 0 < args.mass <= 1:
-        raise ConfigError("--mass", f"must be in (0, 1], got {args.mass}")
-    check_context_arguments(args)
+    _check_arguments(args)
     spec = load_model_spec(args.config, args.overrides)
     model = build_model(spec.model, spec.in_channels, seed=args.seed)
     stride = model.encoder.output_stride
@@ -174,67 +168,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--input-size", f"must be at least {2 * stride} pixels, got {width}")
     height = min(args.height or stride + 1, width)
 
-    def km(px: int | None) -> float | None:
-        return None if px is None else pixels_to_km(px, spec.downsample)
-
     theory = theoretical_receptive_fields(model)
     measured = None
     if not args.theory_only:
-        measured = measure_receptive_fields(
-            model,
-            width,
-            height,
-            samples=args.samples,
-            mass=args.mass,
-            seed=args.seed,
-            erf=not args.no_erf,
-            device=args.device,
-        )
+        erf = None if args.no_erf else ERFSettings(args.samples, args.mass, args.seed)
+        measured = measure_receptive_fields(model, width, height, erf=erf, device=args.device)
 
-    enc = spec.model.encoder
-    print(
-        f"{args.config}: {enc.name} ({enc.backend}) to {enc.depth}, output stride {stride}, "
-        f"{spec.in_channels} inputs; 1 px = {pixels_to_km(1, spec.downsample) * 1000:.0f} m "
-        f"(80 m x downsample {spec.downsample})"
-    )
-    if measured is not None:
-        print(
-            f"measured on a {height} x {width} strip along the row through its centre pixel; "
-            f"ERF = width holding {args.mass:.0%} of |input gradient| "
-            f"({args.samples} random inputs, seed {args.seed})"
-        )
-    header = (
-        f"{'task':<5} {'branch':<12} {'module':<28} {'theory px':>9} {'theory km':>9} "
-        f"{'nonzero px':>10} {'ERF px':>7} {'ERF km':>7}"
-    )
-    print(header)
-    print("-" * len(header))
-    worst = 0
-    for task, rf in theory.items():
-        m = measured[task] if measured is not None else None
-        for i, b in enumerate(rf.branches):
-            got = ""
-            if m is not None:
-                e = m.branch_extent[i]
-                got = _fmt_px(None if b.total_px is None and e.truncated else e.px, e.truncated)
-                if b.total_px is not None:
-                    worst = max(worst, abs(b.total_px - e.px))
-            print(
-                f"{task:<5} {b.name:<12} {b.module:<28} {_fmt_px(b.total_px):>9} "
-                f"{_fmt_km(km(b.total_px)):>9} {got:>10}"
-            )
-        got, erf_px, erf_km = "", "", ""
-        if m is not None:
-            e = m.total_extent
-            got = _fmt_px(None if rf.total_px is None and e.truncated else e.px, e.truncated)
-            if rf.total_px is not None:
-                worst = max(worst, abs(rf.total_px - e.px))
-            if not args.no_erf:
-                erf_px, erf_km = str(m.erf_px), _fmt_km(km(m.erf_px))
-        print(
-            f"{task:<5} {'network':<12} {'decoders.' + rf.decoder:<28} {_fmt_px(rf.total_px):>9} "
-            f"{_fmt_km(km(rf.total_px)):>9} {got:>10} {erf_px:>7} {erf_km:>7}"
-        )
+    _print_setup(args, spec, stride, f"{height} x {width}", measured is not None)
+    worst = _print_table(theory, measured, spec.downsample, erf=not args.no_erf)
     if measured is not None:
         verdict = "within" if worst <= stride else "NOT within"
         print(
@@ -251,7 +192,103 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plot(path: Path, theory: dict, measured: dict, downsample: int, mass: float) -> None:
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse bad ``--samples``, ``--mass``, ``--plot`` and context options up front.
+
+    Raises:
+        ConfigError: Naming the flag.
+    """
+    if args.samples < 1:
+        raise ConfigError("--samples", f"must be >= 1, got {args.samples}")
+    if args.plot is not None:
+        check_writable(args.plot, "--plot", folder=False)
+    if not 0 < args.mass <= 1:
+        raise ConfigError("--mass", f"must be in (0, 1], got {args.mass}")
+    check_context_arguments(args)
+
+
+def _print_setup(
+    args: argparse.Namespace, spec: ModelSpec, stride: int, strip: str, measured: bool
+) -> None:
+    """The model line and, with measurements, how they were taken."""
+    from icecontext.models.receptive_field import pixels_to_km
+
+    enc = spec.model.encoder
+    print(
+        f"{args.config}: {enc.name} ({enc.backend}) to {enc.depth}, output stride {stride}, "
+        f"{spec.in_channels} inputs; 1 px = {pixels_to_km(1, spec.downsample) * 1000:.0f} m "
+        f"(80 m x downsample {spec.downsample})"
+    )
+    if measured:
+        print(
+            f"measured on a {strip} strip along the row through its centre pixel; "
+            f"ERF = width holding {args.mass:.0%} of |input gradient| "
+            f"({args.samples} random inputs, seed {args.seed})"
+        )
+
+
+def _print_table(
+    theory: Mapping[str, TaskRF],
+    measured: Mapping[str, TaskMeasurement] | None,
+    downsample: int,
+    *,
+    erf: bool,
+) -> int:
+    """Print one row per task and branch plus the network row of each task.
+
+    Returns:
+        The largest difference in pixels between a finite theoretical field and its
+        measured non-zero extent (0 without measurements).
+    """
+    from icecontext.models.receptive_field import pixels_to_km
+
+    def km(px: int | None) -> str:
+        return _fmt_km(None if px is None else pixels_to_km(px, downsample))
+
+    header = (
+        f"{'task':<5} {'branch':<12} {'module':<28} {'theory px':>9} {'theory km':>9} "
+        f"{'nonzero px':>10} {'ERF px':>7} {'ERF km':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    worst = 0
+    for task, rf in theory.items():
+        m = measured[task] if measured is not None else None
+        for i, b in enumerate(rf.branches):
+            got = ""
+            if m is not None:
+                got, diff = _measured_cell(b.total_px, m.branch_extent[i])
+                worst = max(worst, diff)
+            print(
+                f"{task:<5} {b.name:<12} {b.module:<28} {_fmt_px(b.total_px):>9} "
+                f"{km(b.total_px):>9} {got:>10}"
+            )
+        got, erf_px, erf_km = "", "", ""
+        if m is not None:
+            got, diff = _measured_cell(rf.total_px, m.total_extent)
+            worst = max(worst, diff)
+            if erf:
+                erf_px, erf_km = str(m.erf_px), km(m.erf_px)
+        print(
+            f"{task:<5} {'network':<12} {'decoders.' + rf.decoder:<28} {_fmt_px(rf.total_px):>9} "
+            f"{km(rf.total_px):>9} {got:>10} {erf_px:>7} {erf_km:>7}"
+        )
+    return worst
+
+
+def _measured_cell(theory_px: int | None, extent: Extent) -> tuple[str, int]:
+    """The measured extent as printed, and its difference from a finite theory."""
+    got = _fmt_px(None if theory_px is None and extent.truncated else extent.px, extent.truncated)
+    return got, (0 if theory_px is None else abs(theory_px - extent.px))
+
+
+def _plot(
+    path: Path,
+    theory: Mapping[str, TaskRF],
+    measured: Mapping[str, TaskMeasurement],
+    downsample: int,
+    mass: float,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -39,6 +39,7 @@ import copy
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import overload
 
 import numpy as np
 import torch
@@ -189,7 +190,17 @@ def theoretical_receptive_fields(model: MultiTaskModel) -> dict[str, TaskRF]:
     return out
 
 
-def pixels_to_km(pixels: float, downsample: int = 1, spacing_m: float = PIXEL_SPACING_M) -> float:
+@overload
+def pixels_to_km(
+    pixels: float, downsample: int = 1, spacing_m: float = PIXEL_SPACING_M
+) -> float: ...
+@overload
+def pixels_to_km(
+    pixels: np.ndarray, downsample: int = 1, spacing_m: float = PIXEL_SPACING_M
+) -> np.ndarray: ...
+def pixels_to_km(
+    pixels: float | np.ndarray, downsample: int = 1, spacing_m: float = PIXEL_SPACING_M
+) -> float | np.ndarray:
     """Length of ``pixels`` model-input pixels in km (80 m spacing x data downsampling)."""
     return pixels * spacing_m * downsample / 1000.0
 
@@ -221,7 +232,7 @@ def positive_surrogate(model: MultiTaskModel) -> MultiTaskModel:
                 setattr(
                     parent,
                     name,
-                    nn.AvgPool2d(child.kernel_size, child.stride, child.padding),  # type: ignore[arg-type]
+                    nn.AvgPool2d(child.kernel_size, child.stride, child.padding),
                 )
     m.requires_grad_(False)
     return m
@@ -332,15 +343,108 @@ def default_width(model: MultiTaskModel) -> int:
     return int(math.ceil((widest + 4 * stride) / stride) * stride + 1)
 
 
+@dataclass(frozen=True)
+class ERFSettings:
+    """How the effective receptive field is measured.
+
+    Attributes:
+        samples: Random inputs averaged.
+        mass: Fraction of gradient mass defining the ERF (0 < mass <= 1).
+        seed: Seed of the random inputs.
+    """
+
+    samples: int = 4
+    mass: float = 0.95
+    seed: int = 0
+
+
+DEFAULT_ERF = ERFSettings()
+"""Four random inputs, 95 % of the gradient mass, seed 0."""
+
+
+@dataclass(frozen=True)
+class _Strip:
+    """The measurement strip and its central output pixel."""
+
+    height: int
+    width: int
+
+    @property
+    def row(self) -> int:
+        return self.height // 2
+
+    @property
+    def col(self) -> int:
+        return self.width // 2
+
+    @property
+    def size(self) -> list[int]:
+        return [self.height, self.width]
+
+
+class _ExtentProbe:
+    """Surrogate input-gradient profiles per task and ASPP branch, one backward pass each.
+
+    Tasks sharing a decoder configuration share their profiles (cached by the
+    decoder's branch names and the isolated branch).
+    """
+
+    def __init__(self, model: MultiTaskModel, strip: _Strip, device: str | torch.device) -> None:
+        self.strip = strip
+        self.surrogate = positive_surrogate(model).to(device)
+        shape = (1, model.encoder.in_channels, strip.height, strip.width)
+        self.x = torch.ones(shape, dtype=torch.float64, device=device, requires_grad=True)
+        self.features = self.surrogate.encoder(self.x)
+        self.cache: dict[tuple[str, int | None], np.ndarray] = {}
+
+    def decoder(self, task: str) -> Decoder:
+        decoder = self.surrogate.decoders[self.surrogate.decoder_name(task)]
+        assert isinstance(decoder, Decoder)
+        return decoder
+
+    def profile(self, task: str, branch: int | None) -> np.ndarray:
+        """Gradient per input column through ``branch`` alone (``None``: all branches)."""
+        aspp = self.decoder(task).aspp
+        key = (str(aspp.branch_names()), branch)
+        if key not in self.cache:
+            s = self.strip
+            with isolate_branch(aspp, branch):
+                value = _centre_value(self.surrogate, self.features, task, s.size, s.row, s.col)
+                (grad,) = torch.autograd.grad(value, self.x, retain_graph=True)
+            self.cache[key] = _column_profile(grad)
+        return self.cache[key]
+
+    def branch_extents(self, task: str) -> list[Extent]:
+        """Non-zero gradient extent through each ASPP branch of the task, in order."""
+        n_branches = len(self.decoder(task).aspp.branches)
+        return [_extent(self.profile(task, i)) for i in range(n_branches)]
+
+
+def _erf_profiles(
+    model: MultiTaskModel, strip: _Strip, settings: ERFSettings, device: str | torch.device
+) -> dict[str, np.ndarray]:
+    """Mean gradient magnitude per input column of each task, on random inputs."""
+    probe = copy.deepcopy(model).float().eval().to(device)
+    probe.requires_grad_(False)
+    gen = torch.Generator().manual_seed(settings.seed)
+    acc = {t: np.zeros(strip.width) for t in model.tasks}
+    shape = (1, model.encoder.in_channels, strip.height, strip.width)
+    for _ in range(settings.samples):
+        xr = torch.randn(shape, generator=gen).to(device).requires_grad_()
+        feats = probe.encoder(xr)
+        for task in model.tasks:
+            value = _centre_value(probe, feats, task, strip.size, strip.row, strip.col)
+            (grad,) = torch.autograd.grad(value, xr, retain_graph=True)
+            acc[task] += _column_profile(grad)
+    return {t: a / settings.samples for t, a in acc.items()}
+
+
 def measure_receptive_fields(
     model: MultiTaskModel,
     width: int | None = None,
     height: int | None = None,
     *,
-    samples: int = 4,
-    mass: float = 0.95,
-    seed: int = 0,
-    erf: bool = True,
+    erf: ERFSettings | None = DEFAULT_ERF,
     branches: bool = True,
     device: str | torch.device = "cpu",
 ) -> dict[str, TaskMeasurement]:
@@ -350,10 +454,8 @@ def measure_receptive_fields(
         model: The model (not modified).
         width: Strip width in input pixels (default: :func:`default_width`).
         height: Strip height (default ``output_stride + 1``, capped at ``width``).
-        samples: Random inputs averaged for the ERF.
-        mass: Fraction of gradient mass defining the ERF.
-        seed: Seed of the ERF's random inputs.
-        erf: Also measure the effective receptive field (on ``model`` itself).
+        erf: How to measure the effective receptive field (on ``model`` itself:
+            samples, gradient mass, seed); ``None`` skips it (``erf_px`` is then 0).
         branches: Also measure each ASPP branch alone (one backward pass per branch).
         device: Where to run the measurement.
 
@@ -362,60 +464,22 @@ def measure_receptive_fields(
     """
     width = width or default_width(model)
     stride = model.encoder.output_stride
-    height = min(height or stride + 1, width)
-    row, col = height // 2, width // 2
-    size = [height, width]
-    in_ch = model.encoder.in_channels
-
-    surrogate = positive_surrogate(model).to(device)
-    x = torch.ones(1, in_ch, height, width, dtype=torch.float64, device=device, requires_grad=True)
-    features = surrogate.encoder(x)
-    cache: dict[tuple[str, int | None], np.ndarray] = {}
-
-    def extent_profile(task: str, branch: int | None) -> np.ndarray:
-        dname = surrogate.decoder_name(task)
-        decoder = surrogate.decoders[dname]
-        assert isinstance(decoder, Decoder)
-        key = (str(decoder.aspp.branch_names()), branch)
-        if key not in cache:
-            with isolate_branch(decoder.aspp, branch):
-                value = _centre_value(surrogate, features, task, size, row, col)
-                (grad,) = torch.autograd.grad(value, x, retain_graph=True)
-            cache[key] = _column_profile(grad)
-        return cache[key]
-
-    erf_profiles: dict[str, np.ndarray] = {}
-    if erf:
-        probe = copy.deepcopy(model).float().eval().to(device)
-        probe.requires_grad_(False)
-        gen = torch.Generator().manual_seed(seed)
-        acc = {t: np.zeros(width) for t in model.tasks}
-        for _ in range(samples):
-            xr = torch.randn(1, in_ch, height, width, generator=gen).to(device).requires_grad_()
-            feats = probe.encoder(xr)
-            for task in model.tasks:
-                value = _centre_value(probe, feats, task, size, row, col)
-                (grad,) = torch.autograd.grad(value, xr, retain_graph=True)
-                acc[task] += _column_profile(grad)
-        erf_profiles = {t: a / samples for t, a in acc.items()}
+    strip = _Strip(min(height or stride + 1, width), width)
+    extents = _ExtentProbe(model, strip, device)
+    erf_profiles = _erf_profiles(model, strip, erf, device) if erf is not None else {}
 
     out: dict[str, TaskMeasurement] = {}
     for task in model.tasks:
-        decoder = surrogate.decoders[surrogate.decoder_name(task)]
-        assert isinstance(decoder, Decoder)
-        n_branches = len(decoder.aspp.branches)
-        branch_extent = (
-            [_extent(extent_profile(task, i)) for i in range(n_branches)] if branches else []
-        )
-        total_profile = extent_profile(task, None)
+        branch_extent = extents.branch_extents(task) if branches else []
+        total_profile = extents.profile(task, None)
         erf_profile = erf_profiles.get(task, np.zeros(width))
         out[task] = TaskMeasurement(
             task=task,
             branch_extent=branch_extent,
             total_extent=_extent(total_profile),
-            erf_px=erf_width(erf_profile, col, mass) if erf else 0,
+            erf_px=erf_width(erf_profile, strip.col, erf.mass) if erf is not None else 0,
             erf_profile=erf_profile,
             extent_profile=total_profile,
-            centre=col,
+            centre=strip.col,
         )
     return out
