@@ -41,11 +41,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,42 +65,16 @@ from icecontext.explain.gradcam import (
 )
 from icecontext.explain.targets import RegionTarget, TargetSpec, classes_fn_for, make_targets
 from icecontext.inference.predictor import model_overlap, receptive_field_of
-from icecontext.inference.tiling import (
-    DEFAULT_ALIGN,
-    Tile,
-    TileLayout,
-    TileSettings,
-    plan_tiles,
-    round_up,
+from icecontext.inference.tile_batches import (
+    TileBatch,
+    TileSource,
+    Window,
+    check_window,
+    iter_tile_batches,
 )
+from icecontext.inference.tiling import DEFAULT_ALIGN, Tile, TileLayout, TileSettings, round_up
 
 log = logging.getLogger(__name__)
-
-Window = tuple[int, int, int, int]
-
-
-class CamSource(Protocol):
-    """What scene explanations read (a :class:`~icecontext.data.loader.sources.SceneSource`)."""
-
-    name: str
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """``(h, w)`` at the source's resolution."""
-        ...
-
-    @property
-    def downsample(self) -> int:
-        """Integer downsampling factor of the source."""
-        ...
-
-    def read_inputs(self, window: Window, features: Sequence[str]) -> np.ndarray:
-        """``float32 (C, h, w)`` inputs of a window inside the scene."""
-        ...
-
-    def valid_mask(self, window: Window) -> np.ndarray:
-        """``bool (h, w)``: pixels with input data."""
-        ...
 
 
 @dataclass
@@ -163,22 +137,6 @@ class SceneCam:
         return PIXEL_SPACING_M * self.downsample / 1000.0
 
 
-def _check_domain(window: Window | None, shape: tuple[int, int]) -> Window:
-    h, w = shape
-    if window is None:
-        return (0, 0, h, w)
-    if len(window) != 4:
-        raise ConfigError("--window", f"expected four integers r c h w, got {window}")
-    r, c, wh, ww = (int(v) for v in window)
-    if wh < 1 or ww < 1 or r < 0 or c < 0 or r + wh > h or c + ww > w:
-        raise ConfigError(
-            "--window",
-            f"({r}, {c}, {wh}, {ww}) must have a positive size and lie inside the scene "
-            f"({h} x {w} pixels at the model's resolution)",
-        )
-    return (r, c, wh, ww)
-
-
 def _core_cells(start: int, stop: int, stride: int) -> tuple[int, int]:
     """Layer cells ``[a, b)`` whose centre pixel ``i s + s // 2`` lies in ``[start, stop)``.
 
@@ -215,25 +173,6 @@ class _LayerHook:
 
     def close(self) -> None:
         self.handle.remove()
-
-
-def _read_domain(
-    source: CamSource, domain: Window, tile: Window, features: Sequence[str]
-) -> np.ndarray:
-    """Inputs of a tile (domain coordinates); 0 past the domain, like a scene edge."""
-    r0, c0, h, w = domain
-    tr, tc, th, tw = tile
-    out = np.zeros((len(features), th, tw), dtype=np.float32)
-    rh, rw = min(th, h - tr), min(tw, w - tc)
-    if rh > 0 and rw > 0:
-        data = np.asarray(source.read_inputs((r0 + tr, c0 + tc, rh, rw), list(features)))
-        if data.shape != (len(features), rh, rw):
-            raise DataError(
-                f"scene {source.name}: read_inputs returned {data.shape} for window "
-                f"{(r0 + tr, c0 + tc, rh, rw)}, expected {(len(features), rh, rw)}"
-            )
-        out[:, :rh, :rw] = data
-    return out
 
 
 def _pad(values: np.ndarray, shape: tuple[int, int], fill: Any) -> np.ndarray:
@@ -340,7 +279,7 @@ def explain_tiling(
 
 def explain_scene(
     model: nn.Module,
-    source: CamSource,
+    source: TileSource,
     features: Sequence[str],
     spec: TargetSpec,
     cam: CamSettings = DEFAULT_CAM,
@@ -353,8 +292,11 @@ def explain_scene(
 
     Args:
         model: Dict-output multi-task network (eval mode during the call, restored).
-        source: The scene (a :class:`~icecontext.data.loader.sources.SceneSource`); it must
-            offer ``read_charts(window)`` when ``spec.mask == "reference"``.
+        source: The scene: a :class:`~icecontext.inference.tile_batches.TileSource` (any
+            :class:`~icecontext.data.loader.sources.SceneSource`), read by the tile engine
+            (:func:`~icecontext.inference.tile_batches.iter_tile_batches`, one batch
+            ahead); it must also offer ``read_charts(window)`` when
+            ``spec.mask == "reference"``.
         features: Input channel names in model order.
         spec: What to explain.
         cam: Layer, method, window, fixed classes and activation cache
@@ -387,7 +329,7 @@ def explain_scene(
 class _Request:
     """The arguments of one :func:`explain_scene` call that say what to explain."""
 
-    source: CamSource
+    source: TileSource
     features: Sequence[str]
     spec: TargetSpec
     cam: CamSettings
@@ -403,7 +345,7 @@ class _Plan:
         module: The layer.
         domain: ``(row, col, h, w)`` explained, source pixels.
         layout: Tiles over the domain.
-        batches: The tiles, grouped per pass.
+        batch: Tiles per pass.
         rf: The model's receptive field in pixels (``None``: unknown or global).
         exact: Whether the tiling reproduces a whole-domain pass.
         valid: bool ``(h, w)``: pixels with SAR data.
@@ -417,7 +359,7 @@ class _Plan:
     module: nn.Module
     domain: Window
     layout: TileLayout
-    batches: list[list[Tile]]
+    batch: int
     rf: int | None
     exact: bool
     valid: np.ndarray
@@ -434,17 +376,16 @@ def _plan(model: nn.Module, request: _Request, tiling: TileSettings | None) -> _
     """Check the request, lay out the tiles and read the domain's masks and charts."""
     source, spec = request.source, request.spec
     name, module = find_layer(model, request.cam.layer, spec.task)
-    domain = _check_domain(request.cam.window, _source_shape(source))
+    domain = check_window(request.cam.window, _source_shape(source))
     _, _, h, w = domain
     tiling = tiling or explain_tiling(model, shape=(h, w))
-    layout = plan_tiles((h, w), tiling.tile, tiling.overlap, tiling.align, balance=tiling.balance)
+    layout = tiling.plan((h, w))
     rf = receptive_field_of(model)
     rf = None if rf is None else int(rf)
     valid = np.asarray(source.valid_mask(domain), dtype=bool)
     reference = _read_reference(source, domain, spec.task)
     fixed = _fixed_classes(request, reference, (h, w))
-    tiles = list(layout.tiles)
-    exact = len(tiles) == 1 or (rf is not None and layout.margin >= -(-rf // 2))
+    exact = len(layout.tiles) == 1 or (rf is not None and layout.margin >= -(-rf // 2))
     if not exact:
         log.warning(
             "tile margin %d px is below the receptive-field radius (%s px): the tiled map "
@@ -458,7 +399,7 @@ def _plan(model: nn.Module, request: _Request, tiling: TileSettings | None) -> _
         module=module,
         domain=domain,
         layout=layout,
-        batches=[tiles[i : i + tiling.batch] for i in range(0, len(tiles), tiling.batch)],
+        batch=tiling.batch,
         rf=rf,
         exact=bool(exact),
         valid=valid,
@@ -467,12 +408,12 @@ def _plan(model: nn.Module, request: _Request, tiling: TileSettings | None) -> _
     )
 
 
-def _source_shape(source: CamSource) -> tuple[int, int]:
+def _source_shape(source: TileSource) -> tuple[int, int]:
     h, w = source.shape
     return int(h), int(w)
 
 
-def _read_reference(source: CamSource, domain: Window, task: str) -> np.ndarray | None:
+def _read_reference(source: TileSource, domain: Window, task: str) -> np.ndarray | None:
     """The task's reference chart over the domain, when the source has charts."""
     read_charts = getattr(source, "read_charts", None)
     if read_charts is None:
@@ -553,25 +494,42 @@ class _TiledCam:
         ph, pw = self.plan.layout.padded_shape
         return ph // self.stride, pw // self.stride
 
-    def _inputs(self) -> Iterator[tuple[list[Tile], np.ndarray]]:
-        """Every batch of tiles with its inputs ``(B, C, th, tw)``."""
-        request, domain = self.plan.request, self.plan.domain
-        for group in self.plan.batches:
-            x = [_read_domain(request.source, domain, t.window, request.features) for t in group]
-            yield group, np.stack(x)
+    @property
+    def passes(self) -> int:
+        """Batches of tiles in one pass over the domain."""
+        return -(-len(self.plan.layout.tiles) // self.plan.batch)
+
+    def _batches(self) -> Generator[TileBatch, None, None]:
+        """Every batch of tiles with its inputs, read one batch ahead (close it when done).
+
+        The domain's valid mask is read once beforehand (:func:`_plan`), so no per-core
+        masks are read.
+        """
+        request = self.plan.request
+        return iter_tile_batches(
+            request.source,
+            list(request.features),
+            self.plan.layout,
+            self.plan.batch,
+            window=self.plan.domain,
+            valid_masks=False,
+        )
 
     def _advance(self, passes: int) -> None:
         self.done += 1
         if self.progress is not None:
-            self.progress(self.done, len(self.plan.batches) * passes)
+            self.progress(self.done, self.passes * passes)
 
     def gradient_pass(self) -> None:
         """Pass 1: gradients, classes, target pixels, and activations or products."""
-        for group, x in self._inputs():
-            targets = _batch_targets(self.plan, group, self.valid_padded, x.shape[-2:])
-            out, act, grad = self._backward(x, targets)
-            self._accumulate(group, targets, out, (act, grad))
-            self._advance(1 if self.acts is not None or self.hires is not None else 2)
+        with closing(self._batches()) as batches:
+            for tb in batches:
+                targets = _batch_targets(
+                    self.plan, tb.tiles, self.valid_padded, tb.inputs.shape[-2:]
+                )
+                out, act, grad = self._backward(tb.inputs, targets)
+                self._accumulate(tb.tiles, targets, out, (act, grad))
+                self._advance(1 if self.acts is not None or self.hires is not None else 2)
 
     def _backward(
         self, x_np: np.ndarray, targets: Sequence[RegionTarget]
@@ -665,12 +623,12 @@ class _TiledCam:
         if self.acts is not None:
             return np.tensordot(alpha.cpu().numpy(), self.acts, axes=(0, 0)).astype(np.float32)
         cam_f = np.zeros(self.layer_grid, dtype=np.float32)
-        with torch.no_grad():
-            for group, x in self._inputs():
-                self.head(torch.from_numpy(x).to(self.device))
+        with torch.no_grad(), closing(self._batches()) as batches:
+            for tb in batches:
+                self.head(torch.from_numpy(tb.inputs).to(self.device))
                 act = self.hook.take(self.plan.layer)
                 weighted = torch.einsum("k,bkhw->bhw", alpha, act.float()).cpu().numpy()
-                for b, t in enumerate(group):
+                for b, t in enumerate(tb.tiles):
                     (fr, lr), (fc, lc) = _cell_slices(t, self.stride)
                     cam_f[fr, fc] = weighted[b][lr, lc]
                 self._advance(2)
