@@ -119,6 +119,30 @@ def test_explain_window_sic_regression_hirescam_default_folder(setup):
     assert row["explained_field_km"] == pytest.approx(16 * 0.08)  # head + upsampling: 2 cells
 
 
+def test_the_workflow_writes_and_returns_what_the_command_prints(setup, capsys):
+    from icecontext.workflows.explain import ExplainSettings, explain_checkpoints
+
+    root, scene, ckpt, _ = setup
+    settings = ExplainSettings(
+        checkpoint=ckpt, scene=scene, task="FLOE", window=(0, 0, 64, 64), out=root / "wf"
+    )
+    result = explain_checkpoints(settings)
+    assert capsys.readouterr().out == ""  # the library prints nothing
+    assert result.out_dir == root / "wf" and result.window == (0, 0, 64, 64)
+    assert result.target == "FLOE every pixel's class (prediction mask)"
+    assert result.pixel_km == pytest.approx(0.08)
+    names = ["cam-rates-1-2.nc", "explain.png", "distance.csv", "distance.png"]
+    assert [p.name for p in result.files] == [*names, "distance_summary.csv"]
+    summary = json.loads((result.out_dir / "summary.json").read_text())
+    assert summary["files"] == [p.name for p in result.files]
+    (row,) = result.rows
+    assert summary["models"][0]["model"] == row["model"] == "rates-1-2"
+    assert summary["models"][0]["d90_km"] == pytest.approx(row["d90_km"])
+    provenance = json.loads((result.out_dir / "provenance.json").read_text())
+    assert "explain" in json.dumps(provenance)
+    assert (result.out_dir / "config.yaml").is_file()
+
+
 def test_figures_name_the_method():
     from icecontext.explain.figures import method_label
 
