@@ -353,30 +353,35 @@ def polygon_stats(
     return PolygonStats(area * s * s, np.column_stack([cy / safe, cx / safe]), dist / safe)
 
 
-def design_chart(
+@dataclass(frozen=True)
+class _ChartLayout:
+    """Which polygons are water, fast ice or drifting ice, and where the ice ones rank.
+
+    Attributes:
+        near_coast: Polygons within 15 km of the coast (mean distance).
+        fast: Polygons that become fast ice.
+        water: Open-water polygons.
+        ice: Drifting-ice polygons, shallowest behind the ice edge first.
+        ice_quantile: Per entry of ``ice``, its area-weighted depth quantile (0..1).
+    """
+
+    near_coast: np.ndarray
+    fast: np.ndarray
+    water: set[int]
+    ice: list[int]
+    ice_quantile: np.ndarray
+
+
+def _chart_layout(
     stats: PolygonStats,
     shape: tuple[int, int],
-    *,
     month: int,
-    service: str,
     water_fraction: float,
     rng: np.random.Generator,
-) -> list[ChartPolygon]:
-    """Give every polygon a regime and SIGRID-3 codes.
-
-    Polygons are ordered by their depth behind a random, straight ice edge (plus
-    noise); the first ones up to ``water_fraction`` of the sea area become open
-    water, the rest ice whose total concentration rises with depth following the
-    dataset's SIC distribution. From November to June, polygons within 15 km of the
-    coast become fast ice with probability 0.6; in DMI charts, low-concentration
-    polygons near the coast may be iceberg polygons.
-
-    Returns:
-        One :class:`ChartPolygon` per polygon index, ids ``1..n``.
-    """
+) -> _ChartLayout:
+    """Order polygons by depth behind a random ice edge; pick fast ice, water and ice."""
     n = stats.area.size
     h, w = shape
-    season = SEASON_OF_MONTH[month]
     angle = rng.uniform(0, 2 * np.pi)
     norm = max(h, w)
     depth = (
@@ -406,43 +411,95 @@ def design_chart(
     ice = [i for i in order if i not in water]
     ice_area = np.array([stats.area[i] for i in ice])
     q = (np.cumsum(ice_area) - ice_area / 2) / max(ice_area.sum(), 1.0)
+    return _ChartLayout(near_coast, fast, water, ice, q)
 
-    polygons: list[ChartPolygon] = [None] * n  # type: ignore[list-item]
-    for i in range(n):
-        pid = i + 1
-        if i in water:
-            if service == "dmi" and near_coast[i] and rng.random() < 0.3:
-                berg = IcePart(1, 98, 10)
-                poly = ChartPolygon(pid, 2, "W", (berg,), "bergy water")
-                poly.render = [(berg, 0.004)]
-            else:
-                poly = ChartPolygon(pid, int(rng.choice([0, 1], p=[0.4, 0.6])), "W", (), "water")
-            polygons[i] = poly
-        elif fast[i]:
-            cat = _pick(
-                rng, {THICK_FYI: 0.55, THIN_FYI: 0.15, OLD: 0.3 if service == "dmi" else 0.1}
-            )
-            part = IcePart(10, _stage_code(rng, cat), 8)
-            poly = ChartPolygon(pid, 92, "I", (part,), "fast")
-            poly.render = _render_fractions(poly.parts, 92)
-            polygons[i] = poly
-    for k, i in enumerate(ice):
-        pid = i + 1
-        qq = float(np.clip(q[k] + rng.normal(0, 0.12), 0.0, 0.999))
-        tenths = int(np.searchsorted(SIC_ICE_CDF, qq, side="right")) + 1
-        tenths = min(tenths, 10)
-        if service == "dmi" and tenths <= 3 and near_coast[i] and rng.random() < 0.35:
-            part = IcePart(tenths, 98, int(rng.choice([10, 9], p=[0.7, 0.3])))
-            poly = ChartPolygon(pid, tenths * 10, "I", (part,), "bergs")
-        else:
-            ct = (92 if rng.random() < 0.3 else 91) if tenths == 10 else tenths * 10
-            parts = _ice_composition(rng, tenths, season, service)
-            if service == "dmi" and tenths >= 4 and len(parts) < 3 and rng.random() < 0.05:
-                big = max(range(len(parts)), key=lambda j: parts[j].tenths)
-                if parts[big].tenths > 1:
-                    shrunk = IcePart(parts[big].tenths - 1, parts[big].stage, parts[big].form)
-                    parts = (*parts[:big], shrunk, *parts[big + 1 :], IcePart(1, 98, 10))
-            poly = ChartPolygon(pid, ct, "I", parts, "pack" if tenths >= 7 else "marginal")
-        poly.render = _render_fractions(poly.parts, poly.ct)
-        polygons[i] = poly
-    return polygons
+
+def _water_polygon(
+    pid: int, service: str, near_coast: bool, rng: np.random.Generator
+) -> ChartPolygon:
+    """Open water (CT 00 or 01), or near a DMI coast sometimes bergy water."""
+    if service == "dmi" and near_coast and rng.random() < 0.3:
+        berg = IcePart(1, 98, 10)
+        poly = ChartPolygon(pid, 2, "W", (berg,), "bergy water")
+        poly.render = [(berg, 0.004)]
+        return poly
+    return ChartPolygon(pid, int(rng.choice([0, 1], p=[0.4, 0.6])), "W", (), "water")
+
+
+def _fast_polygon(pid: int, service: str, rng: np.random.Generator) -> ChartPolygon:
+    """Fast ice (CT 92, form 8) of first-year or old ice."""
+    cat = _pick(rng, {THICK_FYI: 0.55, THIN_FYI: 0.15, OLD: 0.3 if service == "dmi" else 0.1})
+    part = IcePart(10, _stage_code(rng, cat), 8)
+    poly = ChartPolygon(pid, 92, "I", (part,), "fast")
+    poly.render = _render_fractions(poly.parts, 92)
+    return poly
+
+
+def _with_berg_part(parts: tuple[IcePart, ...]) -> tuple[IcePart, ...]:
+    """Take one tenth from the largest part (if it has two) for a part of icebergs."""
+    big = max(range(len(parts)), key=lambda j: parts[j].tenths)
+    if parts[big].tenths <= 1:
+        return parts
+    shrunk = IcePart(parts[big].tenths - 1, parts[big].stage, parts[big].form)
+    return (*parts[:big], shrunk, *parts[big + 1 :], IcePart(1, 98, 10))
+
+
+def _ice_polygon(
+    pid: int,
+    quantile: float,
+    near_coast: bool,
+    season: Season,
+    service: str,
+    rng: np.random.Generator,
+) -> ChartPolygon:
+    """Drifting ice whose total concentration follows the SIC histogram at ``quantile``."""
+    qq = float(np.clip(quantile + rng.normal(0, 0.12), 0.0, 0.999))
+    tenths = int(np.searchsorted(SIC_ICE_CDF, qq, side="right")) + 1
+    tenths = min(tenths, 10)
+    if service == "dmi" and tenths <= 3 and near_coast and rng.random() < 0.35:
+        part = IcePart(tenths, 98, int(rng.choice([10, 9], p=[0.7, 0.3])))
+        poly = ChartPolygon(pid, tenths * 10, "I", (part,), "bergs")
+    else:
+        ct = (92 if rng.random() < 0.3 else 91) if tenths == 10 else tenths * 10
+        parts = _ice_composition(rng, tenths, season, service)
+        if service == "dmi" and tenths >= 4 and len(parts) < 3 and rng.random() < 0.05:
+            parts = _with_berg_part(parts)
+        poly = ChartPolygon(pid, ct, "I", parts, "pack" if tenths >= 7 else "marginal")
+    poly.render = _render_fractions(poly.parts, poly.ct)
+    return poly
+
+
+def design_chart(
+    stats: PolygonStats,
+    shape: tuple[int, int],
+    *,
+    month: int,
+    service: str,
+    water_fraction: float,
+    rng: np.random.Generator,
+) -> list[ChartPolygon]:
+    """Give every polygon a regime and SIGRID-3 codes.
+
+    Polygons are ordered by their depth behind a random, straight ice edge (plus
+    noise); the first ones up to ``water_fraction`` of the sea area become open
+    water, the rest ice whose total concentration rises with depth following the
+    dataset's SIC distribution. From November to June, polygons within 15 km of the
+    coast become fast ice with probability 0.6; in DMI charts, low-concentration
+    polygons near the coast may be iceberg polygons.
+
+    Returns:
+        One :class:`ChartPolygon` per polygon index, ids ``1..n``.
+    """
+    layout = _chart_layout(stats, shape, month, water_fraction, rng)
+    polygons: dict[int, ChartPolygon] = {}
+    for i in range(stats.area.size):  # water and fast ice first, by index
+        if i in layout.water:
+            polygons[i] = _water_polygon(i + 1, service, bool(layout.near_coast[i]), rng)
+        elif layout.fast[i]:
+            polygons[i] = _fast_polygon(i + 1, service, rng)
+    season = SEASON_OF_MONTH[month]
+    for k, i in enumerate(layout.ice):  # then drifting ice, by depth
+        polygons[i] = _ice_polygon(
+            i + 1, float(layout.ice_quantile[k]), bool(layout.near_coast[i]), season, service, rng
+        )
+    return [polygons[i] for i in range(stats.area.size)]
