@@ -139,7 +139,7 @@ def _floe_score(
 class _PartSpec(NamedTuple):
     """One ice part of a polygon as it will be rendered."""
 
-    index: int
+    position: int
     part: IcePart
     fraction: float
     diameter: float | None
