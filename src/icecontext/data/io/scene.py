@@ -181,6 +181,26 @@ def validate_scene(
         SceneFormatError: On the first problem found.
     """
     where = Path(path) if path is not None else Path(ds.encoding.get("source", "<dataset>"))
+    _check_variables(ds, where)
+    _check_grids(ds, where)
+    if not check_values:
+        return
+    any_label = False
+    for chart in CHARTS:
+        any_label |= _check_chart_values(ds, where, chart)
+    hh = _read_values(ds, where, SAR_VARIABLES[0])
+    if not np.any((hh != 0) & np.isfinite(hh)):
+        raise SceneFormatError(
+            where, SAR_VARIABLES[0], "all pixels are masked (no valid SAR data in the scene)"
+        )
+    if require_labels and not any_label:
+        raise SceneFormatError(
+            where, "SIC", "all chart pixels are masked (255): the scene has no labels to train on"
+        )
+
+
+def _check_variables(ds: xr.Dataset, where: Path) -> None:
+    """Every format variable is present with its dimensions and dtype."""
     for spec in R2T_VARIABLES:
         if spec.name not in ds.variables:
             raise SceneFormatError(where, spec.name, "missing (required by the AI4Arctic format)")
@@ -193,6 +213,10 @@ def validate_scene(
             raise SceneFormatError(
                 where, spec.name, f"has dtype {var.dtype}, expected {spec.dtype}"
             )
+
+
+def _check_grids(ds: xr.Dataset, where: Path) -> None:
+    """The SAR grid is not empty, the 2 km grid fits it and the tie points are 21 x 21."""
     height, width = (ds.sizes[d] for d in SAR_DIMS)
     if height < 1 or width < 1:
         raise SceneFormatError(where, SAR_VARIABLES[0], f"empty SAR grid {height} x {width}")
@@ -212,40 +236,30 @@ def validate_scene(
             "sar_grid2d_latitude",
             f"tie-point grid is {lat.shape}, expected {TIEPOINT_SHAPE}",
         )
-    if not check_values:
-        return
-    any_label = False
-    for chart in CHARTS:
-        try:
-            values = np.asarray(ds[chart].values)
-        except Exception as exc:
-            raise SceneFormatError(
-                where, chart, f"data cannot be read (truncated file?): {exc}"
-            ) from exc
-        present = np.unique(values)
-        bad = present[(present >= N_CLASSES[chart]) & (present != CHART_FILL)]
-        if bad.size:
-            raise SceneFormatError(
-                where,
-                chart,
-                f"holds values {bad.tolist()}; expected class indices 0..{N_CLASSES[chart] - 1} "
-                f"or {CHART_FILL} (masked)",
-            )
-        any_label |= bool((present != CHART_FILL).any())
+
+
+def _read_values(ds: xr.Dataset, where: Path, name: str) -> np.ndarray:
+    """The values of a variable; a read failure is a SceneFormatError naming it."""
     try:
-        hh = np.asarray(ds[SAR_VARIABLES[0]].values)
+        return np.asarray(ds[name].values)
     except Exception as exc:
         raise SceneFormatError(
-            where, SAR_VARIABLES[0], f"data cannot be read (truncated file?): {exc}"
+            where, name, f"data cannot be read (truncated file?): {exc}"
         ) from exc
-    if not np.any((hh != 0) & np.isfinite(hh)):
+
+
+def _check_chart_values(ds: xr.Dataset, where: Path, chart: str) -> bool:
+    """Check that a chart holds class indices or 255; return whether any pixel is labelled."""
+    present = np.unique(_read_values(ds, where, chart))
+    bad = present[(present >= N_CLASSES[chart]) & (present != CHART_FILL)]
+    if bad.size:
         raise SceneFormatError(
-            where, SAR_VARIABLES[0], "all pixels are masked (no valid SAR data in the scene)"
+            where,
+            chart,
+            f"holds values {bad.tolist()}; expected class indices 0..{N_CLASSES[chart] - 1} "
+            f"or {CHART_FILL} (masked)",
         )
-    if require_labels and not any_label:
-        raise SceneFormatError(
-            where, "SIC", "all chart pixels are masked (255): the scene has no labels to train on"
-        )
+    return bool((present != CHART_FILL).any())
 
 
 def valid_sar_mask(ds: xr.Dataset) -> np.ndarray:

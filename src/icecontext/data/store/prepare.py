@@ -41,11 +41,11 @@ import shutil
 import sys
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
@@ -73,6 +73,9 @@ from icecontext.data.store.manifest import STORE_VERSION, Manifest, SceneRecord,
 from icecontext.errors import ConfigError, DataError
 from icecontext.signals import interrupt_on_signals
 
+if TYPE_CHECKING:
+    import zarr
+
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK: Final = 256
@@ -86,6 +89,7 @@ FULL_CHART_CHUNK: Final = 1024
 
 INCOMPLETE_DIR: Final = ".incomplete"
 LOCK_NAME: Final = ".lock"
+
 
 def _codecs() -> tuple[Any, Any]:
     from zarr.codecs import BloscCodec, BloscShuffle
@@ -139,76 +143,11 @@ def write_scene_group(
     store = Path(store)
     tmp = store / INCOMPLETE_DIR / f"{layers.name}.{uuid.uuid4().hex}"
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    floats, labels = _codecs()
     try:
         group = zarr.open_group(tmp, mode="w", zarr_format=3)
-        yx = ("y", "x")
-        if layers.sar is not None:
-            n = layers.sar.shape[0]
-            group.create_array(
-                "sar",
-                data=np.ascontiguousarray(layers.sar, dtype=np.float32),
-                chunks=(n, chunk, chunk),
-                compressors=floats,
-                fill_value=0.0,
-                dimension_names=("channel", *yx),
-                attributes={"variables": list(layers.sar_variables)},
-            )
-        if layers.coarse is not None:
-            n = layers.coarse.shape[0]
-            group.create_array(
-                "coarse",
-                data=np.ascontiguousarray(layers.coarse, dtype=np.float32),
-                chunks=(n, COARSE_CHUNK, COARSE_CHUNK),
-                compressors=floats,
-                fill_value=0.0,
-                dimension_names=("channel", "y2km", "x2km"),
-                attributes={"variables": list(layers.coarse_variables)},
-            )
-        group.create_array(
-            "charts",
-            data=np.ascontiguousarray(layers.charts, dtype=np.uint8),
-            chunks=(layers.charts.shape[0], chunk, chunk),
-            compressors=labels,
-            fill_value=CHART_FILL,
-            dimension_names=("chart", *yx),
-            attributes={"charts": ["SIC", "SOD", "FLOE"]},
-        )
-        if layers.charts_full is not None:
-            full = np.ascontiguousarray(layers.charts_full, dtype=np.uint8)
-            group.create_array(
-                "charts_full",
-                data=full,
-                chunks=(full.shape[0], FULL_CHART_CHUNK, FULL_CHART_CHUNK),
-                compressors=labels,
-                fill_value=CHART_FILL,
-                dimension_names=("chart", "y80m", "x80m"),
-                attributes={"charts": ["SIC", "SOD", "FLOE"], "pixel_spacing_m": 80},
-            )
-        group.create_array(
-            "valid",
-            data=np.ascontiguousarray(layers.valid, dtype=bool),
-            chunks=(chunk, chunk),
-            compressors=labels,
-            fill_value=False,
-            dimension_names=yx,
-        )
-        group.create_array(
-            "tiepoints",
-            data=np.ascontiguousarray(layers.tiepoints, dtype=np.float64),
-            chunks=tuple(layers.tiepoints.shape),
-            dimension_names=("latlon", "line_points", "sample_points"),
-            attributes={"variables": ["sar_grid2d_latitude", "sar_grid2d_longitude"]},
-        )
-        counts = np.asarray(layers.block_counts, dtype=np.uint16)
-        group.create_array(
-            "block_counts",
-            data=counts,
-            chunks=counts.shape,
-            compressors=labels,
-            dimension_names=("count", "block_y", "block_x"),
-            attributes={"block": COUNT_BLOCK, "rows": list(COUNT_ROWS)},
-        )
+        _write_inputs(group, layers, chunk)
+        _write_labels(group, layers, chunk)
+        _write_geometry(group, layers)
         # completion is marked last, then the metadata is consolidated for one-read opens
         attrs: dict[str, Any] = {"record": record.to_json()}
         if fingerprint is not None:
@@ -217,17 +156,103 @@ def write_scene_group(
         with _quiet_consolidated():
             zarr.consolidate_metadata(tmp)
         final = store / layers.name
-        old = None
-        if final.exists():
-            old = tmp.with_name(f"{tmp.name}.old")
-            os.rename(final, old)
-        os.rename(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _rename_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _rename_into_place(tmp: Path, final: Path) -> None:
+    """Move a written group to its final name, replacing (then deleting) an old one."""
+    old = None
+    if final.exists():
+        old = tmp.with_name(f"{tmp.name}.old")
+        os.rename(final, old)
+    os.rename(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_inputs(group: zarr.Group, layers: SceneLayers, chunk: int) -> None:
+    """Write the SAR-grid (``sar``) and 2 km (``coarse``) input stacks present."""
+    floats, _ = _codecs()
+    if layers.sar is not None:
+        n = layers.sar.shape[0]
+        group.create_array(
+            "sar",
+            data=np.ascontiguousarray(layers.sar, dtype=np.float32),
+            chunks=(n, chunk, chunk),
+            compressors=floats,
+            fill_value=0.0,
+            dimension_names=("channel", "y", "x"),
+            attributes={"variables": list(layers.sar_variables)},
+        )
+    if layers.coarse is not None:
+        n = layers.coarse.shape[0]
+        group.create_array(
+            "coarse",
+            data=np.ascontiguousarray(layers.coarse, dtype=np.float32),
+            chunks=(n, COARSE_CHUNK, COARSE_CHUNK),
+            compressors=floats,
+            fill_value=0.0,
+            dimension_names=("channel", "y2km", "x2km"),
+            attributes={"variables": list(layers.coarse_variables)},
+        )
+
+
+def _write_labels(group: zarr.Group, layers: SceneLayers, chunk: int) -> None:
+    """Write ``charts``, ``charts_full`` (if present) and the ``valid`` mask."""
+    _, labels = _codecs()
+    group.create_array(
+        "charts",
+        data=np.ascontiguousarray(layers.charts, dtype=np.uint8),
+        chunks=(layers.charts.shape[0], chunk, chunk),
+        compressors=labels,
+        fill_value=CHART_FILL,
+        dimension_names=("chart", "y", "x"),
+        attributes={"charts": ["SIC", "SOD", "FLOE"]},
+    )
+    if layers.charts_full is not None:
+        full = np.ascontiguousarray(layers.charts_full, dtype=np.uint8)
+        group.create_array(
+            "charts_full",
+            data=full,
+            chunks=(full.shape[0], FULL_CHART_CHUNK, FULL_CHART_CHUNK),
+            compressors=labels,
+            fill_value=CHART_FILL,
+            dimension_names=("chart", "y80m", "x80m"),
+            attributes={"charts": ["SIC", "SOD", "FLOE"], "pixel_spacing_m": 80},
+        )
+    group.create_array(
+        "valid",
+        data=np.ascontiguousarray(layers.valid, dtype=bool),
+        chunks=(chunk, chunk),
+        compressors=labels,
+        fill_value=False,
+        dimension_names=("y", "x"),
+    )
+
+
+def _write_geometry(group: zarr.Group, layers: SceneLayers) -> None:
+    """Write the tie-point latitudes/longitudes and the valid-pixel block counts."""
+    _, labels = _codecs()
+    group.create_array(
+        "tiepoints",
+        data=np.ascontiguousarray(layers.tiepoints, dtype=np.float64),
+        chunks=tuple(layers.tiepoints.shape),
+        dimension_names=("latlon", "line_points", "sample_points"),
+        attributes={"variables": ["sar_grid2d_latitude", "sar_grid2d_longitude"]},
+    )
+    counts = np.asarray(layers.block_counts, dtype=np.uint16)
+    group.create_array(
+        "block_counts",
+        data=counts,
+        chunks=counts.shape,
+        compressors=labels,
+        dimension_names=("count", "block_y", "block_x"),
+        attributes={"block": COUNT_BLOCK, "rows": list(COUNT_ROWS)},
+    )
 
 
 def _read_complete_attributes(group_path: Path) -> dict[str, Any] | None:
@@ -362,7 +387,7 @@ def _open_root(store: Path, settings: dict[str, Any]) -> None:
 
     meta = store / "zarr.json"
     if meta.is_file():
-        existing = dict(zarr.open_group(store, mode="r").attrs)
+        existing: dict[str, Any] = dict(zarr.open_group(store, mode="r").attrs)
         if existing.get("format") != "icecontext-store":
             raise DataError(f"{store}: a Zarr group that is not an icecontext store")
         version = int(existing.get("version", 1))
@@ -469,15 +494,9 @@ def prepare_store(
     """
     from tqdm.auto import tqdm
 
-    if downsample < 1:
-        raise ConfigError("--downsample", f"must be a positive integer, got {downsample}")
-    if jobs < 1:
-        raise ConfigError("--jobs", f"must be a positive integer, got {jobs}")
-    if not 16 <= chunk <= 4096:
-        raise ConfigError("--chunk", f"must be between 16 and 4096 pixels, got {chunk}")
+    _check_options(downsample, jobs, chunk)
     channels = resolve_features(features, option="--features")
     sar_vars, coarse_vars = file_inputs(channels)
-    file_channels = (*sar_vars, *coarse_vars)
     settings: dict[str, Any] = {
         "downsample": downsample,
         "sar_variables": list(sar_vars),
@@ -491,24 +510,10 @@ def prepare_store(
     with _store_lock(store):
         _open_root(store, settings)
         shutil.rmtree(store / INCOMPLETE_DIR, ignore_errors=True)  # leftovers of killed runs
-        todo: list[str] = []
-        for name in sorted(scenes):
-            group = store / name
-            attrs = _read_complete_attributes(group)
-            if attrs is None:
-                if group.exists():  # a group without the completion mark: redo it
-                    shutil.rmtree(group)
-                todo.append(name)
-                continue
-            reason = _rebuild_reason(group, attrs, scenes[name], name, result)
-            if reason is None:
-                result.skipped.append(name)
-                continue
-            result.rebuilt[name] = reason
-            tqdm.write(f"rebuilding {name}: {reason}")
-            todo.append(name)
+        todo = _scenes_to_write(store, scenes, result, tqdm.write)
         if result.skipped:
             log.info("%d scene(s) already in %s: skipped", len(result.skipped), store)
+        file_channels = (*sar_vars, *coarse_vars)
         args = [(str(scenes[n]), str(store), n, file_channels, downsample, chunk) for n in todo]
         bar = tqdm(total=len(todo), desc="prepare", unit="scene", disable=not progress)
         # the handlers stay until the clean-up is done: a second signal cannot cut it
@@ -518,19 +523,61 @@ def prepare_store(
                     if error is None:
                         result.written.append(name)
                     else:
-                        if name in result.rebuilt:  # the old group stays; say it is out of date
-                            error += (
-                                "; the store keeps this scene's data from the earlier version "
-                                "of its source (fix the file and run prepare again)"
-                            )
-                        result.failed[name] = error
-                        bar.write(f"scene {name} ({scenes[name]}): failed: {error}")
+                        result.failed[name] = _failure(error, name in result.rebuilt)
+                        bar.write(f"scene {name} ({scenes[name]}): failed: {result.failed[name]}")
                     bar.update(1)
             finally:
                 bar.close()
                 result.manifest = rebuild_manifest(store)
                 shutil.rmtree(store / INCOMPLETE_DIR, ignore_errors=True)
     return result
+
+
+def _check_options(downsample: int, jobs: int, chunk: int) -> None:
+    """Raise ConfigError for a bad ``--downsample``, ``--jobs`` or ``--chunk``."""
+    if downsample < 1:
+        raise ConfigError("--downsample", f"must be a positive integer, got {downsample}")
+    if jobs < 1:
+        raise ConfigError("--jobs", f"must be a positive integer, got {jobs}")
+    if not 16 <= chunk <= 4096:
+        raise ConfigError("--chunk", f"must be between 16 and 4096 pixels, got {chunk}")
+
+
+def _scenes_to_write(
+    store: Path, scenes: dict[str, Path], result: PrepareResult, say: Callable[[str], None]
+) -> list[str]:
+    """The scenes to (re)write, in name order; records skipped and rebuilt ones in ``result``.
+
+    A group without the completion mark is removed and redone; a complete one is
+    rebuilt when :func:`_rebuild_reason` gives a reason (told through ``say``).
+    """
+    todo: list[str] = []
+    for name in sorted(scenes):
+        group = store / name
+        attrs = _read_complete_attributes(group)
+        if attrs is None:
+            if group.exists():  # a group without the completion mark: redo it
+                shutil.rmtree(group)
+            todo.append(name)
+            continue
+        reason = _rebuild_reason(group, attrs, scenes[name], name, result)
+        if reason is None:
+            result.skipped.append(name)
+            continue
+        result.rebuilt[name] = reason
+        say(f"rebuilding {name}: {reason}")
+        todo.append(name)
+    return todo
+
+
+def _failure(error: str, rebuilt: bool) -> str:
+    """The message of a failed scene; a failed rebuild says the old group stays."""
+    if rebuilt:  # the old group stays; say it is out of date
+        error += (
+            "; the store keeps this scene's data from the earlier version "
+            "of its source (fix the file and run prepare again)"
+        )
+    return error
 
 
 def _rebuild_reason(
@@ -589,7 +636,7 @@ def rebuild_manifest(store: str | os.PathLike[str]) -> Manifest:
     import zarr
 
     store = Path(store)
-    attrs = dict(zarr.open_group(store, mode="r").attrs)
+    attrs: dict[str, Any] = dict(zarr.open_group(store, mode="r").attrs)
     manifest = Manifest(
         downsample=int(attrs["downsample"]),
         sar_variables=tuple(attrs["sar_variables"]),
