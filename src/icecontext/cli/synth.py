@@ -36,7 +36,7 @@ from icecontext.provenance import write_run_record
 from icecontext.synthetic.files import write_synthetic_scene
 from icecontext.synthetic.generator import generate_scene
 from icecontext.synthetic.known_truth import KnownTruthParams, generate_known_truth_scene
-from icecontext.synthetic.params import SCALE_PRESETS, SynthParams, resolve_scales
+from icecontext.synthetic.params import SCALE_PRESETS, Service, SynthParams, resolve_scales
 from icecontext.synthetic.physical import PhysicalScene
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def parse_known_truth(text: str) -> KnownTruthParams:
 
 
 def _scene_params(args: argparse.Namespace, index: int) -> SynthParams:
-    service = args.service or ("dmi" if index % 2 == 0 else "cis")
+    service: Service = args.service or ("dmi" if index % 2 == 0 else "cis")
     return SynthParams(
         height=args.height,
         width=args.width,

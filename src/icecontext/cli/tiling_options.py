@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from icecontext.errors import ConfigError
 
@@ -39,7 +39,7 @@ def add_tiling_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def parse_overlap(text: str) -> int | str:
+def parse_overlap(text: str) -> int | Literal["auto", "rf"]:
     """``--overlap``: ``"auto"``, ``"rf"`` or a whole number of pixels (checked here).
 
     Raises:
@@ -47,7 +47,11 @@ def parse_overlap(text: str) -> int | str:
     """
     from icecontext.inference.predictor import resolve_overlap
 
-    return text if text in ("auto", "rf") else resolve_overlap(text, None, 1)
+    if text == "auto":
+        return "auto"
+    if text == "rf":
+        return "rf"
+    return resolve_overlap(text, None, 1)
 
 
 def predict_settings(args: argparse.Namespace, **options: Any) -> PredictSettings:

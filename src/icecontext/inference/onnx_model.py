@@ -95,6 +95,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], in_channels: int
                 dynamic_shapes={"x": {0: auto, 2: auto, 3: auto}},
                 verbose=False,
             )
+            if program is None:  # only without dynamo=True
+                raise DataError("the ONNX exporter returned no program")
             program.save(str(path), external_data=False)
     except Exception as exc:  # the exporter raises many error types
         raise DataError(f"the model cannot be exported to ONNX: {exc}") from exc

@@ -20,13 +20,16 @@ import os
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 
 from icecontext.errors import ConfigError
 from icecontext.models.config import NATURAL_STRIDE, EncoderConfig
+
+if TYPE_CHECKING:
+    from timm.models._features import FeatureInfo
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +116,9 @@ def _build_timm(cfg: EncoderConfig, in_channels: int) -> ResNetEncoder:
         in_chans=in_channels,
         **extra,
     )
-    out_channels = int(net.feature_info.channels()[-1])
-    reduction = int(net.feature_info.reduction()[-1])
+    info = cast("FeatureInfo", net.feature_info)
+    out_channels = int(info.channels()[-1])
+    reduction = int(info.reduction()[-1])
     if reduction != cfg.output_stride:  # pragma: no cover - guarded by ModelConfig
         raise ConfigError(
             "model.encoder.output_stride",

@@ -118,7 +118,7 @@ class EncoderConfig(Section):
     backend: Backend = "timm"
     depth: Depth = "layer3"
     output_stride: OutputStride = 16
-    width: float = Field(1.0, gt=0.0, le=1.0)
+    width: float = Field(default=1.0, gt=0.0, le=1.0)
     pretrained: Path | None = None
 
 
@@ -136,7 +136,7 @@ class ASPPConfig(Section):
 
     rates: list[PositiveInt] = Field(default_factory=lambda: [6, 12, 18], min_length=1)
     channels: PositiveInt = 32
-    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
     pooling: str = "avg:3"
 
     @field_validator("pooling")

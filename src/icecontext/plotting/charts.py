@@ -18,7 +18,7 @@ from typing import Final
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.colors import BoundaryNorm, Colormap, ListedColormap
 from matplotlib.image import AxesImage
 from matplotlib.patches import Patch
 
@@ -77,7 +77,7 @@ CLASS_COLOURS: Final[dict[str, tuple[str, ...]]] = {
 """Hex colour of each class index, per chart."""
 
 
-def chart_cmap(chart: Chart) -> tuple[ListedColormap, BoundaryNorm]:
+def chart_cmap(chart: Chart) -> tuple[Colormap, BoundaryNorm]:
     """Return a discrete colour map and norm for a chart's class indices.
 
     Masked values (pass a masked array, or use :func:`chart_rgba`) show in grey.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 import numpy as np
 import xarray as xr
@@ -29,6 +29,7 @@ from icecontext.data.io.format import (
     CHARTS,
     PIXEL_SPACING_M,
     SAR_VARIABLES,
+    Chart,
 )
 from icecontext.data.io.variables import denormalise
 from icecontext.plotting.charts import draw_chart
@@ -137,7 +138,7 @@ def render_scene(ds: xr.Dataset, *, max_size: int = 1000, title: str | None = No
     for ax, chart in zip(axes[1], CHARTS, strict=True):
         values = block_centre(np.asarray(ds[chart].values), k)
         labelled |= bool((values != CHART_FILL).any())
-        draw_chart(ax, chart, values, extent=extent)
+        draw_chart(ax, cast(Chart, chart), values, extent=extent)
     for ax in axes.flat:
         ax.set_xlabel("range (km)", fontsize=8)
         ax.set_ylabel("azimuth (km)", fontsize=8)

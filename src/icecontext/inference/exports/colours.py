@@ -25,6 +25,12 @@ CHART_COLOURS: Final[dict[str, tuple[RGB, ...]]] = CLASS_RGB
 """RGB (0-255) of each class index, per chart (the plotting palette)."""
 
 
+def rgb_fraction(rgb: RGB) -> tuple[float, float, float]:
+    """Return a 0-255 RGB colour as matplotlib's 0-1 floats."""
+    red, green, blue = rgb
+    return red / 255.0, green / 255.0, blue / 255.0
+
+
 def colour_table(chart: str) -> dict[int, tuple[int, int, int, int]]:
     """Return the GeoTIFF colour table of a chart: class -> RGBA, 255 transparent."""
     table = {i: (*rgb, 255) for i, rgb in enumerate(CHART_COLOURS[chart])}
@@ -56,5 +62,5 @@ def legend_handles(chart: str, present: np.ndarray | None = None) -> list[Any]:
     handles = []
     for i, (name, rgb) in enumerate(zip(CLASS_NAMES[chart], CHART_COLOURS[chart], strict=True)):
         if present is None or present[i]:
-            handles.append(Patch(facecolor=np.array(rgb) / 255.0, edgecolor="0.3", label=name))
+            handles.append(Patch(facecolor=rgb_fraction(rgb), edgecolor="0.3", label=name))
     return handles

@@ -23,7 +23,12 @@ from matplotlib.figure import Figure
 
 from icecontext.data.io.format import CHART_FILL, CHART_LONG_NAMES, CLASS_NAMES, SAR_VARIABLES
 from icecontext.data.io.variables import denormalise
-from icecontext.inference.exports.colours import MASKED, chart_rgb, legend_handles
+from icecontext.inference.exports.colours import (
+    MASKED,
+    chart_rgb,
+    legend_handles,
+    rgb_fraction,
+)
 from icecontext.inference.exports.netcdf import check_charts, scene_label, scene_shape
 from icecontext.inference.exports.output import export_target
 
@@ -77,7 +82,7 @@ def render_quicklook(
         if r == 0:
             valid = hh.compressed()
             lo, hi = np.percentile(valid, [2, 98]) if valid.size else (-30.0, 0.0)
-            cmap = colormaps["gray"].with_extremes(bad=np.array(MASKED) / 255.0)
+            cmap = colormaps["gray"].with_extremes(bad=rgb_fraction(MASKED))
             image = ax.imshow(hh, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
             fig.colorbar(image, ax=ax, orientation="horizontal", fraction=0.05, pad=0.02).set_label(
                 "HH backscatter (dB)"
