@@ -31,6 +31,7 @@ import os
 import threading
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +39,8 @@ import numpy as np
 
 from icecontext.data.io.format import CHART_FILL, CHARTS, INPUT_VARIABLES, scene_time
 from icecontext.data.io.geometry import (
+    ClippedWindow,
+    CoarseSampling,
     Transform,
     Upsampling,
     Window,
@@ -229,44 +232,17 @@ class SceneSource:
             feats = list(self.features) if features is None else self.check_features(features)
         _, _, height, width = check_window(window)
         clip = clip_window(window, self.shape)
-        x = c = None
+        x = None
         if inputs:
-            shape = (len(feats), *t.shape(height, width))
-            if out is None:
-                x = (np.empty if clip.full else np.zeros)(shape, dtype=np.float32)
-            else:
-                if out.shape != shape or out.dtype != np.float32:
-                    raise ValueError(
-                        f"out must be float32 {shape}, got {out.dtype} {tuple(out.shape)}"
-                    )
-                x = out
-                if not clip.full:
-                    x.fill(0.0)
+            x = _input_buffer((len(feats), *t.shape(height, width)), clip.full, out)
         if clip.empty:
+            c = None
             if charts:
                 c = np.full((len(CHARTS), *t.shape(height, width)), CHART_FILL, dtype=np.uint8)
             return x, c
-        layers = self._layers()
-        rows, cols = clip.rows, clip.cols
-        sub: Window = (rows.start, cols.start, rows.stop - rows.start, cols.stop - cols.start)
-        requests: list[tuple[Any, tuple[slice, ...]]] = []
-        sar = [(k, self._sar_index[f]) for k, f in enumerate(feats) if f in self._sar_index]
-        coarse = [
-            (k, self._coarse_index[f]) for k, f in enumerate(feats) if f in self._coarse_index
-        ]
-        if sar:
-            lo_s = min(i for _, i in sar)
-            requests.append((layers.sar, (slice(lo_s, max(i for _, i in sar) + 1), rows, cols)))
-        if coarse:
-            if min(self.coarse_shape) < 1:
-                raise DataError(f"{self.where}: the 2 km grid is empty (scene under 25 pixels)")
-            sampling = coarse_sampling(sub, self.coarse_shape, self.downsample, self.upsampling)
-            lo_c = min(i for _, i in coarse)
-            channels = slice(lo_c, max(i for _, i in coarse) + 1)
-            requests.append((layers.coarse, (channels, *sampling.block)))
-        if charts:
-            requests.append((layers.charts, (slice(None), rows, cols)))
-        blocks = read_blocks(requests)
+        plan = self._plan_reads(feats, clip, charts)
+        blocks = read_blocks(plan.requests)
+        c = None
         if charts:
             block = blocks.pop()
             if clip.full:
@@ -275,20 +251,59 @@ class SceneSource:
                 c = np.full((len(CHARTS), height, width), CHART_FILL, dtype=np.uint8)
                 c[:, clip.out_rows, clip.out_cols] = block
                 c = t.apply(c)
-        if x is None:
-            return x, c
-        view = t.inverse_view(x)  # writing the window into it yields the transformed patch
-        dst_r, dst_c = clip.out_rows, clip.out_cols
+        if x is not None:
+            self._fill_inputs(x, feats, plan, blocks, t)
+        return x, c
+
+    def _plan_reads(self, feats: Sequence[str], clip: ClippedWindow, charts: bool) -> _ReadPlan:
+        """The array reads of a window's inputs (SAR grid, then 2 km) and charts."""
+        layers = self._layers()
+        rows, cols = clip.rows, clip.cols
+        sub: Window = (rows.start, cols.start, rows.stop - rows.start, cols.stop - cols.start)
+        requests: list[tuple[Any, tuple[slice, ...]]] = []
+        sar = [(k, self._sar_index[f]) for k, f in enumerate(feats) if f in self._sar_index]
+        coarse = [
+            (k, self._coarse_index[f]) for k, f in enumerate(feats) if f in self._coarse_index
+        ]
+        sampling = None
         if sar:
-            _copy_channels(view, dst_r, dst_c, blocks.pop(0), [(k, i - lo_s) for k, i in sar])
+            lo_s = min(i for _, i in sar)
+            requests.append((layers.sar, (slice(lo_s, max(i for _, i in sar) + 1), rows, cols)))
+            sar = [(k, i - lo_s) for k, i in sar]
         if coarse:
-            pairs = [(k, i - lo_c) for k, i in coarse]
+            if min(self.coarse_shape) < 1:
+                raise DataError(f"{self.where}: the 2 km grid is empty (scene under 25 pixels)")
+            sampling = coarse_sampling(sub, self.coarse_shape, self.downsample, self.upsampling)
+            lo_c = min(i for _, i in coarse)
+            channels = slice(lo_c, max(i for _, i in coarse) + 1)
+            requests.append((layers.coarse, (channels, *sampling.block)))
+            coarse = [(k, i - lo_c) for k, i in coarse]
+        if charts:
+            requests.append((layers.charts, (slice(None), rows, cols)))
+        return _ReadPlan(clip, sub, requests, sar, coarse, sampling)
+
+    def _fill_inputs(
+        self,
+        x: np.ndarray,
+        feats: Sequence[str],
+        plan: _ReadPlan,
+        blocks: list[np.ndarray],
+        t: Transform,
+    ) -> None:
+        """Write the read input blocks and the derived channels into ``x`` (transformed)."""
+        view = t.inverse_view(x)  # writing the window into it yields the transformed patch
+        clip = plan.clip
+        dst_r, dst_c = clip.out_rows, clip.out_cols
+        if plan.sar:
+            _copy_channels(view, dst_r, dst_c, blocks.pop(0), plan.sar)
+        if plan.coarse:
+            assert plan.sampling is not None
             if clip.full:  # upsample in the transformed frame: contiguous writes
-                up = upsample_coarse(*transform_coarse(blocks.pop(0), sampling, t))
-                _copy_channels(x, slice(None), slice(None), up, pairs)
+                up = upsample_coarse(*transform_coarse(blocks.pop(0), plan.sampling, t))
+                _copy_channels(x, slice(None), slice(None), up, plan.coarse)
             else:
-                up = upsample_coarse(blocks.pop(0), sampling)
-                _copy_channels(view, dst_r, dst_c, up, pairs)
+                up = upsample_coarse(blocks.pop(0), plan.sampling)
+                _copy_channels(view, dst_r, dst_c, up, plan.coarse)
         for k, f in enumerate(feats):
             if f in MONTH_FEATURES:
                 assert self.month is not None  # checked by check_features
@@ -296,10 +311,9 @@ class SceneSource:
                 view[k, dst_r, dst_c] = sin_m if f == "month_sin" else cos_m
         geo = [(k, f) for k, f in enumerate(feats) if f in LATLON_FEATURES]
         if geo:
-            enc = self._latlon(sub)
+            enc = self._latlon(plan.sub)
             for k, f in geo:
                 view[k, dst_r, dst_c] = enc[f]
-        return x, c
 
     def read_charts(self, window: Window) -> dict[str, np.ndarray]:
         """Read the charts of a window: ``{"SIC", "SOD", "FLOE"}`` uint8 ``(h, w)``."""
@@ -395,9 +409,9 @@ def full_resolution_charts(source: Any, window: Window | None = None) -> dict[st
             :meth:`SceneSource.read_full_charts`).
     """
     if hasattr(source, "read_full_charts"):
-        return source.read_full_charts(window)  # type: ignore[no-any-return]
+        return source.read_full_charts(window)
     if int(getattr(source, "downsample", 1)) == 1:
-        return source.read_charts(window if window is not None else (0, 0, *source.shape))  # type: ignore[no-any-return]
+        return source.read_charts(window if window is not None else (0, 0, *source.shape))
     raise DataError(
         f"{getattr(source, 'name', source)!s}: the source is downsampled "
         f"{source.downsample}x and cannot serve its 80 m charts"
@@ -414,9 +428,10 @@ def read_blocks(requests: Sequence[tuple[Any, tuple[slice, ...]]]) -> list[np.nd
     import zarr
 
     readers = [_direct_reader(a) if isinstance(a, zarr.Array) else a for a, _ in requests]
-    if all(r is not None for r in readers):
+    direct = [r for r in readers if r is not None]
+    if len(direct) == len(readers):
         # a prepared store on local disk: read its chunk files directly (see data/store/chunks.py)
-        return [np.asarray(r[sel]) for r, (_, sel) in zip(readers, requests, strict=True)]
+        return [np.asarray(r[sel]) for r, (_, sel) in zip(direct, requests, strict=True)]
     from zarr.core.sync import sync
 
     async def gather() -> list[Any]:
@@ -489,6 +504,42 @@ def latlon_window(
 
 
 # ----------------------------------------------------------------------------- back-ends
+
+
+@dataclass(frozen=True)
+class _ReadPlan:
+    """The array reads of one window and where their channels go.
+
+    Attributes:
+        clip: The window clipped to the scene.
+        sub: The clipped window as ``(row, col, height, width)``.
+        requests: ``(array, index)`` reads: SAR grid, 2 km, charts (those asked for).
+        sar: ``(output channel, channel in the SAR-grid block)`` pairs.
+        coarse: ``(output channel, channel in the 2 km block)`` pairs.
+        sampling: How the 2 km block maps onto the window (when ``coarse``).
+    """
+
+    clip: ClippedWindow
+    sub: Window
+    requests: list[tuple[Any, tuple[slice, ...]]]
+    sar: list[tuple[int, int]]
+    coarse: list[tuple[int, int]]
+    sampling: CoarseSampling | None
+
+
+def _input_buffer(shape: tuple[int, ...], full: bool, out: np.ndarray | None) -> np.ndarray:
+    """The float32 array a window's inputs are written into (zeroed unless ``full``).
+
+    Raises:
+        ValueError: If ``out`` is given with another shape or dtype.
+    """
+    if out is None:
+        return (np.empty if full else np.zeros)(shape, dtype=np.float32)
+    if out.shape != shape or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 {shape}, got {out.dtype} {tuple(out.shape)}")
+    if not full:
+        out.fill(0.0)
+    return out
 
 
 class ArraySource(SceneSource):
@@ -666,6 +717,8 @@ class ZarrSource(SceneSource):
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
             raise DataError(f"{path}: scene group missing from the store") from exc
         members = dict(group.members())
+        tiepoints = members["tiepoints"]
+        assert isinstance(tiepoints, zarr.Array)
         self._data = SceneLayers(
             name=self.record.name,
             full_shape=self.record.full_shape,
@@ -676,7 +729,7 @@ class ZarrSource(SceneSource):
             coarse=members.get("coarse"),
             charts=members["charts"],
             valid=members["valid"],
-            tiepoints=np.asarray(members["tiepoints"][...]),
+            tiepoints=np.asarray(tiepoints[...]),
             block_counts=members["block_counts"],
             coarse_shape=self.record.coarse_shape,
             histograms_full=self.record.histograms_full,
@@ -703,9 +756,7 @@ class ZarrSource(SceneSource):
         self._lock, self._lock_pid = threading.Lock(), os.getpid()
 
 
-def store_source(
-    store: PreparedStore, name: str, upsampling: Upsampling = "nearest"
-) -> ZarrSource:
+def store_source(store: PreparedStore, name: str, upsampling: Upsampling = "nearest") -> ZarrSource:
     """Open one scene of a prepared store.
 
     Raises:
