@@ -11,6 +11,7 @@ temperatures mixed by concentration. For physically based scenes use
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,19 @@ def default_scene_name(seed: int, service: str = "dmi") -> str:
     return f"{t:%Y%m%dT%H%M%S}_{service}"
 
 
+@dataclass(frozen=True)
+class SceneMasks:
+    """Which masked areas a fixture scene has.
+
+    Attributes:
+        land: Put a land area (masked, distance zone 0) in the top-left corner.
+        footprint: Mask a slanted strip on the right, as the SAR swath edge does.
+    """
+
+    land: bool = True
+    footprint: bool = True
+
+
 def make_scene_dataset(
     height: int = 200,
     width: int = 225,
@@ -77,8 +91,7 @@ def make_scene_dataset(
     seed: int = 0,
     scene_name: str | None = None,
     service: str = "dmi",
-    land: bool = True,
-    footprint: bool = True,
+    masks: SceneMasks = SceneMasks(),
     polygon_size: int = 40,
     labelled: bool = True,
 ) -> xr.Dataset:
@@ -90,8 +103,7 @@ def make_scene_dataset(
         seed: Random seed; the same seed gives the same dataset.
         scene_name: ``{time}_{svc}``; derived from the seed by default.
         service: Ice service when the name is derived.
-        land: Put a land area (masked, distance zone 0) in the top-left corner.
-        footprint: Mask a slanted strip on the right, as the SAR swath edge does.
+        masks: The land area and the swath-edge strip (both by default).
         polygon_size: Side of the rectangular chart polygons in pixels.
         labelled: When false, every chart pixel is 255 (a test scene without labels).
 
@@ -100,64 +112,15 @@ def make_scene_dataset(
     """
     rng = np.random.default_rng(seed)
     name = scene_name or default_scene_name(seed, service)
-    h2, w2 = amsr_grid_shape((height, width))
     rows, cols = np.mgrid[0:height, 0:width]
-
-    # --- chart polygons
-    n_pr, n_pc = -(-height // polygon_size), -(-width // polygon_size)
-    poly_types = rng.integers(0, len(_ICE_TYPES), size=(n_pr, n_pc))
-    types = poly_types[rows // polygon_size, cols // polygon_size]
-    table = np.array(_ICE_TYPES, dtype=np.uint8)
-    sic, sod, floe = (table[types, k] for k in range(3))
-
-    valid = np.ones((height, width), dtype=bool)
-    is_land = np.zeros((height, width), dtype=bool)
-    if land:
-        is_land = (rows / max(height, 1) + cols / max(width, 1)) < 0.35
-        valid &= ~is_land
-    if footprint:
-        valid &= cols < width - 1 - (0.15 * width) * (1 - rows / max(height - 1, 1))
-
-    # --- distance to land zones (0 on land, growing with distance, capped at 41)
-    if land and is_land.any():
-        from scipy.ndimage import distance_transform_edt
-
-        dist_km = distance_transform_edt(~is_land) * PIXEL_SPACING_M / 1000.0
-        zones = np.clip(np.floor(dist_km) + 2, 1, 41)
-        zones[is_land] = 0
-    else:
-        zones = np.full((height, width), 41.0)
-
-    # --- incidence angle: rises with the sample index, ~20 -> 46 degrees
+    sic, sod, floe = _chart_polygons(rng, rows, cols, polygon_size)
+    valid, is_land = _masked_areas(rows, cols, masks)
+    # incidence angle: rises with the sample index, ~20 -> 46 degrees
     ia = 20.0 + 26.0 * cols / max(width - 1, 1) + 0.0 * rows
     sod_idx = np.where(sod == CHART_FILL, 4, sod)
     hh = _HH_DB[sod_idx] - 0.25 * (ia - 30.0) + rng.normal(0, 1.5, size=ia.shape)
     hv = _HV_DB[sod_idx] - 0.15 * (ia - 30.0) + rng.normal(0, 1.5, size=ia.shape)
-
-    # --- AMSR2 from the 2 km-block mean concentration, ERA5 smooth ramps
-    sic_frac = np.where(sic == CHART_FILL, 10, sic).astype(np.float64) / 10.0
-    if h2 and w2:
-        block = sic_frac[: h2 * 25, : w2 * 25].reshape(h2, 25, w2, 25).mean(axis=(1, 3))
-    else:
-        block = np.zeros((h2, w2))
-    amsr: dict[str, np.ndarray] = {}
-    for i, v in enumerate(AMSR2_VARIABLES):
-        water, ice = (90.0 + 6 * i, 240.0 + i) if v.endswith("h") else (170.0 + 4 * i, 250.0)
-        amsr[v] = (water + (ice - water) * block + rng.normal(0, 0.5, block.shape)).astype(
-            np.float64
-        )
-    r2, c2 = np.mgrid[0:h2, 0:w2]
-    era5_base = {
-        "u10m_rotated": 3.0,
-        "v10m_rotated": -2.0,
-        "t2m": 262.0,
-        "skt": 260.0,
-        "tcwv": 5.0,
-        "tclw": 0.03,
-    }
-    era5 = {v: base + 0.01 * (r2 + c2) for v, base in era5_base.items()}
-
-    # --- mask, z-score, fill
+    amsr = _brightness_temperatures(rng, sic)
     charts = {"SIC": sic, "SOD": sod, "FLOE": floe}
     for c in CHARTS:
         arr = charts[c].copy()
@@ -165,12 +128,6 @@ def make_scene_dataset(
         if not labelled:
             arr[:] = CHART_FILL
         charts[c] = arr
-
-    def sar_field(var: str, values: np.ndarray) -> np.ndarray:
-        z = normalise(var, values)
-        z[~valid] = 0.0
-        return z
-
     ds = xr.Dataset(
         attrs={
             "scene_id": prep_file_name(name),
@@ -190,6 +147,83 @@ def make_scene_dataset(
     lon_tp = np.linspace(-40.0, -30.0, TIEPOINT_SHAPE[1])[None, :] + np.zeros(TIEPOINT_SHAPE)
     ds["sar_grid2d_latitude"] = xr.DataArray(lat_tp, dims=TIEPOINT_DIMS)
     ds["sar_grid2d_longitude"] = xr.DataArray(lon_tp, dims=TIEPOINT_DIMS)
+    _add_sar_grid_inputs(ds, name, valid, (hh, hv, ia), _distance_zones(is_land, masks.land))
+    _add_coarse_inputs(ds, amsr, amsr_grid_shape((height, width)))
+    return ds[list(R2T_VARIABLE_NAMES)]
+
+
+def _chart_polygons(
+    rng: np.random.Generator, rows: np.ndarray, cols: np.ndarray, polygon_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SIC, SOD and FLOE of rectangular polygons with random ice types."""
+    height, width = rows.shape
+    n_pr, n_pc = -(-height // polygon_size), -(-width // polygon_size)
+    poly_types = rng.integers(0, len(_ICE_TYPES), size=(n_pr, n_pc))
+    types = poly_types[rows // polygon_size, cols // polygon_size]
+    table = np.array(_ICE_TYPES, dtype=np.uint8)
+    sic, sod, floe = (table[types, k] for k in range(3))
+    return sic, sod, floe
+
+
+def _masked_areas(
+    rows: np.ndarray, cols: np.ndarray, masks: SceneMasks
+) -> tuple[np.ndarray, np.ndarray]:
+    """The valid-pixel mask and the land mask."""
+    height, width = rows.shape
+    valid = np.ones((height, width), dtype=bool)
+    is_land = np.zeros((height, width), dtype=bool)
+    if masks.land:
+        is_land = (rows / max(height, 1) + cols / max(width, 1)) < 0.35
+        valid &= ~is_land
+    if masks.footprint:
+        valid &= cols < width - 1 - (0.15 * width) * (1 - rows / max(height - 1, 1))
+    return valid, is_land
+
+
+def _distance_zones(is_land: np.ndarray, land: bool) -> np.ndarray:
+    """Distance-to-land zones: 0 on land, growing with distance, capped at 41."""
+    if land and is_land.any():
+        from scipy.ndimage import distance_transform_edt
+
+        dist_km = distance_transform_edt(~is_land) * PIXEL_SPACING_M / 1000.0
+        zones = np.clip(np.floor(dist_km) + 2, 1, 41)
+        zones[is_land] = 0
+        return np.asarray(zones)
+    return np.full(is_land.shape, 41.0)
+
+
+def _brightness_temperatures(rng: np.random.Generator, sic: np.ndarray) -> dict[str, np.ndarray]:
+    """AMSR2 brightness temperatures mixed by the 2 km-block mean concentration."""
+    h2, w2 = amsr_grid_shape(sic.shape)
+    sic_frac = np.where(sic == CHART_FILL, 10, sic).astype(np.float64) / 10.0
+    if h2 and w2:
+        block = sic_frac[: h2 * 25, : w2 * 25].reshape(h2, 25, w2, 25).mean(axis=(1, 3))
+    else:
+        block = np.zeros((h2, w2))
+    amsr: dict[str, np.ndarray] = {}
+    for i, v in enumerate(AMSR2_VARIABLES):
+        water, ice = (90.0 + 6 * i, 240.0 + i) if v.endswith("h") else (170.0 + 4 * i, 250.0)
+        amsr[v] = (water + (ice - water) * block + rng.normal(0, 0.5, block.shape)).astype(
+            np.float64
+        )
+    return amsr
+
+
+def _add_sar_grid_inputs(
+    ds: xr.Dataset,
+    name: str,
+    valid: np.ndarray,
+    sar_ia: tuple[np.ndarray, np.ndarray, np.ndarray],
+    zones: np.ndarray,
+) -> None:
+    """Add HH, HV and the incidence angle (z-scored, 0 where not valid) and the distance."""
+
+    def sar_field(var: str, values: np.ndarray) -> np.ndarray:
+        z = normalise(var, values)
+        z[~valid] = 0.0
+        return z
+
+    hh, hv, ia = sar_ia
     for var, values, pol in ((SAR_VARIABLES[0], hh, "HH"), (SAR_VARIABLES[1], hv, "HV")):
         ds[var] = xr.DataArray(
             sar_field(var, values),
@@ -214,6 +248,12 @@ def make_scene_dataset(
             "zonal_range_description": DISTANCE_ZONES_DESCRIPTION,
         },
     )
+
+
+def _add_coarse_inputs(
+    ds: xr.Dataset, amsr: dict[str, np.ndarray], shape2: tuple[int, int]
+) -> None:
+    """Add the AMSR2 brightness temperatures and smooth ERA5 ramps (z-scored)."""
     for v in AMSR2_VARIABLES:
         freq = v[6:-1].replace("_", ".")
         pol = "horizontal" if v.endswith("h") else "vertical"
@@ -228,13 +268,21 @@ def make_scene_dataset(
                 "description": f"Brightness temperature in K at {freq}GHz. Polarization: {pol}.",
             },
         )
+    r2, c2 = np.mgrid[0 : shape2[0], 0 : shape2[1]]
+    era5_base = {
+        "u10m_rotated": 3.0,
+        "v10m_rotated": -2.0,
+        "t2m": 262.0,
+        "skt": 260.0,
+        "tcwv": 5.0,
+        "tclw": 0.03,
+    }
     for v in ERA5_VARIABLES:
         ds[v] = xr.DataArray(
-            normalise(v, era5[v]),
+            normalise(v, era5_base[v] + 0.01 * (r2 + c2)),
             dims=AMSR_DIMS,
             attrs={"units": ERA5_UNITS[v], "long_name": ERA5_LONG_NAMES[v]},
         )
-    return ds[list(R2T_VARIABLE_NAMES)]
 
 
 def _original_id(scene_name: str) -> str:
