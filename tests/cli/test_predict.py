@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,10 @@ def test_predict_writes_every_format(setup, capsys):
             assert (tif.height, tif.width) == shape and tif.nodata == CHART_FILL
         assert (out / f"{name}_quicklook.png").stat().st_size > 1000
     assert {"config.yaml", "provenance.json"} <= set(_files(out))
+    record = json.loads((out / "provenance.json").read_text())["predict"]
+    assert record["checkpoint"] == str(ckpt.resolve()) and record["scenes"] == names
+    assert record["tile"] == 64 and record["precision"] == "32" and record["device"] == "cpu"
+    assert record["formats"] == ["netcdf", "geotiff", "quicklook"]
     assert "predicted 2 scene(s)" in capsys.readouterr().out
 
 

@@ -69,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
     """Predict the scenes and list the files written."""
     check_writable(args.out, "--out", folder=True)
     check_inputs_early(args.checkpoint, args.scenes)
-    from icecontext.inference.scenes import predict_scenes
-    from icecontext.provenance import write_run_record
+    from icecontext.inference.scenes import predict_scenes, write_predict_record
 
     settings = predict_settings(
         args,
@@ -80,24 +79,7 @@ def run(args: argparse.Namespace) -> int:
         confidence=args.confidence,
     )
     result = predict_scenes(args.checkpoint, args.scenes, args.out, settings)
-    cfg = result.model.config if hasattr(result.model.config, "model_dump") else None
-    write_run_record(
-        args.out,
-        cfg,
-        getattr(cfg, "seed", None),
-        extra={
-            "predict": {
-                "checkpoint": str(Path(args.checkpoint).resolve()),
-                "scenes": [s.name for s in result.scenes],
-                "tile": result.tile,
-                "overlap": result.overlap,
-                "batch": result.batch,
-                "device": str(result.device),
-                "precision": result.precision,
-                "formats": list(settings.formats),
-            }
-        },
-    )
+    write_predict_record(args.out, args.checkpoint, result, settings.formats)
     print(
         f"predicted {len(result.scenes)} scene(s) on {result.device} "
         f"(tile {result.tile}, overlap {result.overlap}, batch {result.batch})"

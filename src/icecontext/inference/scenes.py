@@ -416,6 +416,39 @@ def _predict_and_write(
     )
 
 
+def write_predict_record(
+    out: str | os.PathLike[str],
+    model_path: str | os.PathLike[str],
+    run: PredictRun,
+    formats: Sequence[str],
+) -> None:
+    """Write ``config.yaml`` (the model's run config) and ``provenance.json`` of a run.
+
+    The provenance's ``predict`` entry names the model file, the scenes and the
+    settings used (tile, overlap, batch, device, precision, formats).
+    """
+    from icecontext.provenance import write_run_record
+
+    cfg = run.model.config if hasattr(run.model.config, "model_dump") else None
+    write_run_record(
+        out,
+        cfg,
+        getattr(cfg, "seed", None),
+        extra={
+            "predict": {
+                "checkpoint": str(Path(model_path).resolve()),
+                "scenes": [s.name for s in run.scenes],
+                "tile": run.tile,
+                "overlap": run.overlap,
+                "batch": run.batch,
+                "device": str(run.device),
+                "precision": run.precision,
+                "formats": list(formats),
+            }
+        },
+    )
+
+
 def _config_of(model: InferenceModel) -> Any:
     if model.config is None:
         return None
