@@ -73,8 +73,8 @@ def default_threads(workers: int, cpu_count: int | None = None) -> int:
 class AugmentConfig(Section):
     """Augmentations applied identically to inputs and charts of training patches."""
 
-    flip: bool = Field(True, description="random horizontal and vertical flips")
-    rotate: bool = Field(True, description="random rotation by a multiple of 90 degrees")
+    flip: bool = Field(default=True, description="random horizontal and vertical flips")
+    rotate: bool = Field(default=True, description="random rotation by a multiple of 90 degrees")
 
 
 class SplitsConfig(Section):
@@ -85,13 +85,15 @@ class SplitsConfig(Section):
     """
 
     train: SceneList | None = Field(
-        None, description="training scenes; default: every scene not in val/test"
+        default=None, description="training scenes; default: every scene not in val/test"
     )
-    val: SceneList | None = Field(None, description="validation scenes; default: val_count draw")
-    val_count: int = Field(0, ge=0, description="scenes drawn at random from train for val")
-    val_seed: int = Field(0, description="seed of the validation draw")
+    val: SceneList | None = Field(
+        default=None, description="validation scenes; default: val_count draw"
+    )
+    val_count: int = Field(default=0, ge=0, description="scenes drawn at random from train for val")
+    val_seed: int = Field(default=0, description="seed of the validation draw")
     test: Literal["official"] | SceneList | None = Field(
-        None, description="test scenes, or 'official' for the 20 AutoICE test scenes"
+        default=None, description="test scenes, or 'official' for the 20 AutoICE test scenes"
     )
 
     @model_validator(mode="after")

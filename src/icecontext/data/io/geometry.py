@@ -389,7 +389,7 @@ def downsampled_shape(shape: tuple[int, int], downsample: int) -> tuple[int, int
     return -(-shape[0] // downsample), -(-shape[1] // downsample)
 
 
-def _pad_to_blocks(values: np.ndarray, k: int, fill: object) -> np.ndarray:
+def _pad_to_blocks(values: np.ndarray, k: int, fill: float) -> np.ndarray:
     h, w = values.shape[-2:]
     ph, pw = (-h) % k, (-w) % k
     if not ph and not pw:
