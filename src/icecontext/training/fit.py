@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import lightning.pytorch as pl
 import torch
@@ -168,7 +168,14 @@ def step_autocast(cfg: RunConfig, accelerator: str) -> torch.autocast:
     return torch.autocast(device, enabled=False)
 
 
-def validation_precision(cfg: RunConfig, accelerator: str) -> str:
+ResolvedValPrecision = Literal["32", "bf16", "16"]
+"""A validation precision as :func:`validation_precision` resolves it (no ``auto``)."""
+
+_VALIDATION_UNDER: dict[str, ResolvedValPrecision] = {"bf16-mixed": "bf16", "16-mixed": "16"}
+"""Validation precision by the training precision it follows (any other: ``32``)."""
+
+
+def validation_precision(cfg: RunConfig, accelerator: str) -> ResolvedValPrecision:
     """``train.validation.precision`` resolved: ``auto`` follows the training precision.
 
     Returns:
@@ -177,7 +184,7 @@ def validation_precision(cfg: RunConfig, accelerator: str) -> str:
     val = cfg.train.validation.precision
     if val != "auto":
         return val
-    return {"bf16-mixed": "bf16", "16-mixed": "16"}.get(resolve_precision(cfg, accelerator), "32")
+    return _VALIDATION_UNDER.get(resolve_precision(cfg, accelerator), "32")
 
 
 # ----------------------------------------------------------------------------- data

@@ -32,18 +32,33 @@ Rerunning reuses the synthetic scenes and the store; the training run starts afr
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 import os
 import shutil
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from icecontext.config import Section, load_yaml, validate
+from icecontext.data.io.format import CHARTS
 from icecontext.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from icecontext.evaluation.scorer import ChartScorer
+    from icecontext.run.config import RunConfig
+    from icecontext.training.fit import RunResult
+    from icecontext.workflows.baselines import MajorityBaseline, PixelBaseline
+    from icecontext.workflows.report import MapCollector
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +298,113 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
+class _CalibrationRig:
+    """A model, loss, optimiser and patch stream stepped as the trainer will step them.
+
+    On the device and under the autocast training will use (e.g. bf16 on CPUs with
+    native bf16); the patch loader runs in the process (``data.workers: 0``) and starts
+    over when an epoch's patches run out.
+    """
+
+    def __init__(self, cfg: RunConfig):
+        import torch
+
+        from icecontext.data.loader.datamodule import IceDataModule
+        from icecontext.models.multitask import build_model
+        from icecontext.training.fit import resolve_accelerator
+        from icecontext.training.losses import MultiTaskLoss
+        from icecontext.training.optim import build_optimizer, parameter_groups
+
+        self.cfg = cfg
+        self.accelerator = resolve_accelerator(cfg)
+        self.device = torch.device("cuda" if self.accelerator == "gpu" else "cpu")
+        self.dm = IceDataModule(cfg.data.model_copy(update={"workers": 0}), seed=cfg.seed)
+        self.dm.setup("fit")
+        self.model = build_model(cfg.model, len(self.dm.features), seed=cfg.seed).to(self.device)
+        self.crit = MultiTaskLoss(cfg.sic_loss, cfg.train.loss.task_weights.model_dump())
+        self.opt = build_optimizer(parameter_groups(self.model, 0.0), cfg.train.optimizer)
+        self.loader = iter(self.dm.train_dataloader())
+
+    def _next_batch(self) -> dict[str, torch.Tensor]:
+        try:
+            return next(self.loader)
+        except StopIteration:
+            self.loader = iter(self.dm.train_dataloader())
+            return next(self.loader)
+
+    def step_seconds(self) -> float:
+        """Seconds of one training step, drawing its batch included."""
+        import torch
+
+        from icecontext.training.fit import step_autocast
+
+        t0 = time.perf_counter()
+        batch = self._next_batch()
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        with step_autocast(self.cfg, self.accelerator):
+            outputs = self.model(batch["x"])
+            loss, _ = self.crit(outputs, {t: batch[t] for t in ("SIC", "SOD", "FLOE")})
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - t0
+
+    def validation_seconds(self) -> tuple[float, int]:
+        """Seconds of one full-scene validation prediction, and the validation scenes.
+
+        Returns:
+            ``(seconds, scenes)``; ``(0.0, 0)`` without validation scenes.
+        """
+        from icecontext.inference.predictor import model_overlap, predict_scene
+        from icecontext.inference.tiling import TileSettings
+        from icecontext.training.fit import validation_precision
+
+        val = self.dm.sources("val")
+        if not val:
+            return 0.0, 0
+        t0 = time.perf_counter()
+        v = self.cfg.train.validation
+        predict_scene(
+            self.model,
+            val[0],
+            self.dm.features,
+            tiling=TileSettings(
+                tile=v.tile, overlap=model_overlap(self.model, v.overlap, v.tile), batch=v.batch
+            ),
+            device=self.device,
+            precision=validation_precision(self.cfg, self.accelerator),
+        )
+        return time.perf_counter() - t0, len(val)
+
+
+def _time_thread_counts(rig: _CalibrationRig, threads: list[int], steps: int) -> dict[int, float]:
+    """Median seconds per training step for each thread count (after one warm-up step).
+
+    A count stops early once it is clearly slower than the best so far: half its steps
+    at 1.5x the best's median.
+    """
+    import numpy as np
+    import torch
+
+    per_thread: dict[int, float] = {}
+    for n in threads:
+        torch.set_num_threads(n)
+        times = []
+        for _ in range(steps + 1):
+            times.append(rig.step_seconds())
+            timed = times[1:]
+            if (
+                per_thread
+                and len(timed) >= max(1, steps // 2)
+                and float(np.median(timed)) > 1.5 * min(per_thread.values())
+            ):
+                break  # clearly slower: do not spend the whole calibration on it
+        per_thread[n] = float(np.median(times[1:]))
+    return per_thread
+
+
 def calibrate(cfg: Any, steps: int, threads: list[int] | None = None) -> dict[str, float]:
     """Time real training steps (data included) and one full-scene validation.
 
@@ -295,85 +417,24 @@ def calibrate(cfg: Any, steps: int, threads: list[int] | None = None) -> dict[st
         ``{"step_s", "val_scene_s", "steps_per_epoch", "val_scenes", "threads"}`` plus
         ``step_s@N`` for every thread count tried.
     """
-    import numpy as np
     import torch
 
-    from icecontext.data.loader.datamodule import IceDataModule, steps_per_epoch
-    from icecontext.inference.predictor import model_overlap, predict_scene
-    from icecontext.inference.tiling import TileSettings
-    from icecontext.models.multitask import build_model
-    from icecontext.training.fit import (
-        resolve_accelerator,
-        step_autocast,
-        validation_precision,
-    )
-    from icecontext.training.losses import MultiTaskLoss
-    from icecontext.training.optim import build_optimizer, parameter_groups
+    from icecontext.data.loader.datamodule import steps_per_epoch
 
     threads = threads or thread_candidates(cfg.trainer.threads)
     # time where and how training will run: the same device and autocast
-    accelerator = resolve_accelerator(cfg)
-    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
-    dm = IceDataModule(cfg.data.model_copy(update={"workers": 0}), seed=cfg.seed)
-    dm.setup("fit")
-    model = build_model(cfg.model, len(dm.features), seed=cfg.seed).to(device)
-    crit = MultiTaskLoss(cfg.sic_loss, cfg.train.loss.task_weights.model_dump())
-    opt = build_optimizer(parameter_groups(model, 0.0), cfg.train.optimizer)
-    loader = iter(dm.train_dataloader())
-    per_thread: dict[int, float] = {}
-    for n in threads:
-        torch.set_num_threads(n)
-        times = []
-        for _ in range(steps + 1):
-            t0 = time.perf_counter()
-            try:
-                batch = next(loader)
-            except StopIteration:
-                loader = iter(dm.train_dataloader())
-                batch = next(loader)
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with step_autocast(cfg, accelerator):  # e.g. bf16 on CPUs with native bf16
-                outputs = model(batch["x"])
-                loss, _ = crit(outputs, {t: batch[t] for t in ("SIC", "SOD", "FLOE")})
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - t0)
-            timed = times[1:]
-            if (
-                per_thread
-                and len(timed) >= max(1, steps // 2)
-                and float(np.median(timed)) > 1.5 * min(per_thread.values())
-            ):
-                break  # clearly slower: do not spend the whole calibration on it
-        per_thread[n] = float(np.median(times[1:]))
+    rig = _CalibrationRig(cfg)
+    per_thread = _time_thread_counts(rig, threads, steps)
     best = min(per_thread, key=lambda n: per_thread[n])
     torch.set_num_threads(best)
-    val = dm.sources("val")
-    val_s = 0.0
-    if val:
-        t0 = time.perf_counter()
-        v = cfg.train.validation
-        predict_scene(
-            model,
-            val[0],
-            dm.features,
-            tiling=TileSettings(
-                tile=v.tile, overlap=model_overlap(model, v.overlap, v.tile), batch=v.batch
-            ),
-            device=device,
-            precision=validation_precision(cfg, accelerator),
-        )
-        val_s = time.perf_counter() - t0
-    del model, opt, loader
+    val_s, val_scenes = rig.validation_seconds()
+    del rig
     torch.set_grad_enabled(True)
     return {
         "step_s": per_thread[best],
         "val_scene_s": val_s,
         "steps_per_epoch": float(steps_per_epoch(cfg.data)),
-        "val_scenes": float(len(val)),
+        "val_scenes": float(val_scenes),
         "threads": float(best),
         **{f"step_s@{n}": v for n, v in per_thread.items()},
     }
@@ -454,6 +515,185 @@ def plan_epochs(minutes: float, timing: dict[str, float], min_epochs: int = 1) -
 # ----------------------------------------------------------------------------- main
 
 
+@contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    """Record the seconds the ``with`` body took as ``timings[key]`` (when it succeeds)."""
+    t0 = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - t0
+
+
+def _run_config(raw: dict[str, Any], out: Path, store: Path, progress: bool) -> RunConfig:
+    """The run configuration of the quickstart: trains on ``store``, in ``<out>/run``."""
+    from icecontext.run.config import RunConfig
+
+    raw.setdefault("data", {})
+    raw["data"]["store"] = str(store)
+    raw["data"].pop("root", None)
+    raw["output"] = {"root": str(out), "name": "run"}
+    if not progress:
+        raw.setdefault("train", {})["progress_bar"] = False
+    return validate(RunConfig, raw)
+
+
+def _timed_plan(qs: QuickstartSection, cfg: RunConfig, timings: dict[str, float]) -> dict[str, Any]:
+    """:func:`plan_work`; its seconds go to ``timings["calibrate_s"]`` when it calibrated."""
+    t0 = time.perf_counter()
+    plan = plan_work(qs, cfg)
+    if plan["mode"] == "budget":
+        timings["calibrate_s"] = time.perf_counter() - t0
+    return plan
+
+
+def _planned_config(cfg: RunConfig, plan: dict[str, Any]) -> RunConfig:
+    """``cfg`` with the plan's epochs, wall-clock guard and thread count."""
+    from icecontext.run.config import RunConfig
+
+    train_cfg = cfg.train.model_copy(
+        update={"max_epochs": plan["epochs"], "max_minutes": plan["guard_minutes"]}
+    )
+    trainer_cfg = cfg.trainer.model_copy(update={"threads": plan["threads"]})
+    cfg = cfg.model_copy(update={"train": train_cfg, "trainer": trainer_cfg})
+    return RunConfig.model_validate(cfg.model_dump(mode="json"))
+
+
+def _scored_checkpoint(result: RunResult, qs: QuickstartSection) -> Path:
+    """The checkpoint ``quickstart.checkpoint`` asks for.
+
+    Raises:
+        ConfigError: ``quickstart.checkpoint`` when training did not write it.
+    """
+    scored = result.last_checkpoint if qs.checkpoint == "last" else result.best_checkpoint
+    if scored is None or not Path(scored).is_file():
+        raise ConfigError(
+            "quickstart.checkpoint", f"training produced no {qs.checkpoint} checkpoint"
+        )
+    return Path(scored)
+
+
+@dataclass(frozen=True)
+class _NetworkEvaluation:
+    """The network's evaluation on the test scenes.
+
+    Attributes:
+        scorer: Its scores, pooled and per scene.
+        scored: Names of the scenes scored.
+        maps: The scene kept for the map figure (the baselines add theirs).
+    """
+
+    scorer: ChartScorer
+    scored: list[str]
+    maps: MapCollector
+
+
+def _evaluate_network(
+    checkpoint: Path, test_dir: Path, cfg: RunConfig, out: Path
+) -> _NetworkEvaluation:
+    """Score ``checkpoint`` on the test scenes at 80 m and write ``<out>/eval``."""
+    from icecontext.inference.checkpoint import load_checkpoint
+    from icecontext.workflows.evaluate_checkpoint import (
+        open_eval_scenes,
+        score_scenes,
+        write_evaluation,
+    )
+    from icecontext.workflows.report import MapCollector
+
+    loaded = load_checkpoint(checkpoint)
+    test_scenes = open_eval_scenes(
+        test_dir, loaded.features, cfg.data.downsample, cfg.data.upsampling
+    )
+    maps = MapCollector(choose="variety")
+    scorer, scored, _ = score_scenes(
+        loaded.model,
+        loaded.features,
+        test_scenes,
+        tile=cfg.train.validation.tile,
+        overlap=cfg.train.validation.overlap,
+        batch=cfg.train.validation.batch,
+        device="cpu",
+        on_prediction=maps,
+    )
+    write_evaluation(scorer, out / "eval", extra={"checkpoint": str(checkpoint)})
+    return _NetworkEvaluation(scorer=scorer, scored=scored, maps=maps)
+
+
+def _summed_histograms(sources: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Chart histograms of ``sources`` added up, per chart."""
+    histograms = [s.histograms() for s in sources]
+    return {c: functools.reduce(operator.add, (h[c] for h in histograms)) for c in CHARTS}
+
+
+@dataclass(frozen=True)
+class _Baselines:
+    """The fitted baselines and their scores on the test scenes.
+
+    Attributes:
+        majority: Majority class per chart.
+        pixel: Per-pixel AMSR2 logistic regression.
+        majority_scorer: The majority baseline's scores.
+        pixel_scorer: The per-pixel baseline's scores.
+    """
+
+    majority: MajorityBaseline
+    pixel: PixelBaseline
+    majority_scorer: ChartScorer
+    pixel_scorer: ChartScorer
+
+
+def _baselines(
+    checkpoint: Path,
+    store: Path,
+    test_dir: Path,
+    cfg: RunConfig,
+    qs: QuickstartSection,
+    maps: MapCollector,
+) -> _Baselines:
+    """Fit both baselines on the network's training scenes and score them on the test scenes.
+
+    The per-pixel baseline's prediction of the map scene goes to ``maps``.
+    """
+    from icecontext.data.loader.sources import store_sources
+    from icecontext.data.store.prepared import PreparedStore
+    from icecontext.inference.checkpoint import read_checkpoint
+    from icecontext.workflows.baselines import MajorityBaseline, PixelBaseline, score_baseline
+    from icecontext.workflows.evaluate_checkpoint import open_eval_scenes
+
+    prepared = PreparedStore(store)
+    train_names = list(read_checkpoint(checkpoint)["FullSceneDataModule"]["train"])
+    train_sources = store_sources(prepared, train_names)
+    majority = MajorityBaseline.fit(_summed_histograms(train_sources))
+    pixel = PixelBaseline.fit(
+        train_sources, pixels_per_scene=qs.baseline_pixels_per_scene, seed=cfg.seed
+    )
+    scenes = open_eval_scenes(
+        test_dir, list(pixel.features), cfg.data.downsample, cfg.data.upsampling
+    )
+    maj_scorer = score_baseline(majority.predict, scenes)
+    pix_scorer = score_baseline(lambda src: maps.capture_baseline(src, pixel.predict(src)), scenes)
+    return _Baselines(
+        majority=majority, pixel=pixel, majority_scorer=maj_scorer, pixel_scorer=pix_scorer
+    )
+
+
+def _load_settings(
+    config: str | os.PathLike[str] | None,
+    overrides: list[str] | tuple[str, ...],
+    minutes: float | None,
+) -> tuple[QuickstartSection, dict[str, Any]]:
+    """The quickstart section (with ``--minutes`` applied) and the run config mapping.
+
+    Raises:
+        ConfigError: ``--minutes`` when it is not positive; see
+            :func:`load_quickstart_config`.
+    """
+    qs, raw, _ = load_quickstart_config(config, overrides)
+    if minutes is not None:
+        if minutes <= 0:
+            raise ConfigError("--minutes", f"must be positive, got {minutes}")
+        qs = qs.model_copy(update={"minutes": float(minutes)})
+    return qs, raw
+
+
 def run_quickstart(
     out: str | os.PathLike[str] = "runs/quickstart",
     *,
@@ -476,139 +716,54 @@ def run_quickstart(
         Paths, scores, whether the network passed the self-check (:func:`self_check`),
         timings, the plan.
     """
-    from icecontext.run.config import RunConfig
     from icecontext.training.fit import train
-    from icecontext.workflows.baselines import (
-        MajorityBaseline,
-        PixelBaseline,
-        score_baseline,
-    )
-    from icecontext.workflows.evaluate_checkpoint import (
-        open_eval_scenes,
-        score_scenes,
-        write_evaluation,
-    )
-    from icecontext.workflows.report import MapCollector, write_report
+    from icecontext.workflows.report import ReportInputs, write_report
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    qs, raw, _ = load_quickstart_config(config, overrides)
-    if minutes is not None:
-        if minutes <= 0:
-            raise ConfigError("--minutes", f"must be positive, got {minutes}")
-        qs = qs.model_copy(update={"minutes": float(minutes)})
+    qs, raw = _load_settings(config, overrides, minutes)
     out = Path(out).resolve()
     data_dir = out / "data"
     store = data_dir / "store.zarr"
-    raw.setdefault("data", {})
-    raw["data"]["store"] = str(store)
-    raw["data"].pop("root", None)
-    raw["output"] = {"root": str(out), "name": "run"}
-    if not progress:
-        raw.setdefault("train", {})["progress_bar"] = False
-    cfg = validate(RunConfig, raw)
-
-    t = time.perf_counter()
-    folders = synthesise(qs, data_dir, progress=progress)
-    timings["synthesise_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    prepare(folders["train"], store, cfg.data.features, cfg.data.downsample)
-    timings["prepare_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    plan = plan_work(qs, cfg)
-    if plan["mode"] == "budget":
-        timings["calibrate_s"] = time.perf_counter() - t
-    train_cfg = cfg.train.model_copy(
-        update={"max_epochs": plan["epochs"], "max_minutes": plan["guard_minutes"]}
-    )
-    trainer_cfg = cfg.trainer.model_copy(update={"threads": plan["threads"]})
-    cfg = cfg.model_copy(update={"train": train_cfg, "trainer": trainer_cfg})
-    cfg = RunConfig.model_validate(cfg.model_dump(mode="json"))
-    run_dir = out / "run"
-    shutil.rmtree(run_dir, ignore_errors=True)
-
-    t = time.perf_counter()
-    result = train(cfg)
-    timings["train_s"] = time.perf_counter() - t
-    scored_ckpt = result.last_checkpoint if qs.checkpoint == "last" else result.best_checkpoint
-    if scored_ckpt is None or not Path(scored_ckpt).is_file():
-        raise ConfigError(
-            "quickstart.checkpoint", f"training produced no {qs.checkpoint} checkpoint"
-        )
+    cfg = _run_config(raw, out, store, progress)
+    with _timed(timings, "synthesise_s"):
+        folders = synthesise(qs, data_dir, progress=progress)
+    with _timed(timings, "prepare_s"):
+        prepare(folders["train"], store, cfg.data.features, cfg.data.downsample)
+    plan = _timed_plan(qs, cfg, timings)
+    cfg = _planned_config(cfg, plan)
+    shutil.rmtree(out / "run", ignore_errors=True)
+    with _timed(timings, "train_s"):
+        result = train(cfg)
+    scored_ckpt = _scored_checkpoint(result, qs)
     plan["checkpoint"] = str(scored_ckpt)
-
-    from icecontext.inference.checkpoint import load_checkpoint
-
-    t = time.perf_counter()
-    loaded = load_checkpoint(scored_ckpt)
-    test_scenes = open_eval_scenes(
-        folders["test"], loaded.features, cfg.data.downsample, cfg.data.upsampling
-    )
-    maps = MapCollector(choose="variety")
-    scorer, scored, _ = score_scenes(
-        loaded.model,
-        loaded.features,
-        test_scenes,
-        tile=cfg.train.validation.tile,
-        overlap=cfg.train.validation.overlap,
-        batch=cfg.train.validation.batch,
-        device="cpu",
-        on_prediction=maps,
-    )
-    eval_dir = out / "eval"
-    write_evaluation(scorer, eval_dir, extra={"checkpoint": str(scored_ckpt)})
-    timings["evaluate_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    from icecontext.data.loader.sources import store_sources
-    from icecontext.data.store.prepared import PreparedStore
-    from icecontext.inference.checkpoint import read_checkpoint
-
-    prepared = PreparedStore(store)
-    train_names = list(read_checkpoint(scored_ckpt)["FullSceneDataModule"]["train"])
-    train_sources = store_sources(prepared, train_names)
-    hist = {c: sum(s.histograms()[c] for s in train_sources) for c in ("SIC", "SOD", "FLOE")}
-    majority = MajorityBaseline.fit(hist)
-    pixel = PixelBaseline.fit(
-        train_sources, pixels_per_scene=qs.baseline_pixels_per_scene, seed=cfg.seed
-    )
-    baseline_scenes = open_eval_scenes(
-        folders["test"],
-        list(pixel.features),
-        cfg.data.downsample,
-        cfg.data.upsampling,
-    )
-    maj_scorer = score_baseline(majority.predict, baseline_scenes)
-    pix_scorer = score_baseline(
-        lambda src: maps.capture_baseline(src, pixel.predict(src)), baseline_scenes
-    )
-    timings["baselines_s"] = time.perf_counter() - t
-
+    with _timed(timings, "evaluate_s"):
+        network = _evaluate_network(scored_ckpt, folders["test"], cfg, out)
+    with _timed(timings, "baselines_s"):
+        baselines = _baselines(scored_ckpt, store, folders["test"], cfg, qs, network.maps)
     scores = {
-        "network": scorer.compute(),
-        "majority": maj_scorer.compute(),
-        "amsr2_pixel": pix_scorer.compute(),
+        "network": network.scorer.compute(),
+        "majority": baselines.majority_scorer.compute(),
+        "amsr2_pixel": baselines.pixel_scorer.compute(),
     }
     beats, _ = self_check(scores, qs.margin)
     timings["total_s"] = time.perf_counter() - t_start
-    report = write_report(
-        out,
+    inputs = ReportInputs(
         cfg=cfg,
         qs=qs,
         result=result,
-        scorer=scorer,
+        scorer=network.scorer,
         scores=scores,
-        majority=majority,
-        pixel=pixel,
-        maps=maps,
+        majority=baselines.majority,
+        pixel=baselines.pixel,
+        maps=network.maps,
         plan=plan,
         timings=timings,
-        scored=scored,
+        scored=network.scored,
     )
     return QuickstartResult(
         out=out,
-        report=report,
+        report=write_report(out, inputs),
         scores={
             k: {c: v[c] for c in ("SIC", "SOD", "FLOE", "combined")} for k, v in scores.items()
         },
