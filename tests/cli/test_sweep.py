@@ -19,7 +19,7 @@ import yaml
 from icecontext.cli.main import main
 from icecontext.errors import Interrupted
 from icecontext.experiments.grid import load_study
-from icecontext.experiments.sweep import DONE_MARKER, SweepRunner
+from icecontext.experiments.sweep import DONE_MARKER, SweepOptions, SweepRunner
 from icecontext.testing import tiny_run_config, write_tiny_store
 
 
@@ -186,9 +186,8 @@ def _fake_runner(cfg: Path, runs: Path, tmp_path: Path, **kw) -> SweepRunner:
     script = tmp_path / "fake_train.py"
     script.write_text(FAKE_TRAIN)
     lines: list[str] = []
-    runner = SweepRunner(
-        load_study(cfg), runs, train_command=[sys.executable, str(script)], log=lines.append, **kw
-    )
+    options = SweepOptions(train_command=(sys.executable, str(script)), **kw)
+    runner = SweepRunner(load_study(cfg), runs, options, log=lines.append)
     runner.lines = lines  # type: ignore[attr-defined]
     return runner
 

@@ -23,6 +23,7 @@ from icecontext.experiments.grid import load_study
 from icecontext.experiments.sweep import (
     DONE_MARKER,
     SPEC_FILE,
+    SweepOptions,
     SweepRunner,
     canonical_config,
     config_hash,
@@ -89,13 +90,8 @@ def env(tmp_path, monkeypatch):
 
     def runner(runs: Path, **kw) -> SweepRunner:
         lines: list[str] = []
-        r = SweepRunner(
-            load_study(config),
-            runs,
-            train_command=[sys.executable, str(script)],
-            log=lines.append,
-            **kw,
-        )
+        options = SweepOptions(train_command=(sys.executable, str(script)), **kw)
+        r = SweepRunner(load_study(config), runs, options, log=lines.append)
         r.lines = lines  # type: ignore[attr-defined]
         return r
 

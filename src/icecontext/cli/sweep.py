@@ -78,22 +78,20 @@ def run(args: argparse.Namespace) -> int:
     """Run (or list) the shard's runs; 1 if any failed."""
     from icecontext.experiments.grid import load_study, parse_shard
     from icecontext.experiments.locking import DEFAULT_STALE_AFTER
-    from icecontext.experiments.sweep import SweepRunner
+    from icecontext.experiments.sweep import SweepOptions, SweepRunner
 
     logging.getLogger("lightning.pytorch").propagate = False
     study = load_study(args.config)
     index, count = parse_shard(args.shard)
     runs_dir = args.runs_dir or study.runs_dir
-    runner = SweepRunner(
-        study,
-        runs_dir,
+    options = SweepOptions(
         jobs=args.jobs,
         shard_index=index,
         shard_count=count,
         stale_after=args.stale_after or DEFAULT_STALE_AFTER,
-        log=lambda text: print(text, flush=True),
         rerun_changed=args.rerun_changed,
     )
+    runner = SweepRunner(study, runs_dir, options, log=lambda text: print(text, flush=True))
     if args.dry_run:
         plan = runner.plan()
         print(f"study '{study.section.name}': {len(plan)} runs in shard {index}/{count}")

@@ -95,19 +95,22 @@ class ShardJob:
     def __call__(self, shard_index: int) -> dict[str, list[str]]:
         """Run shard ``shard_index`` (1-based) and return the run ids per outcome."""
         from icecontext.experiments.grid import load_study
-        from icecontext.experiments.sweep import SweepRunner
+        from icecontext.experiments.sweep import SweepOptions, SweepRunner
 
-        self._runner = SweepRunner(
-            load_study(self.study_path),
-            self.runs_dir,
+        options = SweepOptions(
             jobs=self.jobs,
             shard_index=shard_index,
             shard_count=self.shard_count,
-            log=lambda text: print(text, flush=True),
-            train_command=self.train_command,
+            train_command=tuple(self.train_command or ()),
             # submitit owns the signals: it ignores SLURM's SIGTERM (the trainings get it
             # from SLURM themselves) and calls checkpoint() on USR2
             stop_on_signals=False,
+        )
+        self._runner = SweepRunner(
+            load_study(self.study_path),
+            self.runs_dir,
+            options,
+            log=lambda text: print(text, flush=True),
         )
         summary = self._runner.run()
         out: dict[str, list[str]] = {}

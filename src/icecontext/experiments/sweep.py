@@ -575,62 +575,78 @@ def visible_gpus() -> list[str]:
         return []
 
 
-class SweepRunner:
-    """Runs the runs of one shard with ``jobs`` parallel slots (see module docstring).
+@dataclass(frozen=True)
+class SweepOptions:
+    """How a :class:`SweepRunner` runs its shard.
 
-    Args:
-        study: The loaded study.
-        runs_dir: Folder of the run directories.
+    Attributes:
         jobs: Parallel training processes on this machine.
         shard_index: 1-based shard of this process.
         shard_count: Number of shards.
         stale_after: Heartbeat age after which another host's lock is abandoned.
-        log: Where progress lines go.
         train_command: Command prefix of a training run (default: this Python running
             ``icecontext train``); the run config path is appended after ``--config``.
         rerun_changed: Retrain finished or partial runs whose config changed (their
             directories are moved to ``.sweep/replaced/``) instead of refusing them.
-        stop_on_signals: Stop on SIGTERM/SIGINT (:meth:`request_stop`); off under a
-            launcher that handles the signals itself (submitit).
+        stop_on_signals: Stop on SIGTERM/SIGINT (:meth:`SweepRunner.request_stop`); off
+            under a launcher that handles the signals itself (submitit).
+    """
+
+    jobs: int = 1
+    shard_index: int = 1
+    shard_count: int = 1
+    stale_after: float = DEFAULT_STALE_AFTER
+    train_command: tuple[str, ...] | None = None
+    rerun_changed: bool = False
+    stop_on_signals: bool = True
+
+
+class SweepRunner:
+    """Runs the runs of one shard with ``options.jobs`` parallel slots (see module docstring).
+
+    Args:
+        study: The loaded study.
+        runs_dir: Folder of the run directories.
+        options: Parallel jobs, shard, lock staleness, training command, changed runs,
+            signals (default: :class:`SweepOptions`'s defaults).
+        log: Where progress lines go.
+
+    Raises:
+        ConfigError: ``--jobs`` when ``options.jobs`` is below 1.
     """
 
     def __init__(
         self,
         study: Study,
         runs_dir: Path,
+        options: SweepOptions | None = None,
         *,
-        jobs: int = 1,
-        shard_index: int = 1,
-        shard_count: int = 1,
-        stale_after: float = DEFAULT_STALE_AFTER,
         log: Callable[[str], None] = print,
-        train_command: list[str] | None = None,
-        rerun_changed: bool = False,
-        stop_on_signals: bool = True,
     ):
-        if jobs < 1:
-            raise ConfigError("--jobs", f"must be at least 1, got {jobs}")
+        options = options or SweepOptions()
+        if options.jobs < 1:
+            raise ConfigError("--jobs", f"must be at least 1, got {options.jobs}")
         self.study = study
         self.runs_dir = Path(runs_dir)
-        self.jobs = jobs
-        self.stop_on_signals = stop_on_signals
-        self.specs = shard(expand(study.section.axes), shard_index, shard_count)
-        self.shard_label = f"{shard_index}/{shard_count}"
-        self.stale_after = stale_after
-        self.rerun_changed = rerun_changed
+        self.jobs = options.jobs
+        self.stop_on_signals = options.stop_on_signals
+        self.specs = shard(expand(study.section.axes), options.shard_index, options.shard_count)
+        self.shard_label = f"{options.shard_index}/{options.shard_count}"
+        self.stale_after = options.stale_after
+        self.rerun_changed = options.rerun_changed
         self._log = log
         self._print_lock = threading.RLock()
         self._procs_lock = threading.RLock()
         self._stop: int | None = None  # the signal that stops the sweep
         self._procs: set[subprocess.Popen[bytes]] = set()  # training processes running now
-        self.train_command = train_command or [
+        self.train_command = list(options.train_command or ()) or [
             sys.executable,
             "-m",
             "icecontext.cli.main",
             "train",
         ]
         self.gpus = visible_gpus()
-        self.threads = None if self.gpus else default_threads(jobs)
+        self.threads = None if self.gpus else default_threads(options.jobs)
 
     def log(self, text: str) -> None:
         """Print a progress line (thread-safe, flushed)."""
@@ -826,7 +842,8 @@ class SweepRunner:
         finally:
             lock.release()
 
-    def _train(self, spec: RunSpec, cfg: dict[str, Any], slot: int, lock: RunLock) -> Outcome:
+    def _write_run_inputs(self, spec: RunSpec, cfg: dict[str, Any]) -> _RunFiles:
+        """Write the run's config file and its spec record (grid point, config hash, data)."""
         meta = self.runs_dir / ".sweep"
         cfg_path = meta / "configs" / f"{spec.run_id}.yaml"
         write_text_atomic(cfg_path, yaml.safe_dump(cfg, sort_keys=False))
@@ -842,22 +859,33 @@ class SweepRunner:
         write_text_atomic(rdir / SPEC_FILE, json.dumps(record, indent=2) + "\n")
         log_path = meta / "logs" / f"{spec.run_id}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        return _RunFiles(
+            config=cfg_path,
+            run_dir=rdir,
+            log=log_path,
+            failed_marker=meta / "failed" / f"{spec.run_id}.json",
+            config_hash=digest,
+        )
+
+    def _environment(self, slot: int) -> dict[str, str]:
+        """The training process's environment: its GPU, or its share of the CPU threads."""
         env = dict(os.environ)
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
         elif self.threads:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
-        resuming = (rdir / "checkpoints" / "last.ckpt").is_file()
-        self.log(
-            f"[sweep] {'resume' if resuming else 'start '} {spec.run_id}"
-            + (f" (GPU {env['CUDA_VISIBLE_DEVICES']})" if self.gpus else "")
-        )
-        t0 = time.perf_counter()
-        with open(log_path, "a", encoding="utf-8") as logf:
+        return env
+
+    def _run_training(self, files: _RunFiles, env: dict[str, str], lock: RunLock) -> int:
+        """Run the training command to its end, keeping the lock alive; its exit status.
+
+        The process is registered while it runs, so that :meth:`request_stop` reaches it.
+        """
+        with open(files.log, "a", encoding="utf-8") as logf:
             logf.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {socket.gethostname()}\n")
             logf.flush()
             proc = subprocess.Popen(
-                [*self.train_command, "--config", str(cfg_path)],
+                [*self.train_command, "--config", str(files.config)],
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -875,42 +903,76 @@ class SweepRunner:
                     beat = time.monotonic()
             with self._procs_lock:
                 self._procs.discard(proc)
+        return proc.returncode
+
+    def _train(self, spec: RunSpec, cfg: dict[str, Any], slot: int, lock: RunLock) -> Outcome:
+        files = self._write_run_inputs(spec, cfg)
+        env = self._environment(slot)
+        resuming = (files.run_dir / "checkpoints" / "last.ckpt").is_file()
+        self.log(
+            f"[sweep] {'resume' if resuming else 'start '} {spec.run_id}"
+            + (f" (GPU {env['CUDA_VISIBLE_DEVICES']})" if self.gpus else "")
+        )
+        t0 = time.perf_counter()
+        rc = self._run_training(files, env, lock)
         seconds = time.perf_counter() - t0
-        failed_marker = meta / "failed" / f"{spec.run_id}.json"
-        rc = proc.returncode
         # stopped by the sweep, or by a signal sent to the training itself (a scheduler):
         # it saved its checkpoint and resumes next time, it did not fail
         if rc in (130, 143) or (self._stop is not None and rc != 0):
             return Outcome(spec.run_id, "interrupted", seconds, rc)
-        metrics = rdir / "metrics.json"
+        metrics = files.run_dir / "metrics.json"
         if rc == 0 and metrics.is_file():
             summary = json.loads(metrics.read_text(encoding="utf-8"))
-            write_text_atomic(
-                rdir / DONE_MARKER,
-                json.dumps(
-                    {
-                        "run_id": spec.run_id,
-                        "host": socket.gethostname(),
-                        "finished": time.time(),
-                        "seconds": seconds,
-                        "steps": summary.get("steps"),
-                        "config_hash": digest,
-                    },
-                    indent=2,
-                )
-                + "\n",
-            )
-            failed_marker.unlink(missing_ok=True)
+            _mark_done(spec, files, seconds, summary)
             return Outcome(spec.run_id, "trained", seconds, rc, summary.get("last_scores") or {})
-        tail = log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
+        tail = files.log.read_text(encoding="utf-8", errors="replace")[-4000:]
         write_text_atomic(
-            failed_marker,
+            files.failed_marker,
             json.dumps(
                 {"run_id": spec.run_id, "rc": rc, "time": time.time(), "log_tail": tail}, indent=2
             )
             + "\n",
         )
         return Outcome(spec.run_id, "failed", seconds, rc)
+
+
+@dataclass(frozen=True)
+class _RunFiles:
+    """The files of one training run of the sweep.
+
+    Attributes:
+        config: The run config the training reads.
+        run_dir: The run directory.
+        log: The training's output (appended to on every attempt).
+        failed_marker: Written when the training fails, removed when it succeeds.
+        config_hash: :func:`config_hash` of the run config.
+    """
+
+    config: Path
+    run_dir: Path
+    log: Path
+    failed_marker: Path
+    config_hash: str
+
+
+def _mark_done(spec: RunSpec, files: _RunFiles, seconds: float, summary: dict[str, Any]) -> None:
+    """Write the run's done marker (host, time, steps, config hash); clear a failure."""
+    write_text_atomic(
+        files.run_dir / DONE_MARKER,
+        json.dumps(
+            {
+                "run_id": spec.run_id,
+                "host": socket.gethostname(),
+                "finished": time.time(),
+                "seconds": seconds,
+                "steps": summary.get("steps"),
+                "config_hash": files.config_hash,
+            },
+            indent=2,
+        )
+        + "\n",
+    )
+    files.failed_marker.unlink(missing_ok=True)
 
 
 def _tail(o: Outcome) -> str:
