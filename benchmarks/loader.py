@@ -24,6 +24,8 @@ import argparse
 import math
 import os
 import platform
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +36,7 @@ import xarray as xr
 from torch.utils.data import Dataset
 
 from icecontext.data.io.format import CHARTS, INPUT_VARIABLES
-from icecontext.data.io.variables import feature_grid
+from icecontext.data.io.variables import feature_grid, resolve_features
 from icecontext.data.loader.batching import PatchLoader
 from icecontext.data.loader.datamodule import PatchDataset, collate_patches
 from icecontext.data.loader.sampling import PatchSampler, SamplingSettings
@@ -116,6 +118,118 @@ def measure(dataset: Dataset, workers: int, batch: int, n_batches: int, collate)
 LAST_CPU_S = float("nan")
 
 
+# ------------------------------------------------------------------- end-to-end A/B
+
+
+E2E_FEATURES = ["sar", "incidence", "distance", "amsr2:18.7", "amsr2:36.5", "era5", "latlon"]
+"""The 18 inputs of configs/train/autoice_reference.yaml."""
+
+
+def _public_shared_batch(layout: dict) -> dict[str, torch.Tensor]:
+    """A fresh batch in shared memory through public torch API only (``share_memory_``)."""
+    return {
+        name: torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype).share_memory_()
+        for name, (shape, dtype) in layout.items()
+    }
+
+
+def end_to_end(
+    dataset: Dataset, variant: str, workers: int, batch: int, n_batches: int, step_s: float
+) -> tuple[float, float]:
+    """Batches per second delivered to a training-like consumer, and its data wait share.
+
+    The consumer copies each batch's inputs and charts into buffers allocated once (the
+    host side of a host-to-device copy) and then sleeps ``step_s`` (the accelerator's
+    step, during which the training process leaves the CPU to the loader).
+    ``variant``: ``slots`` (PatchLoader, worker slots reused), ``fresh`` (plain
+    DataLoader, a fresh shared-memory batch per batch), ``public`` (as ``fresh``, the
+    batch made shared with the public ``Tensor.share_memory_``).
+    """
+    from icecontext.data.loader import batching
+
+    loader_type = PatchLoader if variant == "slots" else torch.utils.data.DataLoader
+    original = batching._shared_batch
+    if variant == "public":  # workers fork after this, so they see it
+        batching._shared_batch = _public_shared_batch
+    try:
+        loader = loader_type(
+            dataset,
+            batch_size=batch,
+            num_workers=workers,
+            collate_fn=collate_patches,
+            persistent_workers=False,
+            prefetch_factor=2,
+        )
+        it = iter(loader)
+        first = next(it)  # worker start-up is not counted
+        sinks = {k: torch.empty_like(v) for k, v in first.items() if v.dim() >= 3}
+        del first
+        wait = 0.0
+        t0 = time.perf_counter()
+        for _ in range(n_batches):
+            t1 = time.perf_counter()
+            b = next(it)
+            wait += time.perf_counter() - t1
+            for k, sink in sinks.items():
+                sink.copy_(b[k])
+            del b
+            time.sleep(step_s)
+        dt = time.perf_counter() - t0
+        del it
+    finally:
+        batching._shared_batch = original
+    return n_batches / dt, wait / dt
+
+
+def run_end_to_end(args: argparse.Namespace, scenes_dir: Path, work: Path) -> None:
+    """Interleaved A/B(/C) of the worker batch variants; prints medians and ratios."""
+    store_dir = work / "store_e2e"
+    prepare_store(scenes_dir, store_dir, features=E2E_FEATURES, jobs=1, progress=False)
+    store = PreparedStore(store_dir)
+    features = resolve_features(E2E_FEATURES)
+    assert len(features) == 18, features
+    sampler = PatchSampler(
+        store_sources(store, store.names), features, SamplingSettings(patch_size=768)
+    )
+    ds = PatchDataset(sampler, 10**6, seed=0, threads=1)
+    variants = args.variants
+    results: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for rep in range(args.repeats):
+        for workers in args.workers:
+            order = variants if rep % 2 == 0 else variants[::-1]
+            for v in order:
+                rate, wait = end_to_end(
+                    ds, v, workers, args.batch, args.batches, args.step_ms / 1000
+                )
+                results.setdefault((v, workers), []).append((rate, wait))
+                print(
+                    f"  rep {rep} workers={workers} {v:7s}: {rate:6.3f} batches/s, "
+                    f"data wait {100 * wait:5.1f} %  (load {os.getloadavg()[0]:.2f})",
+                    flush=True,
+                )
+    print(
+        f"\n768 x 768 x 18, batch {args.batch}, consumer step {args.step_ms:.0f} ms + copy, "
+        f"{args.batches} batches per trial, {args.repeats} interleaved trials"
+    )
+    print(
+        "| workers | variant | batches/s (median) | min-max | data wait (median) "
+        "| / first (medians) | / first (median of same-trial ratios) |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for workers in args.workers:
+        first = [r for r, _ in results[(variants[0], workers)]]
+        for v in variants:
+            rates = [r for r, _ in results[(v, workers)]]
+            waits = [w for _, w in results[(v, workers)]]
+            med = statistics.median(rates)
+            paired = statistics.median(r / b for r, b in zip(rates, first, strict=True))
+            print(
+                f"| {workers} | {v} | {med:.3f} | {min(rates):.3f}-{max(rates):.3f} "
+                f"| {100 * statistics.median(waits):.1f} % | {med / statistics.median(first):.2f} "
+                f"| {paired:.2f} |"
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenes", type=int, default=4)
@@ -137,6 +251,15 @@ def main() -> None:
         metavar="CHUNK",
         help="also time store patches (0 workers) for stores with these chunk sides",
     )
+    ap.add_argument(
+        "--end-to-end",
+        action="store_true",
+        help="time the training loader end to end (768 px, 18 inputs) per worker variant",
+    )
+    ap.add_argument("--variants", nargs="+", default=["slots", "fresh", "public"])
+    ap.add_argument("--repeats", type=int, default=4, help="end to end: interleaved trials")
+    ap.add_argument("--batches", type=int, default=12, help="end to end: batches per trial")
+    ap.add_argument("--step-ms", type=float, default=300.0, help="end to end: consumer step")
     args = ap.parse_args()
     # The loader's own work is single-threaded: DataLoader workers run torch on one thread,
     # and with 0 workers a multi-threaded collate only adds OpenMP spin-waits (measured
@@ -153,6 +276,10 @@ def main() -> None:
             scenes_dir, args.scenes, height=args.height, width=args.width, seed=0
         )
     t_write = time.perf_counter() - t0
+    if args.end_to_end:
+        print(f"machine: {os.cpu_count()} cores; {' '.join(sys.argv)}")
+        run_end_to_end(args, scenes_dir, work)
+        return
     t0 = time.perf_counter()
     prepare_store(scenes_dir, store_dir, features=["challenge"], jobs=1, progress=False)
     t_prep = time.perf_counter() - t0
