@@ -380,6 +380,89 @@ def _informative(groups: set[str], informative: dict[str, float]) -> float:
     return max((w for g, w in informative.items() if _groups(g) & groups), default=0.0)
 
 
+def _feature_comparisons(
+    labels: list[str], groups: dict[str, set[str]], table: pd.DataFrame, info: dict[str, float]
+) -> list[FeatureComparison]:
+    """Every pair of feature sets, paired by seed, Holm-adjusted together.
+
+    A pair is expected to differ (``a>b`` or ``b>a``) when only one of its sets holds an
+    informative input.
+    """
+    comps: list[FeatureComparison] = []
+    for i, a in enumerate(labels):
+        for b in labels[i + 1 :]:
+            pair = table[[a, b]].dropna()
+            d = pair[a].to_numpy() - pair[b].to_numpy()
+            p = math.nan
+            if d.size >= 2 and np.any(d != d[0]):
+                p = float(sps.ttest_rel(pair[a], pair[b]).pvalue)
+            wa, wb = _informative(groups[a], info), _informative(groups[b], info)
+            expected = "a>b" if wa > 0 and wb == 0 else "b>a" if wb > 0 and wa == 0 else ""
+            comps.append(
+                FeatureComparison(a, b, int(d.size), float(d.mean()), p, expected=expected)
+            )
+    for c, p in zip(comps, holm([c.p_value for c in comps]), strict=True):
+        c.p_holm = float(p)
+    return comps
+
+
+def _comparison_reasons(
+    comps: list[FeatureComparison],
+    groups: dict[str, set[str]],
+    info: dict[str, float],
+    alpha: float,
+) -> list[str]:
+    """Why the pairwise comparisons disagree with the truth (empty: they agree).
+
+    An expected winner must win significantly; of two sets that should not differ, the
+    one with more inputs must not score significantly lower when either holds an
+    informative input.
+    """
+    reasons: list[str] = []
+    for c in comps:
+        sig = not math.isnan(c.p_holm) and c.p_holm < alpha
+        if c.expected == "a>b" and not (sig and c.mean_diff > 0):
+            reasons.append(f"{c.a} should beat {c.b} (no informative input in it)")
+        elif c.expected == "b>a" and not (sig and c.mean_diff < 0):
+            reasons.append(f"{c.b} should beat {c.a} (no informative input in it)")
+        elif not c.expected and sig:
+            wa, wb = _informative(groups[c.a], info), _informative(groups[c.b], info)
+            worse_has_more = (c.mean_diff > 0 and groups[c.b] > groups[c.a]) or (
+                c.mean_diff < 0 and groups[c.a] > groups[c.b]
+            )
+            if worse_has_more and max(wa, wb) > 0:
+                reasons.append(
+                    f"{c.a} vs {c.b}: the set with more inputs scored significantly lower"
+                )
+    return reasons
+
+
+def _ablation_reasons(ablation: list[dict[str, Any]], info: dict[str, float]) -> list[str]:
+    """Why the leave-one-out ranking disagrees with the truth (empty: it agrees).
+
+    The informative groups must rank first, strongest first (ties in any order); leaving
+    out a strongest group must hurt significantly, leaving out an uninformative one must
+    not.
+    """
+    if not ablation:
+        return []
+    reasons: list[str] = []
+    ranked = [r["left_out"] for r in ablation]
+    weight = {g: _informative({g}, info) for g in ranked}
+    truth = sorted((g for g in ranked if weight[g] > 0), key=lambda g: -weight[g])
+    got = [weight[g] for g in ranked[: len(truth)]]
+    if got != [weight[g] for g in truth] or set(ranked[: len(truth)]) != set(truth):
+        reasons.append(f"ablation ranks {ranked[: max(1, len(truth))]} first; the truth is {truth}")
+    strongest = {g for g in truth if weight[g] == weight[truth[0]]} if truth else set()
+    for r in ablation:
+        sig = r["significant"]
+        if r["left_out"] in strongest and not sig:
+            reasons.append(f"leaving out {r['left_out']} is not significant")
+        if r["left_out"] not in truth and sig and r["mean_drop"] > 0:
+            reasons.append(f"leaving out uninformative {r['left_out']} hurts significantly")
+    return reasons
+
+
 def input_findings(
     runs: pd.DataFrame, informative: dict[str, dict[str, float]], alpha: float = ALPHA
 ) -> list[InputFinding]:
@@ -402,65 +485,13 @@ def input_findings(
         means = {lab: float(table[lab].mean()) for lab in labels if lab in table}
         finding = InputFinding(task=task, informative=dict(info), means=means)
         finding.informative_sets = [lab for lab in labels if _informative(groups[lab], info) > 0]
-        comps: list[FeatureComparison] = []
-        for i, a in enumerate(labels):
-            for b in labels[i + 1 :]:
-                pair = table[[a, b]].dropna()
-                d = pair[a].to_numpy() - pair[b].to_numpy()
-                p = math.nan
-                if d.size >= 2 and np.any(d != d[0]):
-                    p = float(sps.ttest_rel(pair[a], pair[b]).pvalue)
-                wa, wb = _informative(groups[a], info), _informative(groups[b], info)
-                expected = "a>b" if wa > 0 and wb == 0 else "b>a" if wb > 0 and wa == 0 else ""
-                comps.append(
-                    FeatureComparison(a, b, int(d.size), float(d.mean()), p, expected=expected)
-                )
-        for c, p in zip(comps, holm([c.p_value for c in comps]), strict=True):
-            c.p_holm = float(p)
-        finding.comparisons = comps
-        ok = True
-        for c in comps:
-            sig = not math.isnan(c.p_holm) and c.p_holm < alpha
-            if c.expected == "a>b" and not (sig and c.mean_diff > 0):
-                ok = False
-                finding.reasons.append(f"{c.a} should beat {c.b} (no informative input in it)")
-            elif c.expected == "b>a" and not (sig and c.mean_diff < 0):
-                ok = False
-                finding.reasons.append(f"{c.b} should beat {c.a} (no informative input in it)")
-            elif not c.expected and sig:
-                wa, wb = _informative(groups[c.a], info), _informative(groups[c.b], info)
-                worse_has_more = (c.mean_diff > 0 and groups[c.b] > groups[c.a]) or (
-                    c.mean_diff < 0 and groups[c.a] > groups[c.b]
-                )
-                if worse_has_more and max(wa, wb) > 0:
-                    ok = False
-                    finding.reasons.append(
-                        f"{c.a} vs {c.b}: the set with more inputs scored significantly lower"
-                    )
+        finding.comparisons = _feature_comparisons(labels, groups, table, info)
         finding.ablation = _ablation(runs, labels, groups, table, info, alpha)
-        if finding.ablation:
-            ranked = [r["left_out"] for r in finding.ablation]
-            weight = {g: _informative({g}, info) for g in ranked}
-            truth = sorted((g for g in ranked if weight[g] > 0), key=lambda g: -weight[g])
-            # the informative groups first, strongest first (ties in any order)
-            got = [weight[g] for g in ranked[: len(truth)]]
-            if got != [weight[g] for g in truth] or set(ranked[: len(truth)]) != set(truth):
-                ok = False
-                finding.reasons.append(
-                    f"ablation ranks {ranked[: max(1, len(truth))]} first; the truth is {truth}"
-                )
-            strongest = {g for g in truth if weight[g] == weight[truth[0]]} if truth else set()
-            for r in finding.ablation:
-                sig = r["significant"]
-                if r["left_out"] in strongest and not sig:
-                    ok = False
-                    finding.reasons.append(f"leaving out {r['left_out']} is not significant")
-                if r["left_out"] not in truth and sig and r["mean_drop"] > 0:
-                    ok = False
-                    finding.reasons.append(
-                        f"leaving out uninformative {r['left_out']} hurts significantly"
-                    )
-        finding.matches_truth = ok
+        finding.reasons = [
+            *_comparison_reasons(finding.comparisons, groups, info, alpha),
+            *_ablation_reasons(finding.ablation, info),
+        ]
+        finding.matches_truth = not finding.reasons
         out.append(finding)
     return out
 
@@ -487,7 +518,7 @@ def _ablation(
         for full in labels
     }
     full = max(labels, key=lambda lab: len(loo[lab]))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for lab, name in loo[full]:
         pair = table[[full, lab]].dropna()
         drop = pair[full].to_numpy() - pair[lab].to_numpy()
