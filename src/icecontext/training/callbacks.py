@@ -20,7 +20,7 @@ import json
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import numpy as np
@@ -168,7 +168,7 @@ class RankRecord(pl.Callback):
             "world_size": trainer.world_size,
             "global_step": trainer.global_step,
             "samples": list(getattr(pl_module, "seen_samples", [])),
-            "weights_sha256": weights_digest(pl_module.model),  # type: ignore[arg-type]
+            "weights_sha256": weights_digest(cast(torch.nn.Module, pl_module.model)),
         }
         self.folder.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.folder / f"rank{trainer.global_rank}.json", json.dumps(record))

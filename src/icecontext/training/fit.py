@@ -115,7 +115,11 @@ def resolve_accelerator(cfg: RunConfig) -> str:
     return acc
 
 
-def resolve_precision(cfg: RunConfig, accelerator: str) -> str:
+TrainPrecision = Literal["32-true", "bf16-mixed", "16-mixed"]
+"""A Lightning precision as :func:`resolve_precision` resolves ``trainer.precision``."""
+
+
+def resolve_precision(cfg: RunConfig, accelerator: str) -> TrainPrecision:
     """Lightning precision string for ``trainer.precision``.
 
     ``auto``: ``bf16-mixed`` on GPUs that support bf16 and on CPUs with native bf16,
@@ -339,11 +343,11 @@ def _run_loggers(run: RunDir) -> list[Logger]:
     ]
 
 
-def _determinism(cfg: RunConfig, accelerator: str) -> bool | str:
+def _determinism(cfg: RunConfig, accelerator: str) -> bool | Literal["warn"]:
     """``train.deterministic`` resolved: ``auto`` is strict on CPU and warn-only on GPU."""
-    deterministic: bool | str = cfg.train.deterministic
+    deterministic = cfg.train.deterministic
     if deterministic == "auto":
-        deterministic = True if accelerator == "cpu" else "warn"
+        return True if accelerator == "cpu" else "warn"
     return deterministic
 
 
@@ -379,7 +383,7 @@ def build_trainer(
         devices=devices,
         num_nodes=t.num_nodes,
         strategy=t.strategy,
-        precision=precision,  # type: ignore[arg-type]
+        precision=precision,
         sync_batchnorm=t.sync_batchnorm,
         max_epochs=tr.max_epochs if tr.max_epochs is not None else -1,
         max_steps=tr.max_steps if tr.max_steps is not None else -1,
@@ -390,7 +394,7 @@ def build_trainer(
         gradient_clip_val=tr.grad_clip,
         gradient_clip_algorithm=tr.grad_clip_algorithm,
         accumulate_grad_batches=tr.accumulate_grad_batches,
-        deterministic=_determinism(cfg, accelerator),  # type: ignore[arg-type]
+        deterministic=_determinism(cfg, accelerator),
         benchmark=False,
         log_every_n_steps=tr.log_every_n_steps,
         enable_progress_bar=tr.progress_bar,
