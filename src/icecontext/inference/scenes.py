@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -193,7 +193,7 @@ def check_formats(formats: Sequence[str]) -> list[OutputFormat]:
             "--formats",
             f"unknown format(s) {unknown or chosen}; choose from {list(OUTPUT_FORMATS)}",
         )
-    return chosen  # type: ignore[return-value]
+    return cast(list[OutputFormat], chosen)
 
 
 def open_scene_source(path: Path, model: InferenceModel) -> StreamingNetCDFSource:

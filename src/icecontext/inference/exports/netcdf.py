@@ -507,6 +507,15 @@ def _latlon_coordinates(scene: xr.Dataset, storage: _Storage) -> dict[str, Varia
     return out
 
 
+def _confidence_maps(
+    kind: Confidence, probs: Mapping[str, np.ndarray], given: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The confidence maps given, else those of the probabilities (none for ``"none"``)."""
+    if given or kind == "none":
+        return dict(given)
+    return {chart: confidence_map(p, kind) for chart, p in probs.items()}
+
+
 def build_chart_dataset(
     scene: xr.Dataset,
     charts: Mapping[str, Any],
@@ -534,11 +543,7 @@ def build_chart_dataset(
     masked = {chart: values == CHART_FILL for chart, values in classes.items()}
     for chart, p in probs.items():
         variables[f"{chart}_probability"] = _probability_variable(chart, p, masked[chart], storage)
-    conf_charts = list(given_conf) or (list(probs) if layers.confidence != "none" else [])
-    for chart in conf_charts:
-        conf = given_conf.get(chart)
-        if conf is None:
-            conf = confidence_map(probs[chart], layers.confidence)  # type: ignore[arg-type]
+    for chart, conf in _confidence_maps(layers.confidence, probs, given_conf).items():
         variables[f"{chart}_confidence"] = _confidence_variable(
             chart, conf, masked[chart], layers.confidence, storage
         )
