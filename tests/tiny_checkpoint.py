@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -28,6 +28,7 @@ def save_tiny_checkpoint(
     rates: Sequence[int] = (1, 2),
     data_root: str | os.PathLike[str] | None = None,
     run_dir: str | os.PathLike[str] | None = None,
+    model: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint of a small random model (ResNet-18 to layer2, ASPP rates 1/2).
 
@@ -40,6 +41,7 @@ def save_tiny_checkpoint(
         rates: ``model.aspp.rates``.
         data_root: ``data.root`` (default: the checkpoint's folder).
         run_dir: The run folder recorded as ``output`` (default: ``<folder>/run``).
+        model: A whole ``model`` section instead of the tiny one (e.g. a preset's).
 
     Returns:
         ``path``.
@@ -59,7 +61,8 @@ def save_tiny_checkpoint(
                 "features": list(features),
                 "downsample": downsample,
             },
-            "model": {
+            "model": model
+            or {
                 "encoder": {"name": "resnet18", "depth": "layer2", "output_stride": 8},
                 "aspp": {"rates": list(rates), "channels": 8, "pooling": "none", "dropout": 0.0},
                 "sic_mode": sic_mode,

@@ -9,13 +9,17 @@ import numpy as np
 import pytest
 import rasterio
 import xarray as xr
+import yaml
 
 from icecontext.cli.main import main
 from icecontext.data.io.format import CHART_FILL, CHARTS, SAR_VARIABLES
 from icecontext.inference.loading import load_inference_model
+from icecontext.inference.predictor import tile_for_margin
 from icecontext.inference.scenes import PredictSettings, predict_scenes
 from icecontext.testing import make_scene_dataset, write_scene_files
 from tiny_checkpoint import save_tiny_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -98,12 +102,12 @@ def test_tiled_equals_single_pass(setup, tmp_path):
     _, _, ckpt = setup
     root = tmp_path
     scenes = root / "scenes"
-    write_scene_files(scenes, 1, height=190, width=230, seed=8)
+    write_scene_files(scenes, 1, height=340, width=360, seed=8)
     model = load_inference_model(ckpt)
     assert model.receptive_field is not None
     radius = -(-model.receptive_field // 2)
     runs = {}
-    for label, tile, overlap in (("tiled", 2 * radius + 32, "rf"), ("single", 256, 0)):
+    for label, tile, overlap in (("tiled", 4 * radius, "rf"), ("single", 384, 0)):
         settings = PredictSettings(
             tile=tile, overlap=overlap, formats=("netcdf",), progress=False, confidence="max"
         )
@@ -119,6 +123,49 @@ def test_tiled_equals_single_pass(setup, tmp_path):
         # confidence (packed uint8): equal up to one packing step of float rounding
         diff = np.abs(a["SOD_confidence"].values.astype(int) - b["SOD_confidence"].values)
         assert diff.max() <= 1
+
+
+def test_overlap_rf_grows_a_tile_too_small_for_the_radius(setup, tmp_path):
+    """--overlap rf with a tile that leaves no core: tiles of 6 radii, equal to one pass."""
+    _, _, ckpt = setup
+    write_scene_files(tmp_path / "scenes", 1, height=600, width=620, seed=9)
+    model = load_inference_model(ckpt)
+    radius = -(-int(model.receptive_field or 0) // 2)
+    runs = {}
+    for label, tile, overlap in (("rf", 128, "rf"), ("single", 640, 0)):
+        settings = PredictSettings(tile=tile, overlap=overlap, formats=("netcdf",), progress=False)
+        runs[label] = predict_scenes(
+            ckpt, tmp_path / "scenes", tmp_path / label, settings, model=model
+        )
+    assert runs["rf"].tile == tile_for_margin(128, radius) == 480  # 6 x 78 px, aligned to 32
+    assert runs["rf"].scenes[0].tiles == 4 and runs["single"].scenes[0].tiles == 1
+    name = runs["rf"].scenes[0].name
+    with (
+        xr.open_dataset(tmp_path / "rf" / f"{name}_charts.nc", mask_and_scale=False) as a,
+        xr.open_dataset(tmp_path / "single" / f"{name}_charts.nc", mask_and_scale=False) as b,
+    ):
+        for chart in CHARTS:
+            np.testing.assert_array_equal(a[chart].values, b[chart].values)
+
+
+def test_overlap_rf_with_the_reference_preset_is_one_pass_where_it_fits(tmp_path, capsys):
+    """The reference radius (1246 px) exceeds the default tile: a single pass, not an error."""
+    spec = yaml.safe_load((ROOT / "configs" / "model" / "autoice_reference.yaml").read_text())
+    ckpt = save_tiny_checkpoint(
+        tmp_path / "ref" / "best.ckpt", features=spec["data"]["features"], model=spec["model"]
+    )
+    write_scene_files(tmp_path / "scenes", 1, height=150, width=170, seed=2)
+    common = ["--checkpoint", str(ckpt), "--scenes", str(tmp_path / "scenes"), "--no-progress"]
+    for label, extra in (("rf", ["--overlap", "rf"]), ("one", ["--tile", "192", "--overlap", "0"])):
+        out = ["--out", str(tmp_path / label), "--formats", "netcdf"]
+        assert main(["predict", *common, *out, *extra]) == 0, capsys.readouterr().err
+    (a,), (b,) = (sorted((tmp_path / d).glob("*_charts.nc")) for d in ("rf", "one"))
+    with (
+        xr.open_dataset(a, mask_and_scale=False) as ra,
+        xr.open_dataset(b, mask_and_scale=False) as rb,
+    ):
+        for chart in CHARTS:
+            np.testing.assert_array_equal(ra[chart].values, rb[chart].values)
 
 
 def test_downsampled_model_writes_full_80m_shape(tmp_path):

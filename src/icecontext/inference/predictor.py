@@ -46,7 +46,7 @@ from icecontext.data.io.format import CHART_FILL, CHARTS
 from icecontext.errors import ConfigError
 from icecontext.inference.exports.netcdf import PROBABILITY_SCALE
 from icecontext.inference.tile_batches import TileBatch, TileSource, iter_tile_batches
-from icecontext.inference.tiling import TileLayout, TileSettings
+from icecontext.inference.tiling import DEFAULT_ALIGN, TileLayout, TileSettings, round_up
 
 InferencePrecision = Literal["auto", "32", "bf16", "16"]
 """``--precision``: ``auto`` is bf16 on a CUDA device, else 32 (:func:`resolve_precision`)."""
@@ -244,6 +244,24 @@ def resolve_overlap(overlap: int | float | str, receptive_field: int | None, til
     if int(overlap) < 0:
         raise ConfigError("--overlap", f"must be >= 0 pixels, 'auto' or 'rf', got {overlap}")
     return int(overlap)
+
+
+RF_TILE_MARGINS = 6
+"""``--overlap rf`` grows a tile that leaves too little core to this many margins (core =
+two thirds of the tile: a tile costs 1.5x its core per axis)."""
+
+
+def tile_for_margin(tile: int, margin: int, align: int = DEFAULT_ALIGN) -> int:
+    """``tile``, or a larger tile whose core is at least twice ``margin``.
+
+    ``--overlap rf`` asks for the whole receptive-field radius, which can exceed half of
+    any tile that is asked (1246 px for the reference preset): instead of failing, the
+    tile grows to :data:`RF_TILE_MARGINS` margins; a scene not larger than that tile is
+    then one single pass (:func:`~icecontext.inference.tiling.plan_tiles`).
+    """
+    if tile - 2 * margin >= 2 * margin:
+        return tile
+    return round_up(RF_TILE_MARGINS * margin, align)
 
 
 def receptive_field_of(model: nn.Module) -> int | None:

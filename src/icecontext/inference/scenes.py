@@ -41,6 +41,7 @@ from icecontext.inference.predictor import (
     predict_scene,
     resolve_overlap,
     resolve_precision,
+    tile_for_margin,
 )
 from icecontext.inference.streaming import StreamingNetCDFSource
 from icecontext.inference.tiling import TileSettings
@@ -293,6 +294,14 @@ def prepare_prediction(
     loaded.model.to(device).eval()
     tile = s.tile or DEFAULT_TILE
     overlap = resolve_overlap(s.overlap, loaded.receptive_field, tile)
+    if s.overlap == "rf" and tile_for_margin(tile, overlap) != tile:
+        tile = tile_for_margin(tile, overlap)
+        log.info(
+            "--overlap rf: tiles of %d px so that a %d px margin leaves a core of two thirds "
+            "(a scene up to that size is one single pass)",
+            tile,
+            overlap,
+        )
     batch = s.batch or (1 if device.type == "cpu" else 4)
     files = collect_scenes(scenes)
     for path in files.values():
