@@ -24,7 +24,7 @@ import itertools
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning.pytorch as pl
 import numpy as np
@@ -155,7 +155,7 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
         return out
 
 
-class EpochPatchSampler(DistributedSampler):  # type: ignore[type-arg]
+class EpochPatchSampler(DistributedSampler):
     """Yields this rank's share of the patch indices of the current epoch.
 
     Rank ``r`` of ``R`` gets indices ``e * N + i`` for ``i = r, r + R, ...`` (padded by
@@ -170,8 +170,9 @@ class EpochPatchSampler(DistributedSampler):  # type: ignore[type-arg]
     """
 
     def __init__(self, length: int, num_replicas: int = 1, rank: int = 0, fixed: bool = False):
+        indices = cast("Dataset[int]", range(length))  # the sampler needs only its len()
         super().__init__(
-            range(length), num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False
+            indices, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False
         )
         self.length = int(length)
         self.fixed = fixed
