@@ -16,6 +16,15 @@ torch DataLoader whose workers reuse their shared-memory batch slots for the sto
 in-place batches) with the same batch size. Example::
 
     .venv/bin/python benchmarks/loader.py --scenes 4 --height 2000 --width 2100
+
+With ``--end-to-end`` it times the training loader as training sees it instead: batches
+per second delivered to a consumer that copies each batch and then waits a GPU step
+(``--step-ms``), and the consumer's data wait, for 768 px patches of the 18 reference
+inputs, with (``slots``: ``PatchLoader``) and without (``fresh``: a plain ``DataLoader``)
+the reuse of worker batch slots, the variants interleaved over ``--repeats`` trials::
+
+    .venv/bin/python benchmarks/loader.py --end-to-end --scenes 2 --height 2000 \
+        --width 2100 --workers 1 2 --repeats 4 --batches 8 --batch 16 --step-ms 300
 """
 
 from __future__ import annotations
@@ -125,14 +134,6 @@ E2E_FEATURES = ["sar", "incidence", "distance", "amsr2:18.7", "amsr2:36.5", "era
 """The 18 inputs of configs/train/autoice_reference.yaml."""
 
 
-def _public_shared_batch(layout: dict) -> dict[str, torch.Tensor]:
-    """A fresh batch in shared memory through public torch API only (``share_memory_``)."""
-    return {
-        name: torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype).share_memory_()
-        for name, (shape, dtype) in layout.items()
-    }
-
-
 def end_to_end(
     dataset: Dataset, variant: str, workers: int, batch: int, n_batches: int, step_s: float
 ) -> tuple[float, float]:
@@ -141,43 +142,34 @@ def end_to_end(
     The consumer copies each batch's inputs and charts into buffers allocated once (the
     host side of a host-to-device copy) and then sleeps ``step_s`` (the accelerator's
     step, during which the training process leaves the CPU to the loader).
-    ``variant``: ``slots`` (PatchLoader, worker slots reused), ``fresh`` (plain
-    DataLoader, a fresh shared-memory batch per batch), ``public`` (as ``fresh``, the
-    batch made shared with the public ``Tensor.share_memory_``).
+    ``variant``: ``slots`` (PatchLoader, worker slots reused) or ``fresh`` (plain
+    DataLoader, a fresh shared-memory batch per batch).
     """
-    from icecontext.data.loader import batching
-
     loader_type = PatchLoader if variant == "slots" else torch.utils.data.DataLoader
-    original = batching._shared_batch
-    if variant == "public":  # workers fork after this, so they see it
-        batching._shared_batch = _public_shared_batch
-    try:
-        loader = loader_type(
-            dataset,
-            batch_size=batch,
-            num_workers=workers,
-            collate_fn=collate_patches,
-            persistent_workers=False,
-            prefetch_factor=2,
-        )
-        it = iter(loader)
-        first = next(it)  # worker start-up is not counted
-        sinks = {k: torch.empty_like(v) for k, v in first.items() if v.dim() >= 3}
-        del first
-        wait = 0.0
-        t0 = time.perf_counter()
-        for _ in range(n_batches):
-            t1 = time.perf_counter()
-            b = next(it)
-            wait += time.perf_counter() - t1
-            for k, sink in sinks.items():
-                sink.copy_(b[k])
-            del b
-            time.sleep(step_s)
-        dt = time.perf_counter() - t0
-        del it
-    finally:
-        batching._shared_batch = original
+    loader = loader_type(
+        dataset,
+        batch_size=batch,
+        num_workers=workers,
+        collate_fn=collate_patches,
+        persistent_workers=False,
+        prefetch_factor=2,
+    )
+    it = iter(loader)
+    first = next(it)  # worker start-up is not counted
+    sinks = {k: torch.empty_like(v) for k, v in first.items() if v.dim() >= 3}
+    del first
+    wait = 0.0
+    t0 = time.perf_counter()
+    for _ in range(n_batches):
+        t1 = time.perf_counter()
+        b = next(it)
+        wait += time.perf_counter() - t1
+        for k, sink in sinks.items():
+            sink.copy_(b[k])
+        del b
+        time.sleep(step_s)
+    dt = time.perf_counter() - t0
+    del it
     return n_batches / dt, wait / dt
 
 
@@ -256,7 +248,7 @@ def main() -> None:
         action="store_true",
         help="time the training loader end to end (768 px, 18 inputs) per worker variant",
     )
-    ap.add_argument("--variants", nargs="+", default=["slots", "fresh", "public"])
+    ap.add_argument("--variants", nargs="+", default=["slots", "fresh"], choices=["slots", "fresh"])
     ap.add_argument("--repeats", type=int, default=4, help="end to end: interleaved trials")
     ap.add_argument("--batches", type=int, default=12, help="end to end: batches per trial")
     ap.add_argument("--step-ms", type=float, default=300.0, help="end to end: consumer step")
