@@ -19,7 +19,7 @@ from icecontext.data.io.scene import (
     write_scene,
 )
 from icecontext.errors import DataError, SceneFormatError
-from icecontext.testing import make_scene_dataset
+from icecontext.testing import SceneMasks, make_scene_dataset
 
 
 def _write(ds: xr.Dataset, folder: Path, name: str = "20190101T060000_dmi_prep.nc") -> Path:
@@ -232,3 +232,17 @@ def test_write_scene_is_atomic_on_failure(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(OSError, match="disk full"):
         write_scene(ds, target)
     assert list(tmp_path.iterdir()) == []  # neither the target nor the temporary file
+
+
+def test_scene_masks_turn_off_the_land_area_and_the_swath_edge() -> None:
+    default = make_scene_dataset(60, 70, seed=4)
+    hh = default["nersc_sar_primary"].values
+    assert (hh == 0).any() and (default["SIC"].values == 255).any()
+    bare = make_scene_dataset(60, 70, seed=4, masks=SceneMasks(land=False, footprint=False))
+    assert (bare["nersc_sar_primary"].values != 0).all()
+    assert (bare["SIC"].values != 255).all()
+    # no land: every pixel is in the farthest distance zone
+    assert np.unique(bare["distance_map"].values).size == 1
+    only_edge = make_scene_dataset(60, 70, seed=4, masks=SceneMasks(land=False))
+    assert (only_edge["nersc_sar_primary"].values[:, -1] == 0).all()
+    assert (only_edge["nersc_sar_primary"].values[:, 0] != 0).all()
