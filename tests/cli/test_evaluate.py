@@ -158,11 +158,11 @@ def test_overlap_rf_scores_what_a_single_pass_scores(setup, tmp_path):
     write_scene_files(test, 1, height=300, width=340, seed=41, test_set=True)
     out = tmp_path / "eval_rf"
     argv = ["evaluate", "-k", str(ckpt), "-s", str(test), "-o", str(out), "--no-plots"]
-    argv += ["--tile", "256", "--overlap", "rf", "--device", "cpu", "--precision", "auto"]
+    argv += ["--tile", "256", "--overlap", "rf", "--device", "cpu", "--precision", "32"]
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["settings"]["overlap"] == "rf" and metrics["settings"]["tile"] == 256
-    assert metrics["settings"]["precision"] == "32"  # auto, resolved on the CPU: recorded as run
+    assert metrics["settings"]["precision"] == "32"
 
     loaded = load_checkpoint(ckpt)
     radius = -(-loaded.model.receptive_field() // 2)

@@ -14,7 +14,7 @@ import yaml
 from icecontext.cli.main import main
 from icecontext.data.io.format import CHART_FILL, CHARTS, SAR_VARIABLES
 from icecontext.inference.loading import load_inference_model
-from icecontext.inference.predictor import tile_for_margin
+from icecontext.inference.predictor import resolve_precision, tile_for_margin
 from icecontext.inference.scenes import PredictSettings, predict_scenes
 from icecontext.testing import make_scene_dataset, write_scene_files
 from tiny_checkpoint import save_tiny_checkpoint
@@ -75,7 +75,9 @@ def test_predict_writes_every_format(setup, capsys):
     assert {"config.yaml", "provenance.json"} <= set(_files(out))
     record = json.loads((out / "provenance.json").read_text())["predict"]
     assert record["checkpoint"] == str(ckpt.resolve()) and record["scenes"] == names
-    assert record["tile"] == 64 and record["precision"] == "32" and record["device"] == "cpu"
+    assert record["tile"] == 64 and record["device"] == "cpu"
+    # the default --precision auto: bf16 where this CPU has native bf16, else 32
+    assert record["precision"] == resolve_precision("auto", "cpu")
     assert record["formats"] == ["netcdf", "geotiff", "quicklook"]
     assert "predicted 2 scene(s)" in capsys.readouterr().out
 

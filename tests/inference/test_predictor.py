@@ -10,6 +10,7 @@ from torch import nn
 
 from icecontext.data.io.format import CHART_FILL, CHARTS
 from icecontext.errors import ConfigError, DataError
+from icecontext.inference import predictor
 from icecontext.inference.predictor import (
     ExtraOutputs,
     has_input_data,
@@ -236,10 +237,13 @@ def test_bad_source_shape_is_a_data_error(scene):
         )
 
 
-def test_auto_precision_is_bf16_on_cuda_else_32():
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_on_cuda_and_native_bf16_cpus(native, monkeypatch):
+    monkeypatch.setattr(predictor, "cpu_has_native_bf16", lambda: native)
     assert resolve_precision("auto", "cuda") == "bf16"
     assert resolve_precision("auto", torch.device("cuda:1")) == "bf16"
-    assert resolve_precision("auto", "cpu") == "32"
+    assert resolve_precision("auto", "cpu") == ("bf16" if native else "32")
+    assert resolve_precision("32", "cuda") == "32"
     assert resolve_precision("16", "cpu") == "16"  # the explicit choice stays (and fails later)
 
 

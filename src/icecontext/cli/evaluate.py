@@ -56,7 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch", type=int, default=None, help="tiles per forward pass")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="32", help=PRECISION_HELP)
+    parser.add_argument(
+        "--precision",
+        choices=PRECISION_CHOICES,
+        default="32",
+        help=PRECISION_HELP + " (32: scores that are the same on every machine)",
+    )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -16,8 +16,8 @@ PRECISION_CHOICES = ("auto", "32", "bf16", "16")
 """``--precision``: the spellings of ``trainer.precision`` / ``train.validation.precision``."""
 
 PRECISION_HELP = (
-    "inference precision: 32 (default), bf16 (autocast bfloat16), 16 (float16, CUDA only) or "
-    "auto (bf16 on a CUDA device, else 32)"
+    "inference precision: auto (bf16 on CUDA and on CPUs with native bf16, AVX512-BF16 or "
+    "AMX; else 32), 32, bf16 (autocast bfloat16) or 16 (float16, CUDA only)"
 )
 
 OVERLAP_HELP = (
@@ -35,7 +35,9 @@ def add_tiling_options(parser: argparse.ArgumentParser) -> None:
         "--batch", type=int, default=None, help="tiles per forward pass (1 on CPU, 4 on GPU)"
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="32", help=PRECISION_HELP)
+    parser.add_argument(
+        "--precision", choices=PRECISION_CHOICES, default="auto", help=PRECISION_HELP + " (auto)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

@@ -129,13 +129,20 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
             f"{path}: the configuration stored in the checkpoint is invalid: {exc}"
         ) from exc
     features = list(record["features"])
-    model = build_model(cfg.model, len(features))
+    # Built on the meta device (no random initialisation: 10x faster for ResNet-152) and
+    # without the pretrained file the run started from (its weights are in the checkpoint,
+    # and the file need not exist where the checkpoint is used); the weights are assigned.
+    encoder = cfg.model.encoder.model_copy(update={"pretrained": None})
+    with torch.device("meta"):
+        model = build_model(cfg.model.model_copy(update={"encoder": encoder}), len(features))
     try:
-        model.load_state_dict(model_state_dict(ckpt), strict=True)
+        model.load_state_dict(model_state_dict(ckpt), strict=True, assign=True)
     except RuntimeError as exc:
         raise DataError(
             f"{path}: weights do not fit the stored model configuration: {exc}"
         ) from exc
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        raise DataError(f"{path}: the checkpoint lacks tensors of the stored model configuration")
     model.to(map_location).eval()
     return LoadedCheckpoint(
         model=model,

@@ -49,7 +49,8 @@ from icecontext.inference.tile_batches import TileBatch, TileSource, iter_tile_b
 from icecontext.inference.tiling import DEFAULT_ALIGN, TileLayout, TileSettings, round_up
 
 InferencePrecision = Literal["auto", "32", "bf16", "16"]
-"""``--precision``: ``auto`` is bf16 on a CUDA device, else 32 (:func:`resolve_precision`)."""
+"""``--precision``: ``auto`` is bf16 on CUDA and on CPUs with native bf16, else 32
+(:func:`resolve_precision`)."""
 ProbabilityDtype = Literal["float32", "uint8"]
 ConfidenceKind = Literal["max", "entropy"]
 
@@ -151,13 +152,31 @@ def upsample_nearest(array: np.ndarray, factor: int, full_shape: tuple[int, int]
     return array[..., rows[:, None], cols[None, :]]
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), not emulated."""
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        fn = getattr(torch.cpu, name, None)
+        try:
+            if fn is not None and fn():
+                return True
+        except Exception:  # private helpers: absence or failure means "no"
+            continue
+    return False
+
+
 def resolve_precision(
     precision: InferencePrecision, device: str | torch.device
 ) -> Literal["32", "bf16", "16"]:
-    """``auto`` -> ``bf16`` on a CUDA device, else ``32``; the other values unchanged."""
+    """``auto`` -> ``bf16`` on CUDA and on CPUs with native bf16, else ``32``.
+
+    Other values are returned unchanged. On CPUs without AVX512-BF16 or AMX, bfloat16 is
+    emulated and slower than float32, so ``auto`` keeps float32 there.
+    """
     if precision != "auto":
         return precision
-    return "bf16" if torch.device(device).type == "cuda" else "32"
+    if torch.device(device).type == "cuda" or cpu_has_native_bf16():
+        return "bf16"
+    return "32"
 
 
 def _autocast(

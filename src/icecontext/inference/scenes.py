@@ -63,8 +63,9 @@ class PredictSettings:
             (:func:`~icecontext.inference.predictor.resolve_overlap`).
         batch: Tiles per forward pass (``None``: 1 on CPU, 4 on a GPU).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``...
-        precision: ``32``, ``bf16`` (autocast bfloat16), ``16`` (float16, CUDA) or
-            ``auto`` (bf16 on a CUDA device, else 32; 32 for an ONNX model).
+        precision: ``auto`` (bf16 on CUDA and on CPUs with native bf16, else 32; 32
+            for an ONNX model), ``32``, ``bf16`` (autocast bfloat16) or ``16`` (float16,
+            CUDA).
         formats: Outputs per scene (``netcdf``, ``geotiff``, ``geotiff_3413``, ``quicklook``).
         crs: Target CRS of the ``geotiff_3413`` (map-projected) GeoTIFFs.
         probabilities: Write per-class probabilities into the NetCDF file.
@@ -77,7 +78,7 @@ class PredictSettings:
     overlap: int | Literal["auto", "rf"] = "auto"
     batch: int | None = None
     device: str = "auto"
-    precision: InferencePrecision = "32"
+    precision: InferencePrecision = "auto"
     formats: Sequence[OutputFormat] = ("netcdf", "geotiff", "quicklook")
     crs: str = "EPSG:3413"
     probabilities: bool = False
@@ -269,7 +270,7 @@ def prepare_prediction(
 
     Returns:
         ``(model, tile, overlap, batch, device, precision, scene files by name)``, the
-        precision resolved (``auto``: bf16 on CUDA, else 32; always 32 for ONNX).
+        precision resolved (always 32 for ONNX).
 
     Raises:
         ConfigError: Bad tile, batch, overlap or device.
