@@ -35,6 +35,7 @@ from icecontext.atomic import write_text_atomic
 from icecontext.data.io.format import CHARTS, N_CLASSES
 from icecontext.errors import ConfigError, DataError
 from icecontext.inference.checkpoint import resume_point
+from icecontext.inference.predictor import cpu_has_native_bf16
 from icecontext.provenance import seed_everything, write_run_record
 from icecontext.run.config import RunConfig, check_run_context
 from icecontext.run.rundir import RunDir, resume_checkpoint, run_dir_for
@@ -86,19 +87,6 @@ class RunResult:
 
 
 # ----------------------------------------------------------------------------- hardware
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), not emulated."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    for name in checks:
-        fn = getattr(torch.cpu, name, None)
-        try:
-            if fn is not None and fn():
-                return True
-        except Exception:  # private helpers: absence or failure means "no"
-            continue
-    return False
 
 
 def resolve_accelerator(cfg: RunConfig) -> str:
