@@ -136,7 +136,7 @@ def child(args: argparse.Namespace) -> None:
 
     from icecontext.data.io.variables import resolve_features
     from icecontext.inference.predictor import predict_scene, resolve_overlap
-    from icecontext.inference.scenes import DEFAULT_TILE
+    from icecontext.inference.scenes import default_tile
     from icecontext.inference.streaming import StreamingNetCDFSource
     from icecontext.inference.tiling import TileSettings, round_up
     from icecontext.models.config import load_model_spec
@@ -156,7 +156,7 @@ def child(args: argparse.Namespace) -> None:
     if args.mode == "single":
         tile, overlap = max(round_up(h, 32), round_up(w, 32)), 0
     else:
-        tile = args.tile or DEFAULT_TILE
+        tile = args.tile or default_tile(device)
         overlap = resolve_overlap(args.overlap or "auto", rf, tile)
     base = _current_rss_mb()
     if device.type == "cuda":

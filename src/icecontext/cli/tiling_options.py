@@ -29,7 +29,9 @@ OVERLAP_HELP = (
 
 def add_tiling_options(parser: argparse.ArgumentParser) -> None:
     """Add ``--tile --overlap --batch --device --precision --no-progress``."""
-    parser.add_argument("--tile", type=int, default=None, help="tile side in pixels (2048)")
+    parser.add_argument(
+        "--tile", type=int, default=None, help="tile side in pixels (1536 on CPU, 2048 on GPU)"
+    )
     parser.add_argument("--overlap", default="auto", help=OVERLAP_HELP)
     parser.add_argument(
         "--batch", type=int, default=None, help="tiles per forward pass (1 on CPU, 4 on GPU)"

@@ -179,6 +179,32 @@ def resolve_precision(
     return "32"
 
 
+def uses_channels_last(model: nn.Module) -> bool:
+    """Whether the model's first convolution holds its weights channels-last.
+
+    :func:`predict_scene` then passes its input tiles channels-last too, so the
+    convolutions run without layout conversions.
+    """
+    modules = model.modules() if isinstance(model, nn.Module) else ()
+    for module in modules:
+        if isinstance(module, nn.Conv2d) and module.weight.dim() == 4:
+            w = module.weight
+            return w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    return False
+
+
+def for_cpu_inference(model: nn.Module, device: torch.device) -> nn.Module:
+    """A torch model in channels-last layout when it runs on a CPU (in place).
+
+    oneDNN's convolutions are fastest on channels-last tensors: on this project's
+    AVX512-BF16 EPYC the reference preset ran 1.6x faster in bf16 and 1.3x in float32
+    than in the default layout (docs/benchmarks.md). GPUs keep their layout here.
+    """
+    if device.type == "cpu" and isinstance(model, nn.Module):
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
 def _autocast(
     device: torch.device, precision: InferencePrecision
 ) -> contextlib.AbstractContextManager:
@@ -367,13 +393,16 @@ def predict_scene(
     dev = torch.device(device)
     layout = tiling.plan(source.shape)
     maps = _SceneMaps.empty(source.shape, outputs)
+    layout_of_inputs = torch.channels_last if uses_channels_last(model) else torch.contiguous_format
     was_training = model.training
     model.eval()
     try:
         tiles = iter_tile_batches(source, list(features), layout, tiling.batch)
         with contextlib.closing(tiles) as batches:
             for batch in batches:
-                maps.paste(batch, _run_batch(model, batch.inputs, dev, precision, outputs))
+                x = torch.from_numpy(batch.inputs).to(dev, non_blocking=True)
+                x = x.contiguous(memory_format=layout_of_inputs)
+                maps.paste(batch, _run_batch(model, x, dev, precision, outputs))
                 if progress is not None:
                     progress(batch.first + len(batch.tiles), len(layout.tiles))
     finally:
@@ -392,13 +421,12 @@ class _TileOutputs:
 
 def _run_batch(
     model: nn.Module,
-    inputs: np.ndarray,
+    x: Tensor,
     device: torch.device,
     precision: InferencePrecision,
     outputs: ExtraOutputs,
 ) -> _TileOutputs:
     """Run the model on a batch of tiles: uint8 classes and the requested extras."""
-    x = torch.from_numpy(inputs).to(device, non_blocking=True)
     with _autocast(device, precision):
         heads = model(x)
     del x

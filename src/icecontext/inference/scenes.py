@@ -37,6 +37,7 @@ from icecontext.inference.predictor import (
     ExtraOutputs,
     InferencePrecision,
     ScenePrediction,
+    for_cpu_inference,
     has_input_data,
     predict_scene,
     resolve_overlap,
@@ -49,6 +50,17 @@ from icecontext.inference.tiling import TileSettings
 log = logging.getLogger(__name__)
 
 DEFAULT_TILE = 2048
+"""Default tile side on a GPU (source pixels)."""
+
+DEFAULT_CPU_TILE = 1536
+"""Default tile side on a CPU: the reference preset's activations of a 2048 px tile took
+the whole process to 3.0 GB for a 5000 x 5200 scene, 1536 px to 2.3 GB, for the same
+work (balanced tiles, margins of tile / 16; docs/benchmarks.md)."""
+
+
+def default_tile(device: torch.device) -> int:
+    """:data:`DEFAULT_CPU_TILE` on a CPU, :data:`DEFAULT_TILE` elsewhere."""
+    return DEFAULT_CPU_TILE if device.type == "cpu" else DEFAULT_TILE
 """Default tile side (source pixels): ``tile / 16`` margins keep 77 % of it as core."""
 
 
@@ -58,7 +70,7 @@ class PredictSettings:
 
     Attributes:
         tile: Tile side in pixels at the model's resolution (``None``:
-            :data:`DEFAULT_TILE`).
+            :func:`default_tile`).
         overlap: Context margin per side in pixels, ``"auto"`` or ``"rf"``
             (:func:`~icecontext.inference.predictor.resolve_overlap`).
         batch: Tiles per forward pass (``None``: 1 on CPU, 4 on a GPU).
@@ -293,7 +305,9 @@ def prepare_prediction(
         )
     precision = "32" if loaded.kind == "onnx" else resolve_precision(s.precision, device)
     loaded.model.to(device).eval()
-    tile = s.tile or DEFAULT_TILE
+    if loaded.kind == "checkpoint":
+        for_cpu_inference(loaded.model, device)
+    tile = s.tile or default_tile(device)
     overlap = resolve_overlap(s.overlap, loaded.receptive_field, tile)
     if s.overlap == "rf" and tile_for_margin(tile, overlap) != tile:
         tile = tile_for_margin(tile, overlap)
