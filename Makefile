@@ -25,6 +25,7 @@ quickstart: $(STAMP)
 ## Set everything up and run the test suite (what CI runs).
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 lint: $(STAMP)

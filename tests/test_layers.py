@@ -15,6 +15,7 @@ from pathlib import Path
 import icecontext
 
 ROOT = Path(icecontext.__file__).parent
+DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 RANK = {
     "data.io": 1.0,
     "data.config": 1.1,
@@ -158,3 +159,58 @@ def test_the_checks_see_function_level_imports_and_cycles(tmp_path: Path) -> Non
     assert find_cycle({"a": {"b"}, "b": {"c"}}) is None
     assert unit_of("icecontext.data.store.prepare") == "data.store"
     assert unit_of("icecontext.errors") == ""
+
+
+def transitive_reduction(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """``graph`` without the edges implied by longer paths (the picture's edges)."""
+
+    def reachable(start: str) -> set[str]:
+        seen: set[str] = set()
+        stack = [start]
+        while stack:
+            for nxt in graph.get(stack.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return seen
+
+    return {
+        node: {t for t in targets if not any(t in reachable(o) for o in targets - {t})}
+        for node, targets in graph.items()
+    }
+
+
+def mermaid() -> str:
+    """The layer picture of docs/architecture.md, generated from the import graph."""
+    graph = transitive_reduction(unit_graph())
+    label = {"": "errors, atomic, config, signals, provenance", "testing": "testing (builders)"}
+    lines = ["flowchart BT"]
+    for unit in sorted({*graph, *(t for ts in graph.values() for t in ts)}, key=_order):
+        name = unit.replace(".", "_") or "base"
+        lines.append(f'    {name}["{label.get(unit, unit)}"]')
+    for unit in sorted(graph, key=_order):
+        for target in sorted(graph[unit], key=_order):
+            lines.append(
+                f"    {unit.replace('.', '_') or 'base'} --> {target.replace('.', '_') or 'base'}"
+            )
+    return "\n".join(lines)
+
+
+def _order(unit: str) -> tuple[float, str]:
+    return (RANK.get(unit, 0), unit)
+
+
+PICTURE_START = "```mermaid\n"
+
+
+def test_the_architecture_picture_is_current() -> None:
+    """docs/architecture.md draws the import graph as it is (regenerate: see below)."""
+    text = DOC.read_text(encoding="utf-8")
+    drawn = text.split(PICTURE_START, 1)[1].split("```", 1)[0].strip()
+    assert drawn == mermaid(), "run: python tests/test_layers.py (rewrites the picture)"
+
+
+if __name__ == "__main__":  # rewrite the picture in docs/architecture.md
+    text = DOC.read_text(encoding="utf-8")
+    head, rest = text.split(PICTURE_START, 1)
+    DOC.write_text(head + PICTURE_START + mermaid() + "\n```" + rest.split("```", 1)[1], "utf-8")
