@@ -22,8 +22,8 @@ the public ``Tensor.share_memory_`` only (:func:`shared_empty`).
 
 The slots stay because they pay end to end: timed with a training-like consumer at 768
 px, 18 inputs and batches of 16 on the 2-core CI machine, the loader delivered 1.5x the
-batches of fresh shared-memory batches with one worker and with two (docs/benchmarks.md,
-2026-12-05).
+batches of fresh shared-memory batches with one worker and with two
+(docs/benchmarks.md).
 
 Nothing here is specific to sea ice; it is written by hand because torch's DataLoader
 offers neither in-place batch assembly nor buffer reuse.
