@@ -1,8 +1,9 @@
 """Forward-pass speed of one tile in each runtime ``predict`` can use, on this CPU.
 
 For a model preset of ``configs/model/`` (seeded random weights): eager torch in float32,
-eager torch under bf16 autocast (``predict --precision bf16``; fast only on CPUs with
-native bf16, e.g. AMX), the TorchScript export and the ONNX export run by onnxruntime
+eager torch under bf16 autocast (fast only on CPUs with native bf16, AVX512-BF16 or
+AMX), both again in the channels-last layout ``predict`` uses on a CPU, the TorchScript
+export and the ONNX export run by onnxruntime
 (``icecontext export --format onnx``, needs ``icecontext[onnx]``). Each runtime does
 ``--repeats`` timed passes after one warm-up on the same seeded ``--tile`` x ``--tile``
 input; the median is printed with megapixels per second and the largest difference
@@ -18,6 +19,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import statistics
@@ -58,9 +60,9 @@ def main() -> None:
     from icecontext.data.io.variables import resolve_features
     from icecontext.inference.model_export import script_model
     from icecontext.inference.onnx_model import OnnxModel, export_onnx
+    from icecontext.inference.predictor import cpu_has_native_bf16
     from icecontext.models.config import load_model_spec
     from icecontext.models.multitask import build_model
-    from icecontext.training.fit import cpu_has_native_bf16
 
     torch.set_num_threads(args.threads)
     spec = load_model_spec(PRESETS[args.preset])
@@ -79,9 +81,19 @@ def main() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return {k: v.float() for k, v in model(x).items()}
 
+    # predict's CPU layout: channels-last model and tiles (inference.predictor.for_cpu_inference)
+    model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+
+    def bf16_cl() -> dict[str, torch.Tensor]:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return {k: v.float() for k, v in model_cl(x_cl).items()}
+
     runs: dict[str, Callable[[], dict[str, torch.Tensor]]] = {
         "torch fp32": lambda: model(x),
         "torch bf16 autocast": bf16,
+        "torch fp32 chan-last": lambda: model_cl(x_cl),
+        "torch bf16 chan-last": bf16_cl,
         "TorchScript fp32": (lambda scripted: lambda: scripted(x))(script_model(model)),
     }
     with tempfile.TemporaryDirectory() as tmp:
