@@ -163,6 +163,7 @@ def _run_config(store: Path, work: Path, sizes: Sizes, dev: torch.device) -> Any
             "train.validation.every_n_epochs=1000",
             f"trainer.accelerator={accelerator}",
             f"trainer.precision={'bf16' if dev.type == 'cuda' else '32'}",
+            "trainer.channels_last=true",  # auto on a GPU; the smoke run takes the same path
             f"output.root={work / 'runs'}",
             "output.name=gpu-bench",
             # tiny smoke patches cannot train the reference rates; speed does not care

@@ -14,10 +14,12 @@ from icecontext.data.loader.sources import store_source, store_sources
 from icecontext.errors import ConfigError
 from icecontext.evaluation import scene_groups
 from icecontext.inference.checkpoint import load_checkpoint, model_state_dict, read_checkpoint
+from icecontext.inference.predictor import uses_channels_last
 from icecontext.run.config import RunConfig
 from icecontext.run.rundir import run_dir_for
 from icecontext.training import fit as fit_module
 from icecontext.training.fit import (
+    resolve_channels_last,
     resolve_precision,
     step_autocast,
     train,
@@ -203,3 +205,36 @@ def test_class_weights_from_the_store_histograms(tiny_store, tiny_config, tmp_pa
     # rarer classes weigh more, in inverse proportion to their frequency
     ratio = w[present] * hist[present]
     assert ratio == pytest.approx(ratio[0], rel=1e-5)
+
+
+def test_channels_last_is_on_for_gpus_and_cpu_bf16_unless_set(
+    monkeypatch, tiny_store, tiny_config, tmp_path
+):
+    def cfg_with(**trainer):
+        return RunConfig.model_validate(tiny_config(tiny_store, tmp_path, trainer=trainer))
+
+    monkeypatch.setattr(fit_module, "cpu_has_native_bf16", lambda: True)
+    assert resolve_channels_last(cfg_with(precision="auto"), "cpu")  # bf16 on this CPU
+    assert resolve_channels_last(cfg_with(precision="auto"), "gpu")
+    assert not resolve_channels_last(cfg_with(precision="32"), "cpu")
+    assert not resolve_channels_last(cfg_with(precision="auto", channels_last=False), "gpu")
+    monkeypatch.setattr(fit_module, "cpu_has_native_bf16", lambda: False)
+    assert not resolve_channels_last(cfg_with(precision="auto"), "cpu")
+    assert resolve_channels_last(cfg_with(precision="32", channels_last=True), "cpu")
+
+
+def test_a_channels_last_run_trains_and_saves_channels_last_weights(
+    tiny_store, tiny_config, tmp_path
+):
+    cfg = RunConfig.model_validate(
+        tiny_config(
+            tiny_store,
+            tmp_path,
+            train={"max_epochs": 1},
+            trainer={"precision": "32", "channels_last": True},
+        )
+    )
+    result = train(cfg)
+    assert result.steps == 4 and result.best_checkpoint is not None
+    loaded = load_checkpoint(result.best_checkpoint)
+    assert uses_channels_last(loaded.model)  # predict and evaluate follow the weights' layout

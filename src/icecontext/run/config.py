@@ -231,6 +231,9 @@ class TrainerConfig(Section):
             ``32``, ``bf16-mixed`` or ``16-mixed`` (float16 with a gradient scaler; GPU only).
         sync_batchnorm: Synchronise batch-norm statistics across processes.
         threads: Torch CPU threads per process (``null`` = torch's default).
+        channels_last: Train in the channels-last memory layout (model and batches):
+            ``auto`` = on a GPU, and on a CPU in bf16 (oneDNN's bf16 convolutions need
+            it); float32 CPU training keeps the default layout.
     """
 
     accelerator: Accelerator = "auto"
@@ -240,6 +243,7 @@ class TrainerConfig(Section):
     precision: Precision = "auto"
     sync_batchnorm: bool = False
     threads: PositiveInt | None = None
+    channels_last: Literal["auto"] | bool = "auto"
 
     @field_validator("precision", mode="before")
     @classmethod

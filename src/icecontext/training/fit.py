@@ -103,6 +103,14 @@ def resolve_accelerator(cfg: RunConfig) -> str:
     return acc
 
 
+def resolve_channels_last(cfg: RunConfig, accelerator: str) -> bool:
+    """``trainer.channels_last``: ``auto`` is on for GPUs and for bf16 on a CPU."""
+    choice = cfg.trainer.channels_last
+    if choice != "auto":
+        return bool(choice)
+    return accelerator == "gpu" or resolve_precision(cfg, accelerator) == "bf16-mixed"
+
+
 TrainPrecision = Literal["32-true", "bf16-mixed", "16-mixed"]
 """A Lightning precision as :func:`resolve_precision` resolves ``trainer.precision``."""
 
@@ -582,6 +590,7 @@ def train(
     features = list(data.inner.features)
     weights = class_weights_for(cfg, data.train_sources)
     module = IceChartModule(cfg, features, weights, data.val_sources)
+    module.channels_last = resolve_channels_last(cfg, resolve_accelerator(cfg))
     dm = FullSceneDataModule(data.inner, len(data.val_sources))
     stopper = StopOnSignal(run.last)
     trainer = build_trainer(

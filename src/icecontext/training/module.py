@@ -156,6 +156,8 @@ class IceChartModule(pl.LightningModule):
         self.last_breakdown: list[dict[str, Any]] = []
         self.last_groups: dict[str, list[dict[str, Any]]] = {}
         self.seen_samples: list[str] = []
+        self.channels_last = False
+        """Train channels-last (set by :func:`~icecontext.training.fit.train`)."""
 
     # ------------------------------------------------------------------ forward
 
@@ -182,9 +184,16 @@ class IceChartModule(pl.LightningModule):
             for group in self.optimizers().optimizer.param_groups:  # type: ignore[union-attr]
                 group["lr"] = self.cfg.train.optimizer.lr * factor
 
+    def on_fit_start(self) -> None:
+        """Put the network in the channels-last layout when the run trains in it."""
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         """One optimisation step on a patch batch."""
         x = batch["x"]
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         outputs = self.model(x)
         loss, parts = self.criterion(outputs, {t: batch[t] for t in CHARTS})
         n = x.shape[0]
@@ -198,7 +207,11 @@ class IceChartModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         """AdamW/SGD with the configured schedule (horizon = the run's total steps)."""
         opt_cfg = self.cfg.train.optimizer
-        optimizer = build_optimizer(parameter_groups(self.model, opt_cfg.weight_decay), opt_cfg)
+        optimizer = build_optimizer(
+            parameter_groups(self.model, opt_cfg.weight_decay),
+            opt_cfg,
+            fused=self.device.type == "cuda",  # one kernel per step instead of one per tensor
+        )
         horizon = self._total_steps()
         sched = build_scheduler(optimizer, self.cfg.train.scheduler, horizon)
         if sched is None:

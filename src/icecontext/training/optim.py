@@ -43,10 +43,21 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     return groups
 
 
-def build_optimizer(params: ParamsT, cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    """Return the optimiser ``cfg`` describes over ``params`` (groups or tensors)."""
+def build_optimizer(
+    params: ParamsT, cfg: OptimizerConfig, *, fused: bool = False
+) -> torch.optim.Optimizer:
+    """Return the optimiser ``cfg`` describes over ``params`` (groups or tensors).
+
+    ``fused`` selects AdamW's fused kernel (for parameters on a GPU).
+    """
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(
+            params,
+            lr=cfg.lr,
+            betas=cfg.betas,
+            weight_decay=cfg.weight_decay,
+            fused=True if fused else None,
+        )
     return torch.optim.SGD(
         params,
         lr=cfg.lr,
