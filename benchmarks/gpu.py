@@ -19,12 +19,14 @@ On a GPU (about 6 minutes on one H200)::
 ``--smoke`` runs every part on the CPU at tiny sizes (compile skipped) in about a
 minute: the test suite runs it so the script cannot rot between GPU sessions.
 
-The GPU machine has torch but no package index: build wheels of the project's other
-dependencies here and carry them (``/.whl/`` is git-ignored)::
+The GPU machine has torch but no package index: build wheels of the project and of the
+dependencies it lacks there, without torch's own (``--no-deps``; ``/.whl/`` is
+git-ignored), and install them there without an index::
 
-    pip wheel --wheel-dir .whl . pydantic zarr numcodecs netCDF4 h5netcdf rasterio \
-        pyproj scikit-learn matplotlib pyyaml tqdm
-    # there, before this script:
+    pip wheel --no-deps --wheel-dir .whl . pydantic pydantic-core annotated-types \
+        typing-inspection zarr numcodecs donfig crc32c netCDF4 cftime h5netcdf rasterio \
+        affine pyproj
+    # there, before this script (pip names any dependency still missing):
     pip install --no-index --find-links .whl --no-deps .whl/*.whl
 """
 
@@ -212,7 +214,12 @@ def charting(work: Path, checkpoint: str, sizes: Sizes, dev: torch.device) -> di
     one = work / "chart-one"
     one.mkdir(exist_ok=True)
     (one / scenes[0].name).symlink_to(scenes[0])
-    exe = [str(Path(sys.executable).with_name("icecontext"))]
+    # the command line through this interpreter: a --target install has no console script
+    exe = [
+        sys.executable,
+        "-c",
+        "import sys; from icecontext.cli.main import main; sys.exit(main())",
+    ]
     common = ["--checkpoint", checkpoint, "--device", str(dev), "--no-progress"]
     precision = ["--precision", "bf16" if dev.type == "cuda" else "32"]
     out: dict[str, float] = {}
@@ -252,7 +259,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     variants = ["eager", "channels_last", *(["compiled"] if sizes.compile else [])]
     flops = float("nan")
     for variant in variants:
-        r = bare_model(variant, sizes, dev)
+        try:
+            r = bare_model(variant, sizes, dev)
+        except Exception as exc:  # a compiler problem must not cost the rest of the run
+            figures[f"model_{variant}"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+            print(f"bare model, {variant:>13}: failed ({type(exc).__name__}: {exc})"[:300])
+            continue
         flops = r["flops_per_image"] if variant == "eager" else flops
         tflops = r["images_per_s"] * flops / 1e12
         r["mfu"] = tflops / peak if peak else float("nan")

@@ -15,7 +15,7 @@ from icecontext.data.io.format import CHARTS
 from icecontext.data.store.prepare import collect_scene_files
 from icecontext.evaluation import score_charts
 from icecontext.inference.checkpoint import load_checkpoint
-from icecontext.inference.predictor import predict_scene
+from icecontext.inference.predictor import predict_scene, tile_for_margin
 from icecontext.inference.tiling import TileSettings
 from icecontext.run.config import RunConfig, ValidationConfig
 from icecontext.testing import tiny_run_config, write_scene_files, write_tiny_store
@@ -154,14 +154,14 @@ def test_score_scenes_takes_settings_or_their_fields_as_keywords(setup):
 def test_overlap_rf_scores_what_a_single_pass_scores(setup, tmp_path):
     """With the whole receptive-field radius as margin, tiles change nothing."""
     ckpt, _ = setup
-    test = tmp_path / "big"  # several 256 px tiles around a 78 px margin
+    test = tmp_path / "big"  # two 320 px tiles around a 78 px margin (no growth needed)
     write_scene_files(test, 1, height=300, width=340, seed=41, test_set=True)
     out = tmp_path / "eval_rf"
     argv = ["evaluate", "-k", str(ckpt), "-s", str(test), "-o", str(out), "--no-plots"]
-    argv += ["--tile", "256", "--overlap", "rf", "--device", "cpu", "--precision", "32"]
+    argv += ["--tile", "320", "--overlap", "rf", "--device", "cpu", "--precision", "32"]
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["settings"]["overlap"] == "rf" and metrics["settings"]["tile"] == 256
+    assert metrics["settings"]["overlap"] == "rf" and metrics["settings"]["tile"] == 320
     assert metrics["settings"]["precision"] == "32"
 
     loaded = load_checkpoint(ckpt)
@@ -221,3 +221,11 @@ def test_scenes_is_required_once(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["evaluate", "-k", "x.ckpt", *argv])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_overlap_rf_grows_a_tile_too_small_for_the_radius_as_predict_does(setup):
+    ckpt, _ = setup
+    model = load_checkpoint(ckpt).model
+    tiling = ScoringSettings(tile=128, overlap="rf", batch=1).tiling(model)
+    assert tiling.overlap == 78 and tiling.tile == tile_for_margin(128, 78) == 480
+    assert ScoringSettings(tile=128, overlap=16, batch=1).tiling(model).tile == 128

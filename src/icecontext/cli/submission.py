@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", "-o", type=Path, default=Path("upload_package.nc"), help="the upload file"
     )
-    add_tiling_options(parser)
+    add_tiling_options(parser, precision="32")  # the same upload file on every machine
 
 
 def run(args: argparse.Namespace) -> int:

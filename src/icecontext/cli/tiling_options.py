@@ -27,8 +27,12 @@ OVERLAP_HELP = (
 )
 
 
-def add_tiling_options(parser: argparse.ArgumentParser) -> None:
-    """Add ``--tile --overlap --batch --device --precision --no-progress``."""
+def add_tiling_options(parser: argparse.ArgumentParser, precision: str = "auto") -> None:
+    """Add ``--tile --overlap --batch --device --precision --no-progress``.
+
+    ``precision`` is the default of ``--precision``: ``auto`` for charts (the fastest
+    path), ``32`` where the result should not depend on the machine (the upload file).
+    """
     parser.add_argument(
         "--tile", type=int, default=None, help="tile side in pixels (1536 on CPU, 2048 on GPU)"
     )
@@ -38,7 +42,10 @@ def add_tiling_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument(
-        "--precision", choices=PRECISION_CHOICES, default="auto", help=PRECISION_HELP + " (auto)"
+        "--precision",
+        choices=PRECISION_CHOICES,
+        default=precision,
+        help=f"{PRECISION_HELP} ({precision})",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 

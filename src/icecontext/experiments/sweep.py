@@ -160,7 +160,7 @@ def prepare_data(
         return None
     from icecontext.data.store.prepare import prepare_store
     from icecontext.synthetic.files import write_synthetic_scene
-    from icecontext.synthetic.params import SynthParams, resolve_scales
+    from icecontext.synthetic.params import resolve_scales, set_scene_params
 
     data = store.parent
     marker = data / ".complete"
@@ -194,14 +194,7 @@ def prepare_data(
         n = s.train_scenes + s.val_scenes
         t0 = time.perf_counter()
         for i in range(n):
-            params = SynthParams(
-                height=s.height,
-                width=s.width,
-                service="dmi" if i % 2 == 0 else "cis",
-                scales=scales,
-                polygon_size_km=s.polygon_size_km,
-                keep_truth_arrays=False,
-            )
+            params = set_scene_params(i, s.height, s.width, scales, s.polygon_size_km)
             write_synthetic_scene(make_scene(params, s.seed + i), scenes, seed=s.seed + i)
             lock.heartbeat()
         kind = "known-truth" if s.known_truth is not None else f"scale {s.scale}"

@@ -529,6 +529,7 @@ class _TiledCam:
                 )
                 out, act, grad = self._backward(tb.inputs, targets)
                 self._accumulate(tb.tiles, targets, out, (act, grad))
+                del out, act, grad  # not alive while the next batch runs: one batch at a time
                 self._advance(1 if self.acts is not None or self.hires is not None else 2)
 
     def _backward(

@@ -142,8 +142,13 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
             f"{path}: weights do not fit the stored model configuration: {exc}"
         ) from exc
     if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
-        raise DataError(f"{path}: the checkpoint lacks tensors of the stored model configuration")
-    model.to(map_location).eval()
+        raise DataError(
+            f"{path}: the model holds tensors the checkpoint does not restore (a buffer kept "
+            "out of the state dict?); it cannot be rebuilt from the file alone"
+        )
+    # assigned tensors keep the file's dtype: float32 like a freshly built model (the
+    # memory layout stays, so a run trained channels-last is charted channels-last)
+    model.float().to(map_location).eval()
     return LoadedCheckpoint(
         model=model,
         config=cfg,

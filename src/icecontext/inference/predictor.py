@@ -402,7 +402,10 @@ def predict_scene(
             for batch in batches:
                 x = torch.from_numpy(batch.inputs).to(dev, non_blocking=True)
                 x = x.contiguous(memory_format=layout_of_inputs)
-                maps.paste(batch, _run_batch(model, x, dev, precision, outputs))
+                heads = _forward(model, x, dev, precision)
+                del x  # freed before the outputs are post-processed
+                maps.paste(batch, _tile_outputs(model, heads, outputs))
+                del heads
                 if progress is not None:
                     progress(batch.first + len(batch.tiles), len(layout.tiles))
     finally:
@@ -419,18 +422,19 @@ class _TileOutputs:
     confidence: dict[str, np.ndarray]
 
 
-def _run_batch(
-    model: nn.Module,
-    x: Tensor,
-    device: torch.device,
-    precision: InferencePrecision,
-    outputs: ExtraOutputs,
-) -> _TileOutputs:
-    """Run the model on a batch of tiles: uint8 classes and the requested extras."""
+def _forward(
+    model: nn.Module, x: Tensor, device: torch.device, precision: InferencePrecision
+) -> dict[str, Tensor]:
+    """The model's float32 outputs for a batch of tiles."""
     with _autocast(device, precision):
         heads = model(x)
-    del x
-    heads = {k: v.float() for k, v in heads.items()}
+    return {k: v.float() for k, v in heads.items()}
+
+
+def _tile_outputs(
+    model: nn.Module, heads: Mapping[str, Tensor], outputs: ExtraOutputs
+) -> _TileOutputs:
+    """A batch's uint8 classes and the requested extras, on the CPU."""
     classes = {k: v.to(torch.uint8).cpu().numpy() for k, v in _to_classes(model, heads).items()}
     return _TileOutputs(classes, *_distributions(heads, outputs))
 

@@ -61,7 +61,6 @@ work (balanced tiles, margins of tile / 16; docs/benchmarks.md)."""
 def default_tile(device: torch.device) -> int:
     """:data:`DEFAULT_CPU_TILE` on a CPU, :data:`DEFAULT_TILE` elsewhere."""
     return DEFAULT_CPU_TILE if device.type == "cpu" else DEFAULT_TILE
-"""Default tile side (source pixels): ``tile / 16`` margins keep 77 % of it as core."""
 
 
 @dataclass

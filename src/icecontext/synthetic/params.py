@@ -133,3 +133,21 @@ class SynthParams(Section):
     land_fraction: float | None = Field(default=None, ge=0.0, le=0.9)
     enl: float = Field(default=20.0, gt=0.5, le=1000.0)
     keep_truth_arrays: bool = True
+
+
+def set_scene_params(
+    index: int, height: int, width: int, scales: SynthScales, polygon_size_km: float
+) -> SynthParams:
+    """Parameters of scene ``index`` of a synthetic training set (quickstart, study).
+
+    Services alternate (DMI for even indices, CIS for odd) so both chart styles are in
+    every set; truth arrays are not kept (the sidecar holds what the sets need).
+    """
+    return SynthParams(
+        height=height,
+        width=width,
+        service="dmi" if index % 2 == 0 else "cis",
+        scales=scales,
+        polygon_size_km=polygon_size_km,
+        keep_truth_arrays=False,
+    )

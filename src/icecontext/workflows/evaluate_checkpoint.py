@@ -48,6 +48,7 @@ from icecontext.inference.predictor import (
     model_overlap,
     predict_scene,
     resolve_precision,
+    tile_for_margin,
 )
 from icecontext.inference.scenes import resolve_device
 from icecontext.inference.tile_batches import TileSource
@@ -100,9 +101,9 @@ class ScoringSettings:
         """The tiled pass for ``model`` (``auto``/``rf`` resolved with its receptive field)."""
         s = self.filled(ValidationConfig())
         assert s.tile is not None and s.overlap is not None and s.batch is not None
-        return TileSettings(
-            tile=s.tile, overlap=model_overlap(model, s.overlap, s.tile), batch=s.batch
-        )
+        margin = model_overlap(model, s.overlap, s.tile)
+        tile = tile_for_margin(s.tile, margin) if s.overlap == "rf" else s.tile  # as predict
+        return TileSettings(tile=tile, overlap=margin, batch=s.batch)
 
 
 DEFAULT_SCORING = ScoringSettings()

@@ -215,7 +215,7 @@ def synthesise(qs: QuickstartSection, data_dir: Path, progress: bool = True) -> 
 
     from icecontext.synthetic.files import write_synthetic_scene
     from icecontext.synthetic.generator import generate_scene
-    from icecontext.synthetic.params import SynthParams, resolve_scales
+    from icecontext.synthetic.params import resolve_scales, set_scene_params
 
     s = qs.synth
     n_fit = s.train_scenes + s.val_scenes
@@ -232,14 +232,7 @@ def synthesise(qs: QuickstartSection, data_dir: Path, progress: bool = True) -> 
     scales = resolve_scales(s.scale, option="quickstart.synth.scale")
     taken: set[str] = set()
     for split, i in tqdm(plan, desc="synthesise", unit="scene", disable=not progress):
-        params = SynthParams(
-            height=s.height,
-            width=s.width,
-            service="dmi" if i % 2 == 0 else "cis",
-            scales=scales,
-            polygon_size_km=s.polygon_size_km,
-            keep_truth_arrays=False,
-        )
+        params = set_scene_params(i, s.height, s.width, scales, s.polygon_size_km)
         scene = generate_scene(params, s.seed + i)
         if scene.scene_name in taken:  # practically never: names carry the seed's date
             raise ConfigError("quickstart.synth.seed", f"scene name clash {scene.scene_name}")

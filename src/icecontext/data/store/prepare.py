@@ -177,27 +177,26 @@ def _rename_into_place(tmp: Path, final: Path) -> None:
 def _write_inputs(group: zarr.Group, layers: SceneLayers, chunk: int) -> None:
     """Write the SAR-grid (``sar``) and 2 km (``coarse``) input stacks present."""
     floats, _ = _codecs()
-    if layers.sar is not None:
-        n = layers.sar.shape[0]
-        group.create_array(
-            "sar",
-            data=np.ascontiguousarray(layers.sar, dtype=np.float32),
-            chunks=(n, chunk, chunk),
-            compressors=floats,
-            fill_value=0.0,
-            dimension_names=("channel", "y", "x"),
-            attributes={"variables": list(layers.sar_variables)},
-        )
-    if layers.coarse is not None:
-        n = layers.coarse.shape[0]
-        group.create_array(
+    for name, stack, variables, side, dims in (
+        ("sar", layers.sar, layers.sar_variables, chunk, ("channel", "y", "x")),
+        (
             "coarse",
-            data=np.ascontiguousarray(layers.coarse, dtype=np.float32),
-            chunks=(n, COARSE_CHUNK, COARSE_CHUNK),
+            layers.coarse,
+            layers.coarse_variables,
+            COARSE_CHUNK,
+            ("channel", "y2km", "x2km"),
+        ),
+    ):
+        if stack is None:
+            continue
+        group.create_array(
+            name,
+            data=np.ascontiguousarray(stack, dtype=np.float32),
+            chunks=(stack.shape[0], side, side),
             compressors=floats,
             fill_value=0.0,
-            dimension_names=("channel", "y2km", "x2km"),
-            attributes={"variables": list(layers.coarse_variables)},
+            dimension_names=dims,
+            attributes={"variables": list(variables)},
         )
 
 
