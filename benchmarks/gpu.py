@@ -10,7 +10,7 @@ small preset in ``--smoke``):
    FLOPs per image) and the share of step time spent waiting for data;
 3. ``icecontext predict`` and ``icecontext evaluate`` on full-size synthetic scenes:
    seconds per scene in a multi-scene run, steady state ``(T(n) - T(1)) / (n - 1)``, so
-   start-up and model loading are not counted.
+   start-up and model loading are not counted (the commands run in this process).
 
 On a GPU (about 6 minutes on one H200)::
 
@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -200,11 +199,13 @@ def train_end_to_end(work: Path, sizes: Sizes, dev: torch.device) -> dict[str, A
     return out
 
 
-def _timed(cmd: list[str]) -> float:
+def _timed(argv: list[str]) -> float:
+    """Wall seconds of one ``icecontext`` command, run in this process (imports done)."""
+    from icecontext.cli.main import main
+
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    if main(argv) != 0:
+        raise SystemExit(f"icecontext {' '.join(argv)} failed (its message is above)")
     return time.perf_counter() - t0
 
 
@@ -214,12 +215,6 @@ def charting(work: Path, checkpoint: str, sizes: Sizes, dev: torch.device) -> di
     one = work / "chart-one"
     one.mkdir(exist_ok=True)
     (one / scenes[0].name).symlink_to(scenes[0])
-    # the command line through this interpreter: a --target install has no console script
-    exe = [
-        sys.executable,
-        "-c",
-        "import sys; from icecontext.cli.main import main; sys.exit(main())",
-    ]
     common = ["--checkpoint", checkpoint, "--device", str(dev), "--no-progress"]
     precision = ["--precision", "bf16" if dev.type == "cuda" else "32"]
     out: dict[str, float] = {}
@@ -232,7 +227,7 @@ def charting(work: Path, checkpoint: str, sizes: Sizes, dev: torch.device) -> di
             target = work / f"{command}-{folder.name}"
             outs = ["--out", str(target)]
             times.append(
-                _timed([*exe, command, *common, *precision, "--scenes", str(folder), *outs, *extra])
+                _timed([command, *common, *precision, "--scenes", str(folder), *outs, *extra])
             )
         out[f"{command}_first_s"] = times[0]
         out[f"{command}_s_per_scene"] = (times[1] - times[0]) / (len(scenes) - 1)
