@@ -25,12 +25,8 @@ quickstart: $(STAMP)
 ## Set everything up and run the test suite (what CI runs).
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
-	@# mypy runs beside the tests (the two pytest workers leave the cores idle at times)
-	@$(BIN)/mypy > $(VENV)/mypy.log 2>&1 & mypy=$$!; \
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q; tests=$$?; \
-	wait $$mypy; types=$$?; echo "mypy: $$(tail -n 1 $(VENV)/mypy.log)"; \
-	if [ $$types -ne 0 ]; then cat $(VENV)/mypy.log; fi; \
-	exit $$(( tests || types ))
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
