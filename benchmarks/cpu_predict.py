@@ -62,9 +62,8 @@ def matmul_peak_gflops(sizes: tuple[int, ...] = (1024, 2048, 4096), repeats: int
 
 def reference_checkpoint(work: Path, scene: Path) -> Path:
     """A reference-preset checkpoint (training's record format), BatchNorm calibrated."""
-    from icecontext import __version__
     from icecontext.data.loader.sources import NetCDFSource
-    from icecontext.inference.checkpoint import CHECKPOINT_KEY
+    from icecontext.inference.checkpoint import save_checkpoint
     from icecontext.models.multitask import build_model
     from icecontext.run.config import RunConfig
 
@@ -81,17 +80,7 @@ def reference_checkpoint(work: Path, scene: Path) -> Path:
     model = build_model(cfg.model, len(channels), seed=0)
     source = NetCDFSource(scene, channels)
     calibrate_batchnorm(model, source, channels, "cpu")
-    record = {
-        "config": cfg.model_dump(mode="json"),
-        "features": channels,
-        "in_channels": len(channels),
-        "version": __version__,
-        "scores": {},
-    }
-    state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    path = work / "ref.ckpt"
-    torch.save({"epoch": 0, "global_step": 0, "state_dict": state, CHECKPOINT_KEY: record}, path)
-    return path
+    return save_checkpoint(work / "ref.ckpt", model, cfg, channels)
 
 
 def tile_flops(ckpt: Path, shape: tuple[int, int]) -> float:

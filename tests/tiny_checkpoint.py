@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
 TINY_FEATURES: tuple[str, ...] = ("sar", "incidence", "amsr2:18.7")
 
 
@@ -46,8 +44,7 @@ def save_tiny_checkpoint(
     Returns:
         ``path``.
     """
-    from icecontext import __version__
-    from icecontext.inference.checkpoint import CHECKPOINT_KEY
+    from icecontext.inference.checkpoint import save_checkpoint
     from icecontext.models.multitask import build_model
     from icecontext.run.config import RunConfig
 
@@ -72,19 +69,7 @@ def save_tiny_checkpoint(
         }
     )
     channels = cfg.data.channels
-    model = build_model(cfg.model, len(channels), seed=seed)
-    ckpt = {
-        "epoch": 1,
-        "global_step": 10,
-        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-        CHECKPOINT_KEY: {
-            "config": cfg.model_dump(mode="json"),
-            "features": channels,
-            "in_channels": len(channels),
-            "version": __version__,
-            "scores": {},
-        },
-    }
+    net = build_model(cfg.model, len(channels), seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(ckpt, path)
+    save_checkpoint(path, net, cfg, channels, epoch=1, global_step=10)
     return path

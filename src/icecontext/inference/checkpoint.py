@@ -10,13 +10,18 @@ best. :func:`load_checkpoint` rebuilds the network from that entry alone, so
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from icecontext.atomic import atomic_path
 from icecontext.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from icecontext.run.config import RunConfig
 
 CHECKPOINT_KEY = "icecontext"
 MODEL_PREFIX = "model."
@@ -45,6 +50,61 @@ class LoadedCheckpoint:
     global_step: int
     scores: dict[str, Any] = field(default_factory=dict)
     record: dict[str, Any] = field(default_factory=dict)
+
+
+def checkpoint_record(
+    cfg: RunConfig,
+    features: Sequence[str],
+    scores: Mapping[str, Any] | None = None,
+    monitor: str | None = None,
+) -> dict[str, Any]:
+    """The ``"icecontext"`` entry of a checkpoint: all :func:`load_checkpoint` rebuilds from.
+
+    Args:
+        cfg: The resolved run configuration.
+        features: Input channel names in model order.
+        scores: Validation scores to record with it.
+        monitor: The score that chooses ``best.ckpt`` (training's checkpoints).
+    """
+    from icecontext import __version__
+
+    record: dict[str, Any] = {
+        "config": cfg.model_dump(mode="json"),
+        "features": list(features),
+        "in_channels": len(features),
+        "version": __version__,
+    }
+    if monitor is not None:
+        record["monitor"] = monitor
+    record["scores"] = dict(scores or {})
+    return record
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: torch.nn.Module,
+    cfg: RunConfig,
+    features: Sequence[str],
+    *,
+    epoch: int = 0,
+    global_step: int = 0,
+) -> Path:
+    """Write ``model`` as a checkpoint that ``predict``, ``evaluate`` and ``export`` read.
+
+    Training writes its own through Lightning; this is for a network made otherwise
+    (tests, benchmarks, a model trained outside :func:`icecontext.train`). Written
+    atomically; the folder must exist.
+    """
+    state = {f"{MODEL_PREFIX}{k}": v for k, v in model.state_dict().items()}
+    ckpt = {
+        "epoch": epoch,
+        "global_step": global_step,
+        "state_dict": state,
+        CHECKPOINT_KEY: checkpoint_record(cfg, features),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+    return Path(path)
 
 
 def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:

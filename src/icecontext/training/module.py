@@ -39,13 +39,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset
 
-from icecontext import __version__
 from icecontext.data.io.format import CHARTS, PIXEL_SPACING_M
 from icecontext.data.loader.datamodule import steps_per_epoch
 from icecontext.data.loader.sources import full_resolution_charts
 from icecontext.errors import DataError
 from icecontext.evaluation import ChartScorer, scene_groups
-from icecontext.inference.checkpoint import CHECKPOINT_KEY
+from icecontext.inference.checkpoint import CHECKPOINT_KEY, checkpoint_record
 from icecontext.inference.predictor import InferencePrecision, model_overlap, predict_scene
 from icecontext.inference.tiling import TileSettings
 from icecontext.run.config import RunConfig
@@ -308,11 +307,6 @@ class IceChartModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the resolved configuration, the channels and the latest scores."""
-        checkpoint[CHECKPOINT_KEY] = {
-            "config": self.cfg.model_dump(mode="json"),
-            "features": self.features,
-            "in_channels": len(self.features),
-            "version": __version__,
-            "monitor": MONITOR,
-            "scores": dict(self.last_scores),
-        }
+        checkpoint[CHECKPOINT_KEY] = checkpoint_record(
+            self.cfg, self.features, self.last_scores, monitor=MONITOR
+        )
