@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
+sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/gpu.py
 
 
 def cpu_benchmark(steps: int, workdir: Path, threads: int | None = None) -> dict[str, float]:
@@ -66,65 +66,31 @@ def reference_benchmark(
 ) -> dict[str, float | str]:
     """Reference preset on random ``size`` x ``size`` inputs, bf16 autocast, AdamW steps.
 
-    Made for CUDA; ``device="cpu"`` runs the same code (a smoke test of this path on a
-    machine without a GPU, with a small ``size``).
+    The eager variant of ``benchmarks/gpu.py``'s bare model (that script also times
+    channels_last, torch.compile and the whole training and charting path). Made for
+    CUDA; ``device="cpu"`` runs the same code (a smoke test, with a small ``size``).
     """
-    from torch.utils.flop_counter import FlopCounterMode
+    import dataclasses
 
-    from icecontext.models.config import load_model_spec
-    from icecontext.models.multitask import build_model
+    from gpu import FULL, bare_model, device_name, peak_tflops
 
-    spec = load_model_spec(ROOT / "configs" / "model" / "autoice_reference.yaml")
     dev = torch.device(device)
-    cuda = dev.type == "cuda"
-    model = build_model(spec.model, spec.in_channels).to(dev).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(batch, spec.in_channels, size, size, device=dev)
-    targets = {
-        "SIC": torch.randint(0, 11, (batch, size, size), device=dev).float(),
-        "SOD": torch.randint(0, 6, (batch, size, size), device=dev),
-        "FLOE": torch.randint(0, 7, (batch, size, size), device=dev),
-    }
-
-    def step() -> None:
-        with torch.autocast(dev.type, dtype=torch.bfloat16):
-            out = model(x)
-            loss = torch.nn.functional.mse_loss(out["SIC"][:, 0].float(), targets["SIC"])
-            loss = loss + torch.nn.functional.cross_entropy(out["SOD"].float(), targets["SOD"])
-            loss = loss + torch.nn.functional.cross_entropy(out["FLOE"].float(), targets["FLOE"])
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize(dev)
-
-    # forward + backward FLOPs of one step (the optimiser's element-wise work is not counted)
-    with FlopCounterMode(display=False) as counter:
-        step()
-    flops = float(counter.get_total_flops())
-    for _ in range(3):
-        step()
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    dt = (time.perf_counter() - t0) / steps
-    name = torch.cuda.get_device_name(dev) if cuda else f"CPU ({platform.machine()})"
-    if peak is None and cuda:
-        peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
-    achieved = flops / dt / 1e12
+    sizes = dataclasses.replace(FULL, patch=size, batch=batch, model_steps=steps)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    r = bare_model("eager", sizes, dev)
+    peak = peak_tflops(dev, peak)
+    achieved = r["images_per_s"] * r["flops_per_image"] / 1e12
     return {
-        "device": name,
-        "images_per_s": batch / dt,
-        "step_s": dt,
-        "tflop_per_step": flops / 1e12,
+        "device": device_name(dev),
+        "images_per_s": r["images_per_s"],
+        "tflop_per_step": r["flops_per_image"] * batch / 1e12,
         "achieved_tflops": achieved,
         "mfu": achieved / peak if peak else float("nan"),
         "peak_tflops": peak or float("nan"),
-        "max_memory_gb": torch.cuda.max_memory_allocated(dev) / 2**30 if cuda else float("nan"),
+        "max_memory_gb": torch.cuda.max_memory_allocated(dev) / 2**30
+        if dev.type == "cuda"
+        else float("nan"),
     }
 
 
