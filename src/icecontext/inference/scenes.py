@@ -308,8 +308,9 @@ def prepare_prediction(
         for_cpu_inference(loaded.model, device)
     tile = s.tile or default_tile(device)
     overlap = resolve_overlap(s.overlap, loaded.receptive_field, tile)
-    if s.overlap == "rf" and tile_for_margin(tile, overlap) != tile:
-        tile = tile_for_margin(tile, overlap)
+    grown = tile_for_margin(tile, overlap) if s.overlap == "rf" else tile
+    if grown != tile:
+        tile = grown
         log.info(
             "--overlap rf: tiles of %d px so that a %d px margin leaves a core of two thirds "
             "(a scene up to that size is one single pass)",
@@ -338,7 +339,8 @@ def predict_scenes(
         scenes: ``_prep.nc`` files and/or folders of them.
         out: Output folder.
         settings: Tiling, device and output options.
-        model: An already loaded model (``model_path`` is then only recorded).
+        model: An already loaded model (``model_path`` is then only recorded); on a
+            CPU a torch model is put in the channels-last layout, in place.
 
     Returns:
         The settings used and the files written per scene.
