@@ -3,7 +3,8 @@
 The resumed run must end with exactly the weights, optimiser step and validation scores
 of an uninterrupted run with the same seed (CPU, deterministic algorithms, one thread),
 with or without loader workers. SIGTERM and SIGINT stop a run at the next step with a
-resumable checkpoint, and the run resumed mid-epoch is exact too.
+resumable checkpoint, and the run resumed mid-epoch is exact too. One reference run
+serves a killed and a signalled run: each training process costs about 6 s of imports.
 """
 
 from __future__ import annotations
@@ -31,57 +32,106 @@ def _env():
     return env
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_resume_after_sigkill_matches_uninterrupted_run(
-    workers, tiny_store, tiny_config, write_config, tmp_path
-):
-    """With loader workers too: they draw their first patch indices when the resumed
-    run creates its iterator, so the loader's restored epoch must be set before."""
-    epochs = {"max_epochs": 4}
-    full_cfg, kill_cfg = (
-        write_config(
-            tmp_path / f"{name}.yaml",
-            tiny_config(tiny_store, tmp_path, name, train=epochs, data={"workers": workers}),
-        )
-        for name in ("full", "kill")
-    )
-    # both runs start together (two cores): the reference run and the one to kill
-    full = subprocess.Popen(
-        _cmd(full_cfg), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    victim = subprocess.Popen(
-        _cmd(kill_cfg), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    last = tmp_path / "kill" / "checkpoints" / "last.ckpt"
+def _start(config, **streams) -> subprocess.Popen:
+    return subprocess.Popen(_cmd(config), env=_env(), text=True, **streams)
+
+
+def _interrupt_after_first_checkpoint(victims: dict) -> None:
+    """Send each victim its signal as soon as its first ``last.ckpt`` exists.
+
+    ``victims`` maps ``(process, last_checkpoint)`` to a signal; both are watched in one
+    loop so neither runs far past its first epoch before it is hit.
+    """
+    pending = dict(victims)
     deadline = time.monotonic() + 300
-    while not last.exists():
-        assert victim.poll() is None, "the run ended before its first checkpoint"
+    while pending:
+        for (proc, last), signum in list(pending.items()):
+            assert proc.poll() is None, f"{last.parent.parent.name} ended before a checkpoint"
+            if last.exists():
+                proc.send_signal(signum)
+                del pending[(proc, last)]
         assert time.monotonic() < deadline, "no checkpoint after 300 s"
         time.sleep(0.02)
-    victim.send_signal(signal.SIGKILL)
-    assert victim.wait(timeout=60) == -signal.SIGKILL
-    killed_at = read_checkpoint(last)
-    assert killed_at["epoch"] < epochs["max_epochs"] - 1  # really interrupted
 
-    resumed = subprocess.run(
-        _cmd(kill_cfg), env=_env(), capture_output=True, text=True, timeout=600
+
+def _same_weights(a, b) -> bool:
+    wa, wb = model_state_dict(a), model_state_dict(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize(
+    ("workers", "signum", "status"), [(0, signal.SIGINT, 130), (2, signal.SIGTERM, 143)]
+)
+def test_killed_and_signalled_runs_resume_to_the_uninterrupted_run(
+    workers, signum, status, tiny_store, tiny_config, write_config, tmp_path
+):
+    """Three runs of one config start together: the reference, one killed with SIGKILL
+    after its first checkpoint (it resumes from the end of an epoch) and one stopped by a
+    signal (SIGINT, Ctrl+C, or SIGTERM from a scheduler: it saves a checkpoint at the next
+    step and resumes mid-epoch). Both resumed runs must end with the reference's weights,
+    with and without loader workers: workers draw their first patch indices when the
+    resumed run creates its iterator, so the loader's restored place must be set before."""
+    configs = {
+        name: write_config(
+            tmp_path / f"{name}.yaml",
+            tiny_config(
+                tiny_store, tmp_path, name, train={"max_epochs": 4}, data={"workers": workers}
+            ),
+        )
+        for name in ("full", "kill", "stop")
+    }
+    kill_last, stop_last = (
+        tmp_path / name / "checkpoints" / "last.ckpt" for name in ("kill", "stop")
     )
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "resumed from:" in resumed.stdout
+    full = _start(configs["full"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    killed = _start(configs["kill"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stopped = _start(configs["stop"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _interrupt_after_first_checkpoint(
+        {(killed, kill_last): signal.SIGKILL, (stopped, stop_last): signum}
+    )
+    assert killed.wait(timeout=60) == -signal.SIGKILL
+    assert read_checkpoint(kill_last)["epoch"] < 3  # really interrupted
+    out, err = stopped.communicate(timeout=120)
+    assert stopped.returncode == status, out[-2000:] + err[-2000:]
+    assert f"interrupted by {signal.Signals(signum).name}; saved {stop_last}" in err
+    assert "run the same command again to resume" in err and "Traceback" not in err
+    at_stop = read_checkpoint(stop_last)
+    step = at_stop["global_step"]
+    assert step > 4  # written after the signal, not the epoch-0 checkpoint
+    if step % 4:  # mid-epoch: the loader recorded its place
+        assert at_stop["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
+            {"epoch": at_stop["epoch"], "batches": step % 4}
+        ]
+
+    resumed = {
+        name: _start(configs[name], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for name in ("kill", "stop")
+    }
+    outputs = {name: proc.communicate(timeout=600) for name, proc in resumed.items()}
+    for name, proc in resumed.items():
+        assert proc.returncode == 0, outputs[name][0][-3000:] + outputs[name][1][-3000:]
+    assert "resumed from:" in outputs["kill"][0]
+    resuming = f"resuming from {stop_last} at epoch {at_stop['epoch']}, step {step}"
+    assert resuming in outputs["stop"][1]
     out, _ = full.communicate(timeout=600)
     assert full.returncode == 0, out[-3000:]
 
-    a = read_checkpoint(tmp_path / "full" / "checkpoints" / "last.ckpt")
-    b = read_checkpoint(tmp_path / "kill" / "checkpoints" / "last.ckpt")
-    assert a["global_step"] == b["global_step"] == 16
-    wa, wb = model_state_dict(a), model_state_dict(b)
-    assert all(torch.equal(wa[k], wb[k]) for k in wa), "weights differ after resume"
-    assert a["icecontext"]["scores"] == b["icecontext"]["scores"]
-    sa = json.loads((tmp_path / "full" / "metrics.json").read_text())
-    sb = json.loads((tmp_path / "kill" / "metrics.json").read_text())
-    assert sa["best_score"] == sb["best_score"] and sa["best_epoch"] == sb["best_epoch"]
-    assert sb["resumed_from"] and not sa["resumed_from"]
-    # the resumed run kept the log of its first segment and drew complete curves
+    reference = read_checkpoint(tmp_path / "full" / "checkpoints" / "last.ckpt")
+    metrics = {
+        name: json.loads((tmp_path / name / "metrics.json").read_text())
+        for name in ("full", "kill", "stop")
+    }
+    for last in (kill_last, stop_last):
+        end = read_checkpoint(last)
+        assert reference["global_step"] == end["global_step"] == 16
+        assert _same_weights(reference, end), f"weights differ after resume ({last})"
+        assert reference["icecontext"]["scores"] == end["icecontext"]["scores"]
+    for name in ("kill", "stop"):
+        assert metrics[name]["best_score"] == metrics["full"]["best_score"]
+        assert metrics[name]["best_epoch"] == metrics["full"]["best_epoch"]
+        assert metrics[name]["resumed_from"]
+    assert not metrics["full"]["resumed_from"]
+    # the killed run kept the log of its first segment and drew complete curves
     assert list((tmp_path / "kill" / "logs" / "csv_previous").glob("part-*.csv"))
     assert (tmp_path / "kill" / "curves.png").is_file()
 
@@ -129,75 +179,20 @@ def test_read_metrics_skips_a_log_cut_by_a_kill(tmp_path):
     assert plot_training_curves(run, tmp_path / "curves.png").is_file()
 
 
-@pytest.mark.parametrize(
-    ("signum", "status", "workers"), [(signal.SIGTERM, 143, 2), (signal.SIGINT, 130, 0)]
-)
-def test_a_signal_stops_at_the_next_step_and_the_run_resumes_exactly(
-    signum, status, workers, tiny_store, tiny_config, write_config, tmp_path
-):
-    """SIGTERM (schedulers) and SIGINT (Ctrl+C): a checkpoint at the next step, the exit
-    status of a signal, a message saying how to resume; the run resumed mid-epoch equals
-    an uninterrupted one, with and without loader workers."""
-    full_cfg, stop_cfg = (
-        write_config(
-            tmp_path / f"{name}.yaml",
-            tiny_config(
-                tiny_store, tmp_path, name, train={"max_epochs": 4}, data={"workers": workers}
-            ),
-        )
-        for name in ("full", "stop")
-    )
-    full = subprocess.Popen(
-        _cmd(full_cfg), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    victim = subprocess.Popen(
-        _cmd(stop_cfg), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    last = tmp_path / "stop" / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 300
-    while not last.exists():  # end of epoch 0: the signal lands in epoch 1 or later
-        assert victim.poll() is None, "the run ended before its first checkpoint"
-        assert time.monotonic() < deadline, "no checkpoint after 300 s"
-        time.sleep(0.02)
-    victim.send_signal(signum)
-    out, err = victim.communicate(timeout=120)
-    assert victim.returncode == status, out[-2000:] + err[-2000:]
-    name = signal.Signals(signum).name
-    assert f"interrupted by {name}; saved {last}" in err
-    assert "run the same command again to resume" in err and "Traceback" not in err
-    stopped = read_checkpoint(last)
-    assert stopped["global_step"] > 4  # written after the signal, not the epoch-0 checkpoint
-    if stopped["global_step"] % 4:  # mid-epoch: the loader recorded its place
-        assert stopped["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
-            {"epoch": stopped["epoch"], "batches": stopped["global_step"] % 4}
-        ]
-
-    resumed = subprocess.run(
-        _cmd(stop_cfg), env=_env(), capture_output=True, text=True, timeout=600
-    )
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    step = stopped["global_step"]
-    assert f"resuming from {last} at epoch {stopped['epoch']}, step {step}" in resumed.stderr
-    assert full.wait(timeout=600) == 0
-    a = read_checkpoint(tmp_path / "full" / "checkpoints" / "last.ckpt")
-    b = read_checkpoint(last)
-    assert a["global_step"] == b["global_step"] == 16
-    wa, wb = model_state_dict(a), model_state_dict(b)
-    assert all(torch.equal(wa[k], wb[k]) for k in wa), "weights differ after resume"
-
-
 def test_a_corrupted_resume_checkpoint_is_named_without_a_traceback(
-    tiny_store, tiny_config, write_config, tmp_path
+    tiny_store, tiny_config, write_config, tmp_path, capsys
 ):
+    from icecontext.cli.main import main
+
     cfg = write_config(tmp_path / "c.yaml", tiny_config(tiny_store, tmp_path, "c"))
     last = tmp_path / "c" / "checkpoints" / "last.ckpt"
     last.parent.mkdir(parents=True)
     last.write_bytes(b"PK\x03\x04 not a checkpoint")
-    done = subprocess.run(_cmd(cfg), env=_env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2
-    assert f"{last}: the run's resume checkpoint cannot be read" in done.stderr
-    assert "delete it to train the run from its start" in done.stderr
-    assert "Traceback" not in done.stderr
+    assert main(["train", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert f"{last}: the run's resume checkpoint cannot be read" in err
+    assert "delete it to train the run from its start" in err
+    assert "Traceback" not in err
 
 
 def test_a_signal_stops_only_after_an_optimizer_step_and_not_before_validation(tmp_path):
