@@ -21,10 +21,14 @@ With ``--end-to-end`` it times the training loader as training sees it instead: 
 per second delivered to a consumer that copies each batch and then waits a GPU step
 (``--step-ms``), and the consumer's data wait, for 768 px patches of the 18 reference
 inputs, with (``slots``: ``PatchLoader``) and without (``fresh``: a plain ``DataLoader``)
-the reuse of worker batch slots, the variants interleaved over ``--repeats`` trials::
+the reuse of worker batch slots, and with the 14 AMSR2/ERA5 channels carried at 2 km
+(``coarse``: ``data.coarse_on_device``, PatchLoader; the consumer then also rebuilds the
+inputs as the device would, timed on this CPU), the variants interleaved over
+``--repeats`` trials::
 
     .venv/bin/python benchmarks/loader.py --end-to-end --scenes 2 --height 2000 \
-        --width 2100 --workers 1 2 --repeats 4 --batches 8 --batch 16 --step-ms 300
+        --width 2100 --workers 1 2 --repeats 4 --batches 8 --batch 16 --step-ms 300 \
+        --variants slots coarse
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +57,7 @@ from icecontext.data.loader.sampling import PatchSampler, SamplingSettings
 from icecontext.data.loader.sources import store_sources
 from icecontext.data.store.prepare import prepare_store
 from icecontext.data.store.prepared import PreparedStore
+from icecontext.models.coarse_inputs import CoarseInputs
 from icecontext.testing import write_scene_files
 
 
@@ -135,17 +141,25 @@ E2E_FEATURES = ["sar", "incidence", "distance", "amsr2:18.7", "amsr2:36.5", "era
 
 
 def end_to_end(
-    dataset: Dataset, variant: str, workers: int, batch: int, n_batches: int, step_s: float
-) -> tuple[float, float]:
-    """Batches per second delivered to a training-like consumer, and its data wait share.
+    dataset: Dataset,
+    variant: str,
+    workers: int,
+    batch: int,
+    n_batches: int,
+    step_s: float,
+    rebuild: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
+) -> tuple[float, float, int, float]:
+    """Time the loader as a training process consumes it.
 
-    The consumer copies each batch's inputs and charts into buffers allocated once (the
-    host side of a host-to-device copy) and then sleeps ``step_s`` (the accelerator's
-    step, during which the training process leaves the CPU to the loader).
-    ``variant``: ``slots`` (PatchLoader, worker slots reused) or ``fresh`` (plain
-    DataLoader, a fresh shared-memory batch per batch).
+    Returns batches per second, the consumer's data wait share, the bytes of one batch
+    and the seconds ``rebuild`` took per batch on this CPU. The consumer copies each
+    batch into buffers allocated once (the host side of a host-to-device copy), rebuilds
+    the inputs with ``rebuild`` if given (what the device does with 2 km channels), then
+    sleeps ``step_s`` (the accelerator's step, during which the training process leaves
+    the CPU to the loader). ``variant``: ``slots`` or ``coarse`` (PatchLoader, worker
+    slots reused) or ``fresh`` (plain DataLoader, a fresh shared-memory batch per batch).
     """
-    loader_type = PatchLoader if variant == "slots" else torch.utils.data.DataLoader
+    loader_type = torch.utils.data.DataLoader if variant == "fresh" else PatchLoader
     loader = loader_type(
         dataset,
         batch_size=batch,
@@ -156,9 +170,9 @@ def end_to_end(
     )
     it = iter(loader)
     first = next(it)  # worker start-up is not counted
-    sinks = {k: torch.empty_like(v) for k, v in first.items() if v.dim() >= 3}
+    sinks = {k: torch.empty_like(v) for k, v in first.items() if isinstance(v, torch.Tensor)}
     del first
-    wait = 0.0
+    wait = rebuilding = 0.0
     t0 = time.perf_counter()
     for _ in range(n_batches):
         t1 = time.perf_counter()
@@ -167,10 +181,15 @@ def end_to_end(
         for k, sink in sinks.items():
             sink.copy_(b[k])
         del b
+        if rebuild is not None:
+            t1 = time.perf_counter()
+            rebuild(sinks)
+            rebuilding += time.perf_counter() - t1
         time.sleep(step_s)
     dt = time.perf_counter() - t0
     del it
-    return n_batches / dt, wait / dt
+    size = sum(v.nbytes for v in sinks.values())
+    return n_batches / dt, wait / dt, size, rebuilding / n_batches
 
 
 def run_end_to_end(args: argparse.Namespace, scenes_dir: Path, work: Path) -> None:
@@ -183,17 +202,29 @@ def run_end_to_end(args: argparse.Namespace, scenes_dir: Path, work: Path) -> No
     sampler = PatchSampler(
         store_sources(store, store.names), features, SamplingSettings(patch_size=768)
     )
-    ds = PatchDataset(sampler, 10**6, seed=0, threads=1)
+    datasets = {
+        v: PatchDataset(sampler, 10**6, seed=0, threads=1, coarse_on_device=v == "coarse")
+        for v in args.variants
+    }
+    rebuild = CoarseInputs(features, "nearest")
     variants = args.variants
     results: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    sizes: dict[str, tuple[int, float]] = {}
     for rep in range(args.repeats):
         for workers in args.workers:
             order = variants if rep % 2 == 0 else variants[::-1]
             for v in order:
-                rate, wait = end_to_end(
-                    ds, v, workers, args.batch, args.batches, args.step_ms / 1000
+                rate, wait, size, rebuilt = end_to_end(
+                    datasets[v],
+                    v,
+                    workers,
+                    args.batch,
+                    args.batches,
+                    args.step_ms / 1000,
+                    rebuild if v == "coarse" else None,
                 )
                 results.setdefault((v, workers), []).append((rate, wait))
+                sizes[v] = (size, rebuilt)
                 print(
                     f"  rep {rep} workers={workers} {v:7s}: {rate:6.3f} batches/s, "
                     f"data wait {100 * wait:5.1f} %  (load {os.getloadavg()[0]:.2f})",
@@ -203,6 +234,9 @@ def run_end_to_end(args: argparse.Namespace, scenes_dir: Path, work: Path) -> No
         f"\n768 x 768 x 18, batch {args.batch}, consumer step {args.step_ms:.0f} ms + copy, "
         f"{args.batches} batches per trial, {args.repeats} interleaved trials"
     )
+    for v, (size, rebuilt) in sizes.items():
+        extra = f", inputs rebuilt in {1000 * rebuilt:.0f} ms on this CPU" if rebuilt else ""
+        print(f"{v}: {size / 2**20:.1f} MiB per batch{extra}")
     print(
         "| workers | variant | batches/s (median) | min-max | data wait (median) "
         "| / first (medians) | / first (median of same-trial ratios) |"
@@ -248,7 +282,9 @@ def main() -> None:
         action="store_true",
         help="time the training loader end to end (768 px, 18 inputs) per worker variant",
     )
-    ap.add_argument("--variants", nargs="+", default=["slots", "fresh"], choices=["slots", "fresh"])
+    ap.add_argument(
+        "--variants", nargs="+", default=["slots", "coarse"], choices=["slots", "fresh", "coarse"]
+    )
     ap.add_argument("--repeats", type=int, default=4, help="end to end: interleaved trials")
     ap.add_argument("--batches", type=int, default=12, help="end to end: batches per trial")
     ap.add_argument("--step-ms", type=float, default=300.0, help="end to end: consumer step")

@@ -12,6 +12,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from icecontext.data.config import DataConfig, default_threads, default_workers
+from icecontext.data.io.geometry import CoarseSlot
+from icecontext.data.io.variables import resolve_features
 from icecontext.data.loader.batching import TICKET_KEY, PatchLoader
 from icecontext.data.loader.datamodule import (
     EpochPatchSampler,
@@ -23,6 +25,7 @@ from icecontext.data.loader.datamodule import (
 from icecontext.data.loader.sources import NetCDFSource, ZarrSource
 from icecontext.data.store.prepare import prepare_store
 from icecontext.errors import ConfigError, DataError
+from icecontext.models.coarse_inputs import CoarseInputs
 
 FEATURES = ["sar", "incidence", "amsr2:18.7", "era5", "month"]
 
@@ -67,7 +70,14 @@ def test_batch_contract(store: Path) -> None:
     dm.setup("fit")
     assert dm.in_channels == 2 + 1 + 2 + 6 + 2
     batch = next(iter(dm.train_dataloader()))
-    assert batch["x"].shape == (4, 13, 64, 64) and batch["x"].dtype == torch.float32
+    # the 8 AMSR2/ERA5 channels travel at 2 km (data.coarse_on_device, the default)
+    assert batch["x"].shape == (4, 5, 64, 64) and batch["x"].dtype == torch.float32
+    cells = CoarseSlot.cells(64)
+    assert batch["coarse"].shape == (4, 8, cells, cells)
+    assert batch["coarse_index"].shape == (4, 4, 64) and batch["coarse_weight"].shape == (4, 2, 64)
+    on_host = next(iter(make_dm(store, coarse_on_device=False).train_dataloader()))
+    assert on_host["x"].shape == (4, 13, 64, 64) and "coarse" not in on_host
+    assert torch.equal(CoarseInputs(dm.features)(batch), on_host["x"])
     for chart, n in (("SIC", 11), ("SOD", 6), ("FLOE", 7)):
         assert batch[chart].shape == (4, 64, 64) and batch[chart].dtype == torch.uint8
         values = set(batch[chart].unique().tolist())
@@ -93,7 +103,11 @@ def test_workers_reuse_their_batch_slots_without_changing_a_batch(store: Path) -
     def cloned(loader) -> list[dict[str, torch.Tensor]]:
         out = []
         for batch in loader:
-            assert set(batch) == {"x", "SIC", "SOD", "FLOE", "scene", "window", "augment"}
+            assert set(batch) == {"x", "SIC", "SOD", "FLOE", "scene", "window", "augment"} | {
+                "coarse",
+                "coarse_index",
+                "coarse_weight",
+            }
             out.append({k: v.clone() for k, v in batch.items()})
             del batch  # the slot is free from here on
         return out
@@ -275,13 +289,15 @@ class _Recorder(pl.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self.layer = torch.nn.Conv2d(13, 11, 1)
+        self.inputs = CoarseInputs(resolve_features(FEATURES))
         self.windows: dict[int, list[torch.Tensor]] = {}
         self.sums: dict[int, list[torch.Tensor]] = {}
 
     def training_step(self, batch, batch_idx):
         self.windows.setdefault(self.current_epoch, []).append(batch["window"].clone())
-        self.sums.setdefault(self.current_epoch, []).append(batch["x"].double().sum())
-        logits = self.layer(batch["x"])
+        x = self.inputs(batch)
+        self.sums.setdefault(self.current_epoch, []).append(x.double().sum())
+        logits = self.layer(x)
         return torch.nn.functional.cross_entropy(logits, batch["SIC"].long(), ignore_index=255)
 
     def validation_step(self, batch, batch_idx):

@@ -131,6 +131,11 @@ class DataConfig(Section):
     )
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     upsampling: Upsampling = Field("nearest", description="2 km -> SAR grid: nearest|bilinear")
+    coarse_on_device: bool = Field(
+        True,
+        description="training batches carry AMSR2/ERA5 at 2 km and the training device "
+        "upsamples them (same values, about 4x fewer batch bytes); false: the loader does",
+    )
     splits: SplitsConfig = Field(default_factory=SplitsConfig)
     batch_size: int = Field(16, ge=1)
     workers: int | None = Field(None, ge=0, description="DataLoader workers; None = default")

@@ -1,7 +1,9 @@
 """The Lightning module: multi-task training with full-scene validation.
 
 Training steps run the network on patch batches (``{"x", "SIC", "SOD", "FLOE"}`` from
-the data pipeline) and minimise the masked multi-task loss. Validation runs the tiled
+the data pipeline, with the 2 km channels upsampled here on the device:
+:class:`~icecontext.models.coarse_inputs.CoarseInputs`) and minimise the masked
+multi-task loss. Validation runs the tiled
 full-scene predictor over the validation scenes and scores them with the challenge
 metric (:class:`~icecontext.evaluation.ChartScorer`): ``val/combined`` selects the best
 checkpoint and drives the plateau schedule.
@@ -47,6 +49,7 @@ from icecontext.evaluation import ChartScorer, scene_groups
 from icecontext.inference.checkpoint import CHECKPOINT_KEY, checkpoint_record
 from icecontext.inference.predictor import InferencePrecision, model_overlap, predict_scene
 from icecontext.inference.tiling import TileSettings
+from icecontext.models.coarse_inputs import CoarseInputs
 from icecontext.run.config import RunConfig
 from icecontext.training.losses import MultiTaskLoss
 from icecontext.training.optim import (
@@ -143,6 +146,7 @@ class IceChartModule(pl.LightningModule):
         self.cfg = cfg
         self.features = list(features)
         self.model = build_model(cfg.model, len(self.features), seed=cfg.seed)
+        self.inputs = CoarseInputs(self.features, cfg.data.upsampling)  # 2 km -> patch
         self.criterion = MultiTaskLoss(
             cfg.sic_loss, cfg.train.loss.task_weights.model_dump(), class_weights
         )
@@ -190,9 +194,8 @@ class IceChartModule(pl.LightningModule):
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         """One optimisation step on a patch batch."""
-        x = batch["x"]
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        x = self.inputs(batch, layout)
         outputs = self.model(x)
         loss, parts = self.criterion(outputs, {t: batch[t] for t in CHARTS})
         n = x.shape[0]

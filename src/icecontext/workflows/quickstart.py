@@ -303,6 +303,7 @@ class _CalibrationRig:
         import torch
 
         from icecontext.data.loader.datamodule import IceDataModule
+        from icecontext.models.coarse_inputs import CoarseInputs
         from icecontext.models.multitask import build_model
         from icecontext.training.fit import resolve_accelerator
         from icecontext.training.losses import MultiTaskLoss
@@ -314,6 +315,7 @@ class _CalibrationRig:
         self.dm = IceDataModule(cfg.data.model_copy(update={"workers": 0}), seed=cfg.seed)
         self.dm.setup("fit")
         self.model = build_model(cfg.model, len(self.dm.features), seed=cfg.seed).to(self.device)
+        self.inputs = CoarseInputs(self.dm.features, cfg.data.upsampling)
         self.crit = MultiTaskLoss(cfg.sic_loss, cfg.train.loss.task_weights.model_dump())
         self.opt = build_optimizer(parameter_groups(self.model, 0.0), cfg.train.optimizer)
         self.loader = iter(self.dm.train_dataloader())
@@ -335,7 +337,7 @@ class _CalibrationRig:
         batch = self._next_batch()
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         with step_autocast(self.cfg, self.accelerator):
-            outputs = self.model(batch["x"])
+            outputs = self.model(self.inputs(batch))
             loss, _ = self.crit(outputs, {t: batch[t] for t in ("SIC", "SOD", "FLOE")})
         loss.backward()
         self.opt.step()

@@ -351,6 +351,104 @@ def transform_coarse(
     return block, CoarseSampling(rows, cols, sampling.mode)
 
 
+COARSE_KEYS = ("coarse", "coarse_index", "coarse_weight")
+"""Batch entries of a :class:`CoarseSlot` (block, index, weight)."""
+
+
+@dataclass(frozen=True)
+class CoarseSlot:
+    """A patch's 2 km channels as a batch carries them, for upsampling on the device.
+
+    The upsampled value of channel ``c`` at pixel ``(i, j)`` is the separable
+    interpolation of ``block[c]`` at rows ``index[0:2, i]`` (lower, upper) with weight
+    ``weight[0, i]`` and columns ``index[2:4, j]`` with weight ``weight[1, j]``: exactly
+    what :func:`upsample_coarse` computes on the host. The last row and column of
+    ``block`` are zero; pixels outside the scene point there (the format's no-data 0).
+
+    Attributes:
+        block: float32 ``(C, n, n)`` cells, zero-padded.
+        index: int64 ``(4, P)``: row lower, row upper, column lower, column upper.
+        weight: float32 ``(2, P)``: weight of the upper row / column (0 for nearest).
+    """
+
+    block: np.ndarray
+    index: np.ndarray
+    weight: np.ndarray
+
+    @staticmethod
+    def cells(patch: int, downsample: int = 1, factor: int = AMSR_FACTOR) -> int:
+        """Side ``n`` of a slot's block: the cells a ``patch`` px window can touch, + 1."""
+        # a window spans (patch - 1) * K / 25 cell centres: at most that + 2 cells, one
+        # more for bilinear's upper neighbour, and the zero cell
+        return (patch - 1) * downsample // factor + 4
+
+
+def empty_coarse(slot: CoarseSlot) -> None:
+    """Fill a slot for a window wholly outside the scene: every pixel reads the zero cell."""
+    zero = slot.block.shape[-1] - 1
+    slot.block.fill(0.0)
+    slot.index.fill(zero)
+    slot.weight.fill(0.0)
+
+
+def _slot_axis(axis: CoarseAxis, inside: slice, length: int, zero: int) -> CoarseAxis:
+    """``axis`` (of the clipped window) extended to the whole window: outside -> ``zero``."""
+    lower = np.full(length, zero, dtype=np.int64)
+    lower[inside] = axis.lower
+    weight = None
+    if axis.weight is not None:
+        weight = np.zeros(length, dtype=np.float64)
+        weight[inside] = axis.weight
+    coord = np.full(length, np.nan)
+    coord[inside] = axis.coord
+    return CoarseAxis(axis.block, coord, lower, weight)
+
+
+def pack_coarse(
+    block: np.ndarray,
+    sampling: CoarseSampling,
+    inside: tuple[slice, slice],
+    size: tuple[int, int],
+    transform: Transform,
+    slot: CoarseSlot,
+) -> None:
+    """Write a 2 km block and its per-pixel sampling into a batch slot.
+
+    ``upsample_coarse`` of the slot (on the device) equals the host path: the block
+    upsampled over the clipped window, zero elsewhere, then transformed.
+
+    Args:
+        block: ``(C, rows, cols)`` cells read at ``sampling.block``.
+        sampling: From :func:`coarse_sampling` of the window clipped to the scene.
+        inside: Rows and columns of the window the clipped window covers.
+        size: ``(height, width)`` of the whole window.
+        transform: The patch's augmentation.
+        slot: Where to write (see :class:`CoarseSlot`).
+
+    Raises:
+        ValueError: If the block does not fit the slot.
+    """
+    n = slot.block.shape[-1]
+    if max(block.shape[-2:]) >= n:
+        raise ValueError(f"a 2 km block of {block.shape[-2:]} cells does not fit a slot of {n}")
+    whole = CoarseSampling(
+        _slot_axis(sampling.rows, inside[0], size[0], n - 1),
+        _slot_axis(sampling.cols, inside[1], size[1], n - 1),
+        sampling.mode,
+    )
+    block, whole = transform_coarse(block, whole, transform)
+    slot.block.fill(0.0)
+    slot.block[:, : block.shape[-2], : block.shape[-1]] = block
+    for k, (axis, cells) in enumerate(
+        ((whole.rows, block.shape[-2]), (whole.cols, block.shape[-1]))
+    ):
+        outside = axis.lower == n - 1
+        upper = axis.lower if axis.weight is None else np.minimum(axis.lower + 1, cells - 1)
+        slot.index[2 * k] = axis.lower
+        slot.index[2 * k + 1] = np.where(outside, n - 1, upper)
+        slot.weight[k] = 0.0 if axis.weight is None else axis.weight
+
+
 def read_coarse_window(
     read_block: Callable[[slice, slice], np.ndarray],
     coarse_shape: tuple[int, int],

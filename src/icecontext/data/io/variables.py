@@ -194,6 +194,19 @@ def feature_grid(name: str) -> Grid:
     return CATALOGUE[name].grid
 
 
+def split_coarse(features: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Split channel names into those on the 2 km grid and the others, keeping order.
+
+    Returns:
+        ``(others, on_2km)``.
+    """
+    names = list(features)
+    return (
+        [f for f in names if feature_grid(f) != "2km"],
+        [f for f in names if feature_grid(f) == "2km"],
+    )
+
+
 def normalise(name: str, values: np.ndarray) -> np.ndarray:
     """Z-score physical values of channel ``name`` with the official constants."""
     var = CATALOGUE[name]

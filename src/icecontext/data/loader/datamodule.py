@@ -8,6 +8,14 @@ Batches are ``dict[str, Tensor]``:
 * ``"window"``: int64 ``(B, 4)`` ``(row, col, height, width)`` before augmentation;
 * ``"augment"``: int64 ``(B, 3)`` ``(horizontal flip, vertical flip, 90-degree turns)``.
 
+With ``data.coarse_on_device`` (the default) a batch with 2 km channels (AMSR2, ERA5)
+carries them at 2 km: ``"x"`` then holds only the other channels (in their order), and
+``"coarse"`` float32 ``(B, C2, n, n)``, ``"coarse_index"`` int64 ``(B, 4, P)`` and
+``"coarse_weight"`` float32 ``(B, 2, P)`` hold the 2 km channels and their per-pixel
+sampling (:class:`~icecontext.data.io.geometry.CoarseSlot`);
+:class:`~icecontext.models.coarse_inputs.CoarseInputs` rebuilds the full inputs on the
+device, equal to the loader's upsampling.
+
 Randomness: patch ``i`` of epoch ``e`` is drawn with
 ``numpy.random.default_rng(SeedSequence([seed, stream, e, i]))``. Its content therefore
 depends on neither the number of DataLoader workers nor the number of DDP ranks:
@@ -33,6 +41,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_co
 
 from icecontext.data.config import DataConfig
 from icecontext.data.io.format import CHARTS
+from icecontext.data.io.geometry import COARSE_KEYS, CoarseSlot
+from icecontext.data.io.variables import split_coarse
 from icecontext.data.loader.batching import TICKET_KEY, BatchAssembler, PatchLoader
 from icecontext.data.loader.sampling import Patch, PatchSampler, SamplingSettings
 from icecontext.data.loader.sources import NetCDFSource, SceneSource, store_sources
@@ -55,6 +65,10 @@ def patch_rng(seed: int, stream: int, epoch: int, index: int) -> np.random.Gener
 def patch_to_tensors(patch: Patch) -> dict[str, torch.Tensor]:
     """Convert a :class:`~icecontext.data.loader.sampling.Patch` to tensors (charts stay uint8)."""
     out = {"x": torch.from_numpy(patch.x)}
+    if patch.coarse is not None:
+        out["coarse"] = torch.from_numpy(patch.coarse.block)
+        out["coarse_index"] = torch.from_numpy(patch.coarse.index)
+        out["coarse_weight"] = torch.from_numpy(patch.coarse.weight)
     for i, c in enumerate(CHARTS):
         out[c] = torch.from_numpy(patch.charts[i])
     out["scene"] = torch.tensor(patch.scene, dtype=torch.int64)
@@ -98,10 +112,17 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
         seed: Base seed.
         stream: Separates independent streams with the same seed (train 0, val 1).
         threads: Threads reading the patches of a batch.
+        coarse_on_device: Carry 2 km channels at 2 km (see the module docstring).
     """
 
     def __init__(
-        self, sampler: PatchSampler, length: int, seed: int = 0, stream: int = 0, threads: int = 1
+        self,
+        sampler: PatchSampler,
+        length: int,
+        seed: int = 0,
+        stream: int = 0,
+        threads: int = 1,
+        coarse_on_device: bool = False,
     ):
         if length < 1:
             raise ConfigError("data.patches_per_epoch", f"must be positive, got {length}")
@@ -112,6 +133,11 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
         self.seed = int(seed)
         self.stream = int(stream)
         self.assembler = BatchAssembler(threads)
+        on_2km = split_coarse(sampler.features)[1] if coarse_on_device else []
+        # channels of "x" and of "coarse"
+        self.channels = (len(sampler.features) - len(on_2km), len(on_2km))
+        downsample = max(src.downsample for src in sampler.sources)
+        self.cells = CoarseSlot.cells(sampler.settings.patch_size, downsample)
 
     def __len__(self) -> int:
         return self.length
@@ -120,24 +146,40 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
         epoch, index = divmod(int(key), self.length)
         return patch_rng(self.seed, self.stream, epoch, index)
 
+    def _coarse_layout(self, n: int) -> dict[str, tuple[tuple[int, ...], Any]]:
+        """The batch entries of the 2 km channels (none when they are upsampled here)."""
+        channels, p, m = self.channels[1], self.sampler.settings.patch_size, self.cells
+        if not channels:
+            return {}
+        return {
+            "coarse": ((n, channels, m, m), np.float32),
+            "coarse_index": ((n, 4, p), np.int64),
+            "coarse_weight": ((n, 2, p), np.float32),
+        }
+
     def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
-        return patch_to_tensors(self.sampler.draw(self._rng(key)))
+        arrays = {k: np.empty(s, dtype=d) for k, (s, d) in self._coarse_layout(1).items()}
+        slot = CoarseSlot(*(arrays[k][0] for k in COARSE_KEYS)) if arrays else None
+        return patch_to_tensors(self.sampler.draw(self._rng(key), coarse_out=slot))
 
     def __getitems__(self, keys: Sequence[int]) -> dict[str, torch.Tensor]:
         """The batch of patches ``keys``, assembled in place (see :func:`collate_patches`)."""
         n, p = len(keys), self.sampler.settings.patch_size
         layout = {
-            "x": ((n, len(self.sampler.features), p, p), np.float32),
+            "x": ((n, self.channels[0], p, p), np.float32),
             "charts": ((len(CHARTS), n, p, p), np.uint8),
             "scene": ((n,), np.int64),
             "window": ((n, 4), np.int64),
             "augment": ((n, 3), np.int64),
+            **self._coarse_layout(n),
         }
         arrays, tensors, ticket = self.assembler.allocate(layout)
         x, charts = arrays["x"], arrays["charts"]
+        coarse = "coarse" in layout
 
         def fill(i: int) -> None:
-            patch = self.sampler.draw(self._rng(keys[i]), out=x[i])
+            slot = CoarseSlot(*(arrays[k][i] for k in COARSE_KEYS)) if coarse else None
+            patch = self.sampler.draw(self._rng(keys[i]), out=x[i], coarse_out=slot)
             charts[:, i] = patch.charts
             t = patch.transform
             arrays["scene"][i] = patch.scene
@@ -148,7 +190,7 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
         out = {"x": tensors["x"]}
         for j, c in enumerate(CHARTS):
             out[c] = tensors["charts"][j]
-        for key in ("scene", "window", "augment"):
+        for key in ("scene", "window", "augment", *(COARSE_KEYS if coarse else ())):
             out[key] = tensors[key]
         if ticket is not None:  # a worker's pooled slot: PatchLoader returns it
             out[TICKET_KEY] = ticket  # type: ignore[assignment]
@@ -402,7 +444,14 @@ class IceDataModule(pl.LightningDataModule):
         return int(trainer.global_rank), int(trainer.world_size)
 
     def _dataset(self, sampler: PatchSampler, length: int, stream: int) -> PatchDataset:
-        return PatchDataset(sampler, length, self.seed, stream, threads=self.cfg.num_threads)
+        return PatchDataset(
+            sampler,
+            length,
+            self.seed,
+            stream,
+            threads=self.cfg.num_threads,
+            coarse_on_device=self.cfg.coarse_on_device,
+        )
 
     def _loader(
         self, dataset: Dataset[Any], sampler: Any, loader: type[PatchLoader] = PatchLoader

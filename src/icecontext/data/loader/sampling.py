@@ -35,7 +35,7 @@ from typing import Literal
 import numpy as np
 
 from icecontext.data.io.format import CHART_FILL, CHARTS, N_CLASSES, Chart
-from icecontext.data.io.geometry import Transform, Window
+from icecontext.data.io.geometry import CoarseSlot, Transform, Window
 from icecontext.data.io.layers import COUNT_BLOCK, COUNT_OFFSETS
 from icecontext.data.loader.sources import SceneSource
 from icecontext.errors import ConfigError, DataError
@@ -91,6 +91,7 @@ class Patch:
         window: The window read, before augmentation.
         labelled_fraction: Share of labelled pixels.
         transform: The augmentation applied to ``x`` and ``charts``.
+        coarse: The 2 km channels, when they stay at 2 km (``x`` then holds the others).
     """
 
     x: np.ndarray
@@ -99,6 +100,7 @@ class Patch:
     window: Window
     labelled_fraction: float
     transform: Transform = field(default_factory=lambda: Transform())
+    coarse: CoarseSlot | None = None
 
 
 def class_weights(histograms: Sequence[np.ndarray], chart: Chart, power: float) -> np.ndarray:
@@ -341,13 +343,20 @@ class PatchSampler:
         p = self.settings.patch_size
         return scene, (row, col, p, p)
 
-    def draw(self, rng: np.random.Generator, out: np.ndarray | None = None) -> Patch:
+    def draw(
+        self,
+        rng: np.random.Generator,
+        out: np.ndarray | None = None,
+        coarse_out: CoarseSlot | None = None,
+    ) -> Patch:
         """Draw one patch (steps 1-4).
 
         Args:
             rng: The patch's random generator.
             out: Write the inputs into this float32 ``(C, P, P)`` array (a batch slot);
                 the returned ``Patch.x`` is then ``out``.
+            coarse_out: Keep the 2 km channels at 2 km, in this slot (see
+                :meth:`~icecontext.data.loader.sources.SceneSource.read_window`).
         """
         s = self.settings
         p = s.patch_size
@@ -357,7 +366,9 @@ class PatchSampler:
         # first attempt: inputs and charts in one batch of reads, augmentation fused in;
         # the block counts make it pass in the vast majority of draws (the labelled
         # share does not change under the transform)
-        x, charts = src.read_window(window, self.features, transform=transform, out=out)
+        x, charts = src.read_window(
+            window, self.features, transform=transform, out=out, coarse_out=coarse_out
+        )
         assert x is not None and charts is not None
         frac = labelled_fraction(charts)
         if not (frac > 0 and frac >= s.min_valid_fraction) and s.max_attempts > 1:
@@ -371,6 +382,8 @@ class PatchSampler:
                 if frac > 0 and frac >= s.min_valid_fraction:
                     break
             frac, window = best
-            x, charts = src.read_window(window, self.features, transform=transform, out=out)
+            x, charts = src.read_window(
+                window, self.features, transform=transform, out=out, coarse_out=coarse_out
+            )
             assert x is not None and charts is not None
-        return Patch(x, charts, scene, window, frac, transform)
+        return Patch(x, charts, scene, window, frac, transform, coarse_out)

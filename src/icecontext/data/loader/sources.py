@@ -41,6 +41,7 @@ from icecontext.data.io.format import CHART_FILL, CHARTS, INPUT_VARIABLES, scene
 from icecontext.data.io.geometry import (
     ClippedWindow,
     CoarseSampling,
+    CoarseSlot,
     Transform,
     Upsampling,
     Window,
@@ -48,6 +49,8 @@ from icecontext.data.io.geometry import (
     clip_window,
     coarse_sampling,
     downsampled_shape,
+    empty_coarse,
+    pack_coarse,
     transform_coarse,
     upsample_coarse,
 )
@@ -58,6 +61,7 @@ from icecontext.data.io.variables import (
     MONTH_FEATURES,
     latlon_encoding,
     month_encoding,
+    split_coarse,
 )
 from icecontext.data.store.chunks import DirectChunkReader
 from icecontext.data.store.manifest import SceneRecord
@@ -207,6 +211,7 @@ class SceneSource:
         charts: bool = True,
         transform: Transform | None = None,
         out: np.ndarray | None = None,
+        coarse_out: CoarseSlot | None = None,
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Read inputs and/or the chart stack of a window in one batch of array reads.
 
@@ -221,6 +226,10 @@ class SceneSource:
                 frame, so no extra pass over the patch is made.
             out: Write the inputs into this float32 array of the returned shape (a slot
                 of a batch) instead of a new one.
+            coarse_out: Leave the 2 km channels at 2 km: the inputs then hold only the
+                other channels (in the requested order), and the 2 km ones (in the
+                requested order) go to this slot with their sampling, for upsampling
+                on the training device (:func:`~icecontext.data.io.geometry.pack_coarse`).
 
         Returns:
             ``(inputs (C, h, w) float32 or None, charts (3, h, w) uint8 or None)``
@@ -230,11 +239,17 @@ class SceneSource:
         feats: list[str] = []
         if inputs:
             feats = list(self.features) if features is None else self.check_features(features)
+        n_fine = len(feats)
+        if coarse_out is not None:
+            fine, coarse = split_coarse(feats)
+            feats, n_fine = fine + coarse, len(fine)
         _, _, height, width = check_window(window)
         clip = clip_window(window, self.shape)
         x = None
         if inputs:
-            x = _input_buffer((len(feats), *t.shape(height, width)), clip.full, out)
+            x = _input_buffer((n_fine, *t.shape(height, width)), clip.full, out)
+        if coarse_out is not None and (clip.empty or n_fine == len(feats)):
+            empty_coarse(coarse_out)
         if clip.empty:
             c = None
             if charts:
@@ -252,7 +267,7 @@ class SceneSource:
                 c[:, clip.out_rows, clip.out_cols] = block
                 c = t.apply(c)
         if x is not None:
-            self._fill_inputs(x, feats, plan, blocks, t)
+            self._fill_inputs(x, feats, plan, blocks, t, coarse_out)
         return x, c
 
     def _plan_reads(self, feats: Sequence[str], clip: ClippedWindow, charts: bool) -> _ReadPlan:
@@ -289,8 +304,12 @@ class SceneSource:
         plan: _ReadPlan,
         blocks: list[np.ndarray],
         t: Transform,
+        coarse_out: CoarseSlot | None = None,
     ) -> None:
-        """Write the read input blocks and the derived channels into ``x`` (transformed)."""
+        """Write the read blocks and derived channels into ``x`` (transformed).
+
+        The 2 km channels go to ``coarse_out`` instead, when it is given.
+        """
         view = t.inverse_view(x)  # writing the window into it yields the transformed patch
         clip = plan.clip
         dst_r, dst_c = clip.out_rows, clip.out_cols
@@ -298,12 +317,16 @@ class SceneSource:
             _copy_channels(view, dst_r, dst_c, blocks.pop(0), plan.sar)
         if plan.coarse:
             assert plan.sampling is not None
-            if clip.full:  # upsample in the transformed frame: contiguous writes
+            if coarse_out is not None:  # channels in requested order, after the others
+                block = blocks.pop(0)[[i for _, i in sorted(plan.coarse)]]
+                size = (view.shape[-2], view.shape[-1])  # the window, untransformed
+                pack_coarse(block, plan.sampling, (dst_r, dst_c), size, t, coarse_out)
+            elif clip.full:  # upsample in the transformed frame: contiguous writes
                 up = upsample_coarse(*transform_coarse(blocks.pop(0), plan.sampling, t))
                 _copy_channels(x, slice(None), slice(None), up, plan.coarse)
-            else:
-                up = upsample_coarse(blocks.pop(0), plan.sampling)
-                _copy_channels(view, dst_r, dst_c, up, plan.coarse)
+            else:  # interpolated in the transformed frame too (same rounding), viewed back
+                up = upsample_coarse(*transform_coarse(blocks.pop(0), plan.sampling, t))
+                _copy_channels(view, dst_r, dst_c, t.inverse_view(up), plan.coarse)
         for k, f in enumerate(feats):
             if f in MONTH_FEATURES:
                 assert self.month is not None  # checked by check_features
