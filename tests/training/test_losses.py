@@ -71,6 +71,14 @@ def test_all_masked_task_gives_zero_with_gradient_path():
     assert loss.item() == 0.0 and loss.requires_grad
     loss.backward()
     assert torch.all(logits["FLOE"].grad == 0)
+    # SIC regression and class weights too
+    targets["SIC"][:] = 255
+    pred = logits["SIC"][:, :1].detach().requires_grad_(True)
+    for weights in (None, torch.ones(11)):
+        loss = masked_mse(pred, targets["SIC"], weights)
+        assert loss.item() == 0.0 and loss.requires_grad
+        weighted = masked_cross_entropy(logits["FLOE"], targets["FLOE"], torch.ones(7))
+        assert weighted.item() == 0.0
 
 
 def test_multitask_total_is_weighted_sum():

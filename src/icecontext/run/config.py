@@ -234,6 +234,9 @@ class TrainerConfig(Section):
         channels_last: Train in the channels-last memory layout (model and batches):
             ``auto`` = on a GPU, and on a CPU in bf16 (oneDNN's bf16 convolutions need
             it); float32 CPU training keeps the default layout.
+        compile: Run the training steps' network through ``torch.compile``: ``auto`` =
+            on a GPU. Validation stays eager. If compiling fails, the run says why and
+            trains without it.
     """
 
     accelerator: Accelerator = "auto"
@@ -244,6 +247,7 @@ class TrainerConfig(Section):
     sync_batchnorm: bool = False
     threads: PositiveInt | None = None
     channels_last: Literal["auto"] | bool = "auto"
+    compile: Literal["auto"] | bool = "auto"
 
     @field_validator("precision", mode="before")
     @classmethod

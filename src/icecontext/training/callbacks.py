@@ -1,5 +1,7 @@
 """Lightning callbacks of icecontext training.
 
+* :class:`LossBar` is the progress bar: it shows the step loss without reading it back
+  to the host every step;
 * :class:`FinalCheckpoint` writes ``last.ckpt`` when training stops between
   validations (``max_steps`` or ``max_minutes`` reached mid-epoch), so the resume point
   is always the final state;
@@ -25,10 +27,29 @@ from typing import Any, cast
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 from icecontext.atomic import write_text_atomic
 from icecontext.errors import Interrupted
 from icecontext.signals import handling_signals, install
+
+
+class LossBar(TQDMProgressBar):
+    """Lightning's progress bar, showing the step loss at its refreshes only.
+
+    A metric logged with ``prog_bar=True`` is read back to the host at every step,
+    refreshed or not, and on a GPU each read waits for the step to finish. This bar
+    reads the logged ``train/loss`` itself, once per refresh (every ``refresh_rate``
+    steps).
+    """
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        """The bar's metrics, with the latest step loss as ``loss``."""
+        items = dict(super().get_metrics(trainer, pl_module))
+        loss = trainer.callback_metrics.get("train/loss_step")
+        if loss is not None:
+            items["loss"] = f"{float(loss):.3g}"
+        return items
 
 
 class FinalCheckpoint(pl.Callback):

@@ -39,7 +39,13 @@ from icecontext.inference.predictor import cpu_has_native_bf16
 from icecontext.provenance import seed_everything, write_run_record
 from icecontext.run.config import RunConfig, check_run_context
 from icecontext.run.rundir import RunDir, resume_checkpoint, run_dir_for
-from icecontext.training.callbacks import FinalCheckpoint, FlushLogs, RankRecord, StopOnSignal
+from icecontext.training.callbacks import (
+    FinalCheckpoint,
+    FlushLogs,
+    LossBar,
+    RankRecord,
+    StopOnSignal,
+)
 from icecontext.training.checkpoint_io import AtomicCheckpointIO
 from icecontext.training.losses import class_weights_from_histogram
 from icecontext.training.module import IceChartModule, SceneIndexDataset
@@ -109,6 +115,12 @@ def resolve_channels_last(cfg: RunConfig, accelerator: str) -> bool:
     if choice != "auto":
         return bool(choice)
     return accelerator == "gpu" or resolve_precision(cfg, accelerator) == "bf16-mixed"
+
+
+def resolve_compile(cfg: RunConfig, accelerator: str) -> bool:
+    """``trainer.compile``: ``auto`` is on for GPUs."""
+    choice = cfg.trainer.compile
+    return accelerator == "gpu" if choice == "auto" else bool(choice)
 
 
 TrainPrecision = Literal["32-true", "bf16-mixed", "16-mixed"]
@@ -323,6 +335,10 @@ def _run_callbacks(
         LearningRateMonitor(logging_interval="step"),
         FinalCheckpoint(run.last),
     ]
+    if cfg.train.progress_bar:
+        # showing the loss reads it back to the host: once per logging interval, not
+        # once per step (a GPU waits at each read)
+        cbs.append(LossBar(refresh_rate=cfg.train.log_every_n_steps))
     if cfg.train.record_samples:
         cbs.append(RankRecord(run.ranks))
     cbs.extend(extra)
@@ -591,6 +607,7 @@ def train(
     weights = class_weights_for(cfg, data.train_sources)
     module = IceChartModule(cfg, features, weights, data.val_sources)
     module.channels_last = resolve_channels_last(cfg, resolve_accelerator(cfg))
+    module.compile_steps = resolve_compile(cfg, resolve_accelerator(cfg))
     dm = FullSceneDataModule(data.inner, len(data.val_sources))
     stopper = StopOnSignal(run.last)
     trainer = build_trainer(

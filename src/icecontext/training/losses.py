@@ -22,10 +22,10 @@ SicLoss = Literal["mse", "cross_entropy"]
 ClassWeighting = Literal["none", "inverse", "sqrt_inverse"]
 
 
-def _zero_like_graph(pred: Tensor) -> Tensor:
-    # A zero that stays attached to the graph: DDP expects every parameter that
-    # produced an output to receive a gradient, even when its task is fully masked.
-    return pred.sum() * 0.0
+def _pixel_weights(class_weights: Tensor, target: Tensor, valid: Tensor, device) -> Tensor:
+    """Each pixel's class weight, 0 where masked (no boolean indexing: no host sync)."""
+    w = class_weights.to(device, torch.float32)
+    return torch.where(valid, w[target.clamp(0, w.numel() - 1)], 0.0)
 
 
 def masked_cross_entropy(
@@ -46,19 +46,22 @@ def masked_cross_entropy(
         ignore_index: Value of masked pixels.
 
     Returns:
-        A scalar; zero (attached to the graph) when no pixel is valid.
+        A scalar; zero (attached to the graph, as DDP needs) when no pixel is valid.
     """
+    # No value is read back to the host (no `if`, no boolean indexing): a GPU never
+    # waits for the host here. With no valid pixel the sum is 0 and 0 / tiny = 0.
     target = target.long()
     valid = target != ignore_index
-    if not bool(valid.any()):
-        return _zero_like_graph(logits)
     # Loss in float32 even under autocast: the log-softmax sum over many pixels is
     # where half precision loses digits.
     weight = None if class_weights is None else class_weights.to(logits.device, torch.float32)
     total = F.cross_entropy(
         logits.float(), target, weight=weight, ignore_index=ignore_index, reduction="sum"
     )
-    denom = valid.sum() if weight is None else weight[target[valid]].sum()
+    if weight is None:
+        denom = valid.sum()
+    else:
+        denom = _pixel_weights(weight, target, valid, logits.device).sum()
     return total / denom.clamp_min(torch.finfo(torch.float32).tiny)
 
 
@@ -80,19 +83,19 @@ def masked_mse(
         ignore_index: Value of masked pixels.
 
     Returns:
-        A scalar; zero (attached to the graph) when no pixel is valid.
+        A scalar; zero (attached to the graph, as DDP needs) when no pixel is valid.
     """
     if pred.dim() == 4:
         pred = pred[:, 0]
     target = target.long()
     valid = target != ignore_index
-    if not bool(valid.any()):
-        return _zero_like_graph(pred)
-    err = (pred.float()[valid] - target[valid].float()) ** 2
+    # masked by multiplication, not boolean indexing: nothing is read back to the host
+    err = torch.where(valid, pred.float() - target.float(), 0.0) ** 2
+    tiny = torch.finfo(torch.float32).tiny
     if class_weights is None:
-        return err.mean()
-    w = class_weights.to(pred.device, torch.float32)[target[valid]]
-    return (w * err).sum() / w.sum().clamp_min(torch.finfo(torch.float32).tiny)
+        return err.sum() / valid.sum().clamp_min(1)
+    w = _pixel_weights(class_weights, target, valid, pred.device)
+    return (w * err).sum() / w.sum().clamp_min(tiny)
 
 
 def class_weights_from_histogram(

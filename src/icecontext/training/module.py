@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -59,6 +60,8 @@ from icecontext.training.optim import (
     parameter_groups,
     warmup_factor,
 )
+
+log = logging.getLogger(__name__)
 
 VAL_KEYS = ("SIC", "SOD", "FLOE", "combined")
 
@@ -161,6 +164,9 @@ class IceChartModule(pl.LightningModule):
         self.seen_samples: list[str] = []
         self.channels_last = False
         """Train channels-last (set by :func:`~icecontext.training.fit.train`)."""
+        self.compile_steps = False
+        """Compile the training steps' network (set by :func:`~icecontext.training.fit.train`)."""
+        self._compiled: Any = None  # see on_fit_start
 
     # ------------------------------------------------------------------ forward
 
@@ -188,18 +194,39 @@ class IceChartModule(pl.LightningModule):
                 group["lr"] = self.cfg.train.optimizer.lr * factor
 
     def on_fit_start(self) -> None:
-        """Put the network in the channels-last layout when the run trains in it."""
+        """Put the network in the training layout; compile it when the run asks."""
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        if self.compile_steps:
+            # a compiled view of the same network (same parameters); kept out of the
+            # module tree so checkpoints keep their keys
+            object.__setattr__(self, "_compiled", torch.compile(self.model))
+
+    def _train_forward(self, x: Tensor) -> dict[str, Tensor]:
+        """The network on a training batch: compiled when it compiles, else eager."""
+        if self._compiled is None:
+            return self.model(x)
+        try:
+            return self._compiled(x)
+        except Exception as exc:  # no compiler, an unsupported op, ...: train eagerly
+            log.warning(
+                "trainer.compile: torch.compile failed (%s: %s); training continues "
+                "without it (set trainer.compile: false to skip the attempt)",
+                type(exc).__name__,
+                str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "",
+            )
+            object.__setattr__(self, "_compiled", None)
+            return self.model(x)  # a real error in the network raises here
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         """One optimisation step on a patch batch."""
         layout = torch.channels_last if self.channels_last else torch.contiguous_format
         x = self.inputs(batch, layout)
-        outputs = self.model(x)
+        outputs = self._train_forward(x)
         loss, parts = self.criterion(outputs, {t: batch[t] for t in CHARTS})
         n = x.shape[0]
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        # not prog_bar=True: Lightning would read it back to the host every step (LossBar)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=n)
         for task, value in parts.items():
             self.log(f"train/loss_{task}", value, on_step=True, on_epoch=True, batch_size=n)
         if self.cfg.train.record_samples:
