@@ -7,7 +7,9 @@ small preset in ``--smoke``):
    model FLOP utilisation (MFU) eager, in ``channels_last`` and compiled
    (``torch.compile``); FLOPs are counted by ``torch.utils.flop_counter``;
 2. ``icecontext train`` on a prepared synthetic store: images/s, MFU (the bare model's
-   FLOPs per image) and the share of step time spent waiting for data;
+   FLOPs per image) and the share of step time spent waiting for data, with the
+   defaults (2 km channels upsampled on the device, compiled steps on a GPU) and as
+   before them (``data.coarse_on_device=false trainer.compile=false``);
 3. ``icecontext predict`` and ``icecontext evaluate`` on full-size synthetic scenes:
    seconds per scene in a multi-scene run, steady state ``(T(n) - T(1)) / (n - 1)``, so
    start-up and model loading are not counted (the commands run in this process).
@@ -145,7 +147,16 @@ def bare_model(variant: str, sizes: Sizes, dev: torch.device) -> dict[str, float
     return {"images_per_s": sizes.batch / dt, "flops_per_image": flops / sizes.batch}
 
 
-def _run_config(store: Path, work: Path, sizes: Sizes, dev: torch.device) -> Any:
+TRAIN_VARIANTS = {
+    "train": [],
+    "train_before": ["data.coarse_on_device=false", "trainer.compile=false"],
+}
+"""``icecontext train`` runs: the defaults, and without the 2 km batches and compiling."""
+
+
+def _run_config(
+    store: Path, work: Path, sizes: Sizes, dev: torch.device, overrides: list[str]
+) -> Any:
     """The reference training config at this run's sizes, measuring only training steps."""
     from icecontext.run.config import load_run_config
 
@@ -166,9 +177,9 @@ def _run_config(store: Path, work: Path, sizes: Sizes, dev: torch.device) -> Any
             f"trainer.precision={'bf16' if dev.type == 'cuda' else '32'}",
             "trainer.channels_last=true",  # auto on a GPU; the smoke run takes the same path
             f"output.root={work / 'runs'}",
-            "output.name=gpu-bench",
             # tiny smoke patches cannot train the reference rates; speed does not care
             f"model.allow_untrained_taps={str(sizes is SMOKE).lower()}",
+            *overrides,
         ],
     )
 
@@ -180,16 +191,19 @@ def write_scenes(folder: Path, count: int, shape: tuple[int, int], seed: int) ->
     return write_scene_files(folder, count, height=shape[0], width=shape[1], seed=seed)
 
 
-def train_end_to_end(work: Path, sizes: Sizes, dev: torch.device) -> dict[str, Any]:
+def train_end_to_end(
+    work: Path, sizes: Sizes, dev: torch.device, overrides: list[str]
+) -> dict[str, Any]:
     """``icecontext train`` (the library call) on a prepared store: step time and data wait."""
     from icecontext.data.store.prepare import prepare_store
     from icecontext.training.callbacks import StepTimer
     from icecontext.training.fit import train
 
-    write_scenes(work / "train", sizes.train_scenes, sizes.train_scene_px, seed=0)
     store = work / "store.zarr"
-    cfg = _run_config(store, work, sizes, dev)
-    prepare_store(work / "train", store, features=list(cfg.data.features), progress=False)
+    cfg = _run_config(store, work, sizes, dev, [*overrides, f"output.name=bench-{len(overrides)}"])
+    if not store.exists():
+        write_scenes(work / "train", sizes.train_scenes, sizes.train_scene_px, seed=0)
+        prepare_store(work / "train", store, features=list(cfg.data.features), progress=False)
     timer = StepTimer(skip=min(5, sizes.train_steps // 2))
     result = train(cfg, callbacks=[timer])
     out: dict[str, Any] = dict(timer.summary())
@@ -271,14 +285,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        t = train_end_to_end(work, sizes, dev)
-        t["mfu"] = t["images_per_s"] * flops / 1e12 / peak if peak else float("nan")
-        figures["train"] = t
-        print(
-            f"icecontext train: {t['images_per_s']:.1f} images/s, MFU {100 * t['mfu']:.1f} %, "
-            f"data wait {100 * t['wait_fraction']:.1f} % ({t['workers']} workers)"
-        )
-        c = charting(work, t["checkpoint"], sizes, dev)
+        for name, overrides in TRAIN_VARIANTS.items():
+            t = train_end_to_end(work, sizes, dev, overrides)
+            t["mfu"] = t["images_per_s"] * flops / 1e12 / peak if peak else float("nan")
+            t["overrides"] = overrides
+            figures[name] = t
+            print(
+                f"icecontext train {' '.join(overrides) or '(defaults)'}: "
+                f"{t['images_per_s']:.1f} images/s, MFU {100 * t['mfu']:.1f} %, "
+                f"data wait {100 * t['wait_fraction']:.1f} % ({t['workers']} workers)"
+            )
+        c = charting(work, figures["train"]["checkpoint"], sizes, dev)
         figures["charting"] = c
         print(
             f"predict: {c['predict_s_per_scene']:.2f} s/scene (first {c['predict_first_s']:.1f} "

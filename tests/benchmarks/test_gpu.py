@@ -27,10 +27,15 @@ def test_the_gpu_benchmark_smoke_run_records_every_figure(tmp_path: Path) -> Non
     assert eager["images_per_s"] > 0 and eager["flops_per_image"] > 0
     assert figures["model_channels_last"]["images_per_s"] > 0
     assert "model_compiled" not in figures  # compile is skipped in the smoke run
-    train = figures["train"]
-    assert train["steps"] >= 2 and train["images_per_s"] > 0
-    assert 0 <= train["wait_fraction"] < 1
+    for name in ("train", "train_before"):  # defaults, and without 2 km batches/compile
+        train = figures[name]
+        assert train["steps"] >= 2 and train["images_per_s"] > 0
+        assert 0 <= train["wait_fraction"] < 1
+    assert figures["train_before"]["overrides"] == [
+        "data.coarse_on_device=false",
+        "trainer.compile=false",
+    ]
     for command in ("predict", "evaluate"):
         assert math.isfinite(figures["charting"][f"{command}_s_per_scene"])
         assert figures["charting"][f"{command}_first_s"] > 0
-    assert "icecontext train:" in done.stdout and "predict:" in done.stdout
+    assert "icecontext train (defaults):" in done.stdout and "predict:" in done.stdout
