@@ -13,7 +13,6 @@ from torch.utils.data import DataLoader
 
 from icecontext.data.config import DataConfig, default_threads, default_workers
 from icecontext.data.io.geometry import CoarseSlot
-from icecontext.data.io.variables import resolve_features
 from icecontext.data.loader.batching import TICKET_KEY, PatchLoader
 from icecontext.data.loader.datamodule import (
     EpochPatchSampler,
@@ -69,15 +68,17 @@ def test_batch_contract(store: Path) -> None:
     dm = make_dm(store)
     dm.setup("fit")
     assert dm.in_channels == 2 + 1 + 2 + 6 + 2
-    batch = next(iter(dm.train_dataloader()))
-    # the 8 AMSR2/ERA5 channels travel at 2 km (data.coarse_on_device, the default)
-    assert batch["x"].shape == (4, 5, 64, 64) and batch["x"].dtype == torch.float32
+    batch = next(iter(dm.train_dataloader()))  # auto: no GPU, every channel upsampled
+    assert batch["x"].shape == (4, 13, 64, 64) and batch["x"].dtype == torch.float32
+    assert "coarse" not in batch and dm.cfg.coarse_batches is torch.cuda.is_available()
+    # with coarse_on_device the 8 AMSR2/ERA5 channels travel at 2 km
+    coarse = next(iter(make_dm(store, coarse_on_device=True).train_dataloader()))
+    assert coarse["x"].shape == (4, 5, 64, 64)
     cells = CoarseSlot.cells(64)
-    assert batch["coarse"].shape == (4, 8, cells, cells)
-    assert batch["coarse_index"].shape == (4, 4, 64) and batch["coarse_weight"].shape == (4, 2, 64)
-    on_host = next(iter(make_dm(store, coarse_on_device=False).train_dataloader()))
-    assert on_host["x"].shape == (4, 13, 64, 64) and "coarse" not in on_host
-    assert torch.equal(CoarseInputs(dm.features)(batch), on_host["x"])
+    assert coarse["coarse"].shape == (4, 8, cells, cells)
+    assert coarse["coarse_index"].shape == (4, 4, 64)
+    assert coarse["coarse_weight"].shape == (4, 2, 64)
+    assert torch.equal(CoarseInputs(dm.features)(coarse), batch["x"])
     for chart, n in (("SIC", 11), ("SOD", 6), ("FLOE", 7)):
         assert batch[chart].shape == (4, 64, 64) and batch[chart].dtype == torch.uint8
         values = set(batch[chart].unique().tolist())
@@ -103,11 +104,7 @@ def test_workers_reuse_their_batch_slots_without_changing_a_batch(store: Path) -
     def cloned(loader) -> list[dict[str, torch.Tensor]]:
         out = []
         for batch in loader:
-            assert set(batch) == {"x", "SIC", "SOD", "FLOE", "scene", "window", "augment"} | {
-                "coarse",
-                "coarse_index",
-                "coarse_weight",
-            }
+            assert set(batch) == {"x", "SIC", "SOD", "FLOE", "scene", "window", "augment"}
             out.append({k: v.clone() for k, v in batch.items()})
             del batch  # the slot is free from here on
         return out
@@ -289,15 +286,13 @@ class _Recorder(pl.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self.layer = torch.nn.Conv2d(13, 11, 1)
-        self.inputs = CoarseInputs(resolve_features(FEATURES))
         self.windows: dict[int, list[torch.Tensor]] = {}
         self.sums: dict[int, list[torch.Tensor]] = {}
 
     def training_step(self, batch, batch_idx):
         self.windows.setdefault(self.current_epoch, []).append(batch["window"].clone())
-        x = self.inputs(batch)
-        self.sums.setdefault(self.current_epoch, []).append(x.double().sum())
-        logits = self.layer(x)
+        self.sums.setdefault(self.current_epoch, []).append(batch["x"].double().sum())
+        logits = self.layer(batch["x"])
         return torch.nn.functional.cross_entropy(logits, batch["SIC"].long(), ignore_index=255)
 
     def validation_step(self, batch, batch_idx):

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from icecontext.data.config import DataConfig
 from icecontext.data.io.geometry import CoarseSlot, Transform
 from icecontext.data.io.layers import scene_layers
 from icecontext.data.io.scene import find_scenes, open_scene
@@ -105,7 +104,6 @@ def test_batches_with_2km_channels_at_2km_rebuild_the_same_inputs(scene_dir, mod
     assert "coarse" not in host[4]
 
 
-def test_the_option_defaults_on_and_a_run_without_2km_channels_carries_none():
-    assert DataConfig.model_fields["coarse_on_device"].default is True
+def test_a_run_without_2km_channels_carries_none():
     batch = {"x": torch.ones(2, 3, 4, 4)}
     assert CoarseInputs(["nersc_sar_primary", "month_sin", "geo_sin_lat"])(batch) is batch["x"]

@@ -1,4 +1,4 @@
-"""What a training step costs beyond the network: compilation and reads back to the host."""
+"""What a training step costs beyond the network: batch bytes, compilation, host reads."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 
 from icecontext.inference.checkpoint import model_state_dict, read_checkpoint
 from icecontext.run.config import RunConfig
-from icecontext.training.fit import resolve_compile, train
+from icecontext.training.fit import resolve_coarse_on_device, resolve_compile, train
 
 
 def _config(tiny_store, tiny_config, root, **trainer) -> RunConfig:
@@ -24,6 +24,35 @@ def _config(tiny_store, tiny_config, root, **trainer) -> RunConfig:
             trainer={"precision": "32", **trainer},
         )
     )
+
+
+def test_2km_batches_are_on_for_gpus_unless_set(tiny_store, tiny_config, tmp_path):
+    def cfg(value):
+        data = {"coarse_on_device": value}
+        return RunConfig.model_validate(tiny_config(tiny_store, tmp_path, data=data))
+
+    assert resolve_coarse_on_device(cfg("auto"), "gpu")
+    assert not resolve_coarse_on_device(cfg("auto"), "cpu")
+    assert resolve_coarse_on_device(cfg(True), "cpu")
+    assert not resolve_coarse_on_device(cfg(False), "gpu")
+
+
+def test_2km_batches_train_the_weights_of_upsampled_ones(tiny_store, tiny_config, tmp_path):
+    """The tiny store's AMSR2 18.7 GHz channels travel at 2 km; the step rebuilds them
+    exactly, so the run ends with the same weights, bit for bit."""
+    runs = {}
+    for on in (False, True):
+        cfg = RunConfig.model_validate(
+            tiny_config(
+                tiny_store,
+                tmp_path / str(on),
+                data={"coarse_on_device": on},
+                train={"max_epochs": 1},
+                trainer={"precision": "32"},
+            )
+        )
+        runs[on] = model_state_dict(read_checkpoint(train(cfg).last_checkpoint))
+    assert all(torch.equal(runs[False][k], runs[True][k]) for k in runs[False])
 
 
 def test_compile_is_on_for_gpus_unless_set(tiny_store, tiny_config, tmp_path):

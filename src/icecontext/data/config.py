@@ -131,10 +131,10 @@ class DataConfig(Section):
     )
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     upsampling: Upsampling = Field("nearest", description="2 km -> SAR grid: nearest|bilinear")
-    coarse_on_device: bool = Field(
-        True,
+    coarse_on_device: Literal["auto"] | bool = Field(
+        "auto",
         description="training batches carry AMSR2/ERA5 at 2 km and the training device "
-        "upsamples them (same values, about 4x fewer batch bytes); false: the loader does",
+        "upsamples them (same values, fewer batch bytes); auto: when training on a GPU",
     )
     splits: SplitsConfig = Field(default_factory=SplitsConfig)
     batch_size: int = Field(16, ge=1)
@@ -167,6 +167,17 @@ class DataConfig(Section):
     def num_workers(self) -> int:
         """``workers``, or :func:`default_workers` when unset."""
         return default_workers() if self.workers is None else self.workers
+
+    @property
+    def coarse_batches(self) -> bool:
+        """``coarse_on_device``, ``auto`` being on when torch sees a GPU.
+
+        Training resolves ``auto`` from the trainer's accelerator instead (``training.fit``).
+        """
+        if self.coarse_on_device != "auto":
+            return bool(self.coarse_on_device)
+        torch = sys.modules.get("torch")
+        return bool(torch is not None and torch.cuda.is_available())
 
     @property
     def num_threads(self) -> int:

@@ -117,6 +117,17 @@ def resolve_channels_last(cfg: RunConfig, accelerator: str) -> bool:
     return accelerator == "gpu" or resolve_precision(cfg, accelerator) == "bf16-mixed"
 
 
+def resolve_coarse_on_device(cfg: RunConfig, accelerator: str) -> bool:
+    """``data.coarse_on_device``: ``auto`` is on for GPUs.
+
+    On a CPU the "device" is the training process itself: the upsampling would move
+    from the loader workers onto the critical path, and there is no copy to a GPU to
+    save.
+    """
+    choice = cfg.data.coarse_on_device
+    return accelerator == "gpu" if choice == "auto" else bool(choice)
+
+
 def resolve_compile(cfg: RunConfig, accelerator: str) -> bool:
     """``trainer.compile``: ``auto`` is on for GPUs."""
     choice = cfg.trainer.compile
@@ -505,7 +516,10 @@ def _fit_data(cfg: RunConfig, datamodule: Any) -> _FitData:
     """
     from icecontext.data.loader.datamodule import IceDataModule
 
-    inner = datamodule if datamodule is not None else IceDataModule(cfg.data, seed=cfg.seed)
+    inner = datamodule
+    if inner is None:
+        coarse = resolve_coarse_on_device(cfg, resolve_accelerator(cfg))
+        inner = IceDataModule(cfg.data.model_copy(update={"coarse_on_device": coarse}), cfg.seed)
     inner.setup("fit")
     train_sources = inner.sources("train")
     if not train_sources:

@@ -8,7 +8,7 @@ Batches are ``dict[str, Tensor]``:
 * ``"window"``: int64 ``(B, 4)`` ``(row, col, height, width)`` before augmentation;
 * ``"augment"``: int64 ``(B, 3)`` ``(horizontal flip, vertical flip, 90-degree turns)``.
 
-With ``data.coarse_on_device`` (the default) a batch with 2 km channels (AMSR2, ERA5)
+With ``data.coarse_on_device`` (``auto``: on a GPU) a batch with 2 km channels (AMSR2, ERA5)
 carries them at 2 km: ``"x"`` then holds only the other channels (in their order), and
 ``"coarse"`` float32 ``(B, C2, n, n)``, ``"coarse_index"`` int64 ``(B, 4, P)`` and
 ``"coarse_weight"`` float32 ``(B, 2, P)`` hold the 2 km channels and their per-pixel
@@ -450,7 +450,7 @@ class IceDataModule(pl.LightningDataModule):
             self.seed,
             stream,
             threads=self.cfg.num_threads,
-            coarse_on_device=self.cfg.coarse_on_device,
+            coarse_on_device=self.cfg.coarse_batches,
         )
 
     def _loader(
