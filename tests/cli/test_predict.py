@@ -270,3 +270,57 @@ def test_bad_options_are_named(setup, tmp_path, capsys):
     # the tiling's own check names the option as typed (it said "option 'tile'")
     assert main([*base, "--tile", "64", "--overlap", "40", "--no-progress"]) == 2
     assert "option '--tile': tile 64 px leaves no core" in capsys.readouterr().err
+
+
+def test_a_scene_is_written_in_the_background_while_the_next_is_predicted(
+    setup, tmp_path, monkeypatch
+):
+    """Scene 1's files are written by the writer thread while scene 2 is predicted."""
+    import threading
+    import time
+
+    from icecontext.inference import scenes as scenes_module
+    from icecontext.inference.exports import per_scene
+
+    _, scenes, ckpt = setup
+    events: list[str] = []
+    write, predict = per_scene.write_scene_outputs, scenes_module.predict_scene
+
+    def slow_write(*args, **kwargs):
+        events.append(f"write start in {threading.current_thread().name}")
+        time.sleep(0.5)
+        done = write(*args, **kwargs)
+        events.append("write end")
+        return done
+
+    def noted_predict(*args, **kwargs):
+        events.append("predict start")
+        return predict(*args, **kwargs)
+
+    monkeypatch.setattr(per_scene, "write_scene_outputs", slow_write)
+    monkeypatch.setattr(scenes_module, "predict_scene", noted_predict)
+    settings = PredictSettings(tile=64, formats=["netcdf"], progress=False)
+    run = predict_scenes(ckpt, scenes, tmp_path / "out", settings)
+    assert [e.split(" in ")[0] for e in events] == [
+        "predict start", "write start", "predict start", "write end", "write start", "write end"
+    ]  # fmt: skip
+    assert all("icecontext-write" in e for e in events if e.startswith("write start"))
+    names = sorted(p.name[:19] for p in scenes.glob("*_prep.nc"))
+    assert [s.name for s in run.scenes] == names
+    assert _files(tmp_path / "out") == [f"{n}_charts.nc" for n in names]
+
+
+def test_a_failed_background_write_stops_the_run(setup, tmp_path, monkeypatch):
+    from icecontext.inference.exports import per_scene
+    from icecontext.inference.exports.output import ExportError
+
+    _, scenes, ckpt = setup
+
+    def full_disk(folder, *args, **kwargs):
+        raise ExportError(f"{folder}: no space left on device")
+
+    monkeypatch.setattr(per_scene, "write_scene_outputs", full_disk)
+    settings = PredictSettings(tile=64, formats=["netcdf"], progress=False)
+    with pytest.raises(ExportError, match="no space left"):
+        predict_scenes(ckpt, scenes, tmp_path / "out", settings)
+    assert _files(tmp_path / "out") == []

@@ -6,7 +6,8 @@ without SAR data, unwritable folders are reported by name and nothing is written
 then predicts each scene with the tiled predictor while reading its tiles straight
 from the file (:class:`~icecontext.inference.streaming.StreamingNetCDFSource`), and
 writes its outputs with :func:`~icecontext.inference.exports.write_scene_outputs`
-(all of a scene's files or none).
+(all of a scene's files or none) in a background thread while the next scene is
+predicted.
 
 Models trained on data downsampled by ``K`` run at ``K x 80 m`` and their class maps
 are upsampled (nearest) to the 80 m grid, the challenge's grid, before writing.
@@ -19,6 +20,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -365,8 +367,24 @@ def predict_scenes(
 
     run = PredictRun(loaded, tile, overlap, batch, device, precision)
     provenance = export_provenance(model_path, run)
-    for name, path in files.items():
-        run.scenes.append(_predict_and_write(run, name, path, folder, s, provenance))
+    # Scene i's files are written in a background thread while scene i + 1 is predicted
+    # (the accelerator does not wait for compression and disk). One write in flight at
+    # most: memory holds at most two scenes' outputs, and a failed write stops the run
+    # at the next scene. The with-block waits for the last write, also on an error.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="icecontext-write") as writer:
+        pending: Future[ScenePredictionResult] | None = None
+        for name, path in files.items():
+            source = open_scene_source(path, run.model)
+            try:
+                pred = _predict_one(run, name, source, s)
+            except BaseException:
+                source.close()
+                raise
+            if pending is not None:
+                run.scenes.append(pending.result())
+            pending = writer.submit(_write_one, folder, name, source, pred, s, provenance)
+        if pending is not None:
+            run.scenes.append(pending.result())
     return run
 
 
@@ -388,34 +406,41 @@ def export_provenance(model_path: str | os.PathLike[str], run: PredictRun) -> Ex
     )
 
 
-def _predict_and_write(
-    run: PredictRun,
-    name: str,
-    path: Path,
+def _predict_one(
+    run: PredictRun, name: str, source: StreamingNetCDFSource, s: PredictSettings
+) -> ScenePrediction:
+    """Predict one scene, read tile by tile from its file."""
+    with tile_progress(name, s.progress) as update:
+        pred = predict_scene(
+            run.model.model,
+            source,
+            run.model.features,
+            tiling=TileSettings(tile=run.tile, overlap=run.overlap, batch=run.batch),
+            device=run.device,
+            precision=run.precision,
+            outputs=ExtraOutputs(
+                probabilities=s.probabilities,
+                probability_dtype="uint8",
+                confidence=s.confidence,
+            ),
+            progress=update,
+        )
+    log.info("%s: %d tiles in %.1f s", name, pred.tiles, pred.seconds)
+    return pred
+
+
+def _write_one(
     folder: Path,
+    name: str,
+    source: StreamingNetCDFSource,
+    pred: ScenePrediction,
     s: PredictSettings,
     provenance: ExportProvenance,
 ) -> ScenePredictionResult:
-    """Predict one scene (read tile by tile from its file) and write its outputs."""
+    """Write one scene's outputs and close its source (runs in the writer thread)."""
     from icecontext.inference.exports.per_scene import write_scene_outputs
 
-    source = open_scene_source(path, run.model)
     try:
-        with tile_progress(name, s.progress) as progress:
-            pred = predict_scene(
-                run.model.model,
-                source,
-                run.model.features,
-                tiling=TileSettings(tile=run.tile, overlap=run.overlap, batch=run.batch),
-                device=run.device,
-                precision=run.precision,
-                outputs=ExtraOutputs(
-                    probabilities=s.probabilities,
-                    probability_dtype="uint8",
-                    confidence=s.confidence,
-                ),
-                progress=progress,
-            )
         probs, conf = full_resolution_extras(pred)
         written = write_scene_outputs(
             folder,
@@ -430,7 +455,6 @@ def _predict_and_write(
         )
     finally:
         source.close()
-    log.info("%s: %d tiles in %.1f s", name, pred.tiles, pred.seconds)
     return ScenePredictionResult(
         name=name,
         files=written,
