@@ -111,3 +111,31 @@ def test_class_weights_from_histogram():
     assert class_weights_from_histogram(hist, 4, "none") is None
     with pytest.raises(ValueError, match="no valid"):
         class_weights_from_histogram(np.zeros(256), 4)
+
+
+def test_losses_and_batch_norm_stay_float32_under_bf16_autocast():
+    """Under bf16 autocast (GPU and native-bf16 CPU training) the network's outputs are
+    bf16, but the losses sum in float32 and BatchNorm keeps float32 statistics."""
+    from icecontext.models.config import ModelConfig
+    from icecontext.models.multitask import build_model
+
+    cfg = ModelConfig.model_validate(
+        {"encoder": {"name": "resnet18", "depth": "layer2", "output_stride": 8},
+         "aspp": {"rates": [1, 2], "channels": 8}}
+    )  # fmt: skip
+    model = build_model(cfg, 3, seed=0).train()
+    x = torch.randn(2, 3, 32, 32)
+    _, targets = _batch(b=2, h=32, w=32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = model(x)
+        sic = "mse" if outputs["SIC"].shape[1] == 1 else "cross_entropy"
+        weights = {"SIC": 1.0, "SOD": 1.0, "FLOE": 1.0}
+        total, parts = MultiTaskLoss(sic, weights)(outputs, targets)
+    assert outputs["SOD"].dtype == torch.bfloat16
+    assert total.dtype == torch.float32 and all(p.dtype == torch.float32 for p in parts.values())
+    assert torch.isfinite(total)
+    total.backward()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(m.running_mean.dtype == torch.float32 for m in norms)
+    assert all(torch.isfinite(m.running_var).all() for m in norms)
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in model.parameters())

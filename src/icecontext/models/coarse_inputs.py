@@ -1,9 +1,10 @@
 """The input stage of training: 2 km channels upsampled on the device.
 
-AMSR2 and ERA5 live on the 2 km grid (14 of the reference preset's 18 inputs). Training
-batches carry them at 2 km, one small block per patch with its exact per-pixel sampling
+AMSR2 and ERA5 live on the 2 km grid (10 of the reference preset's 18 inputs). With
+``data.coarse_on_device`` training batches carry them at 2 km, one small block per
+patch with its exact per-pixel sampling
 (:class:`~icecontext.data.io.geometry.CoarseSlot`), instead of 625 copies of each cell:
-the batch that crosses from the loader workers and to the GPU is about 4x smaller.
+the batch that crosses from the loader workers and to the GPU is half the size.
 :class:`CoarseInputs` rebuilds the full input tensor on the device with the same
 arithmetic as the host path (:func:`~icecontext.data.io.geometry.upsample_coarse`), so
 a model sees identical inputs either way.
