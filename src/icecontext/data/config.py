@@ -36,6 +36,16 @@ from icecontext.errors import ConfigError
 SceneList = list[str] | Path
 
 
+def _cuda_visible() -> bool:
+    """Whether torch sees a GPU.
+
+    Asked only when the process has imported torch: this module never imports it, so
+    configs load light.
+    """
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_available())
+
+
 def default_workers(cpu_count: int | None = None, cuda: bool | None = None) -> int:
     """Default number of DataLoader worker processes.
 
@@ -49,10 +59,7 @@ def default_workers(cpu_count: int | None = None, cuda: bool | None = None) -> i
             imported torch; this module itself never imports it, so configs load light).
     """
     cpus = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
-    if cuda is None:
-        torch = sys.modules.get("torch")
-        cuda = bool(torch is not None and torch.cuda.is_available())
-    gpu = cuda
+    gpu = _cuda_visible() if cuda is None else cuda
     if gpu:
         return max(1, min(8, cpus - 1))
     return min(4, cpus // 2)
@@ -176,8 +183,7 @@ class DataConfig(Section):
         """
         if self.coarse_on_device != "auto":
             return bool(self.coarse_on_device)
-        torch = sys.modules.get("torch")
-        return bool(torch is not None and torch.cuda.is_available())
+        return _cuda_visible()
 
     @property
     def num_threads(self) -> int:

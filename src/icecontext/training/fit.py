@@ -117,6 +117,10 @@ def resolve_channels_last(cfg: RunConfig, accelerator: str) -> bool:
     return accelerator == "gpu" or resolve_precision(cfg, accelerator) == "bf16-mixed"
 
 
+def _on_gpu_if_auto(choice: Literal["auto"] | bool, accelerator: str) -> bool:
+    return accelerator == "gpu" if choice == "auto" else bool(choice)
+
+
 def resolve_coarse_on_device(cfg: RunConfig, accelerator: str) -> bool:
     """``data.coarse_on_device``: ``auto`` is on for GPUs.
 
@@ -124,14 +128,12 @@ def resolve_coarse_on_device(cfg: RunConfig, accelerator: str) -> bool:
     from the loader workers onto the critical path, and there is no copy to a GPU to
     save.
     """
-    choice = cfg.data.coarse_on_device
-    return accelerator == "gpu" if choice == "auto" else bool(choice)
+    return _on_gpu_if_auto(cfg.data.coarse_on_device, accelerator)
 
 
 def resolve_compile(cfg: RunConfig, accelerator: str) -> bool:
     """``trainer.compile``: ``auto`` is on for GPUs."""
-    choice = cfg.trainer.compile
-    return accelerator == "gpu" if choice == "auto" else bool(choice)
+    return _on_gpu_if_auto(cfg.trainer.compile, accelerator)
 
 
 TrainPrecision = Literal["32-true", "bf16-mixed", "16-mixed"]
@@ -620,8 +622,9 @@ def train(
     features = list(data.inner.features)
     weights = class_weights_for(cfg, data.train_sources)
     module = IceChartModule(cfg, features, weights, data.val_sources)
-    module.channels_last = resolve_channels_last(cfg, resolve_accelerator(cfg))
-    module.compile_steps = resolve_compile(cfg, resolve_accelerator(cfg))
+    accelerator = resolve_accelerator(cfg)
+    module.channels_last = resolve_channels_last(cfg, accelerator)
+    module.compile_steps = resolve_compile(cfg, accelerator)
     dm = FullSceneDataModule(data.inner, len(data.val_sources))
     stopper = StopOnSignal(run.last)
     trainer = build_trainer(

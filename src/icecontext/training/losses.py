@@ -22,9 +22,9 @@ SicLoss = Literal["mse", "cross_entropy"]
 ClassWeighting = Literal["none", "inverse", "sqrt_inverse"]
 
 
-def _pixel_weights(class_weights: Tensor, target: Tensor, valid: Tensor, device) -> Tensor:
+def _pixel_weights(class_weights: Tensor, target: Tensor, valid: Tensor) -> Tensor:
     """Each pixel's class weight, 0 where masked (no boolean indexing: no host sync)."""
-    w = class_weights.to(device, torch.float32)
+    w = class_weights.to(target.device, torch.float32)
     return torch.where(valid, w[target.clamp(0, w.numel() - 1)], 0.0)
 
 
@@ -58,10 +58,7 @@ def masked_cross_entropy(
     total = F.cross_entropy(
         logits.float(), target, weight=weight, ignore_index=ignore_index, reduction="sum"
     )
-    if weight is None:
-        denom = valid.sum()
-    else:
-        denom = _pixel_weights(weight, target, valid, logits.device).sum()
+    denom = valid.sum() if weight is None else _pixel_weights(weight, target, valid).sum()
     return total / denom.clamp_min(torch.finfo(torch.float32).tiny)
 
 
@@ -94,7 +91,7 @@ def masked_mse(
     tiny = torch.finfo(torch.float32).tiny
     if class_weights is None:
         return err.sum() / valid.sum().clamp_min(1)
-    w = _pixel_weights(class_weights, target, valid, pred.device)
+    w = _pixel_weights(class_weights, target, valid)
     return (w * err).sum() / w.sum().clamp_min(tiny)
 
 

@@ -321,12 +321,12 @@ class SceneSource:
                 block = blocks.pop(0)[[i for _, i in sorted(plan.coarse)]]
                 size = (view.shape[-2], view.shape[-1])  # the window, untransformed
                 pack_coarse(block, plan.sampling, (dst_r, dst_c), size, t, coarse_out)
-            elif clip.full:  # upsample in the transformed frame: contiguous writes
+            else:  # upsampled in the transformed frame: one rounding, contiguous writes
                 up = upsample_coarse(*transform_coarse(blocks.pop(0), plan.sampling, t))
-                _copy_channels(x, slice(None), slice(None), up, plan.coarse)
-            else:  # interpolated in the transformed frame too (same rounding), viewed back
-                up = upsample_coarse(*transform_coarse(blocks.pop(0), plan.sampling, t))
-                _copy_channels(view, dst_r, dst_c, t.inverse_view(up), plan.coarse)
+                if clip.full:
+                    _copy_channels(x, slice(None), slice(None), up, plan.coarse)
+                else:  # viewed back into the window's frame
+                    _copy_channels(view, dst_r, dst_c, t.inverse_view(up), plan.coarse)
         for k, f in enumerate(feats):
             if f in MONTH_FEATURES:
                 assert self.month is not None  # checked by check_features
