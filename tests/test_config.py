@@ -21,6 +21,7 @@ class Outer(Section):
     seed: int = 0
     name: str = "run"
     inner: Inner = Field(default_factory=Inner)
+    compile: Literal["auto"] | bool = "auto"
 
 
 def test_overrides_are_parsed_as_yaml() -> None:
@@ -81,3 +82,13 @@ def test_override_into_a_value_is_an_error() -> None:
         apply_overrides({"seed": 1}, ["seed.x=2"])
     with pytest.raises(ConfigError, match="key.subkey=value"):
         apply_overrides({}, ["seed"])
+
+
+def test_an_option_taking_auto_or_a_boolean_is_named_once() -> None:
+    """A union fails once per branch; the message names the option, not the branch."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(Outer, None, ["compile=maybe"])
+    text = str(caught.value)
+    assert "'compile'" in text and "literal" not in text
+    assert "Input should be 'auto' or a valid boolean" in text and "(got 'maybe')" in text
+    assert load_config(Outer, None, ["compile=false"]).compile is False

@@ -138,13 +138,37 @@ def validate(model: type[M], data: Mapping[str, Any], prefix: str = "") -> M:
         errors = exc.errors()
         # a misspelt key also makes its intended key "missing": name the misspelling
         err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-        key = _dotted([*([prefix] if prefix else []), *err["loc"]])
-        msg = err["msg"]
+        loc, msg = err["loc"], err["msg"]
+        if _is_union_branch(loc):
+            # `"auto" | bool` fails once per branch: name the option, list what it takes
+            branches = [e for e in errors if e["loc"][:-1] == loc[:-1]]
+            loc = loc[:-1]
+            msg = " or ".join(
+                e["msg"] if i == 0 else e["msg"].removeprefix("Input should be ")
+                for i, e in enumerate(branches)
+            )
+        key = _dotted([*([prefix] if prefix else []), *loc])
         if err["type"] == "extra_forbidden":
             msg = "unknown option" + _suggestion(model, err["loc"])
         elif "input" in err and err["type"] not in ("missing",):
             msg = f"{msg} (got {err['input']!r})"
         raise ConfigError(key or model.__name__, msg) from None
+
+
+def _is_union_branch(loc: Sequence[int | str]) -> bool:
+    """Whether a pydantic error location ends in the tag of a union's branch.
+
+    Pydantic names the branch a value was tried against, e.g. ``literal['auto']``,
+    ``bool`` or ``list[int]``; option names are plain identifiers, and a dict's bad key
+    is ``[key]``.
+    """
+    last = loc[-1] if loc else None
+    if not isinstance(last, str) or last.startswith("["):
+        return False
+    return "[" in last or last in _TYPE_TAGS
+
+
+_TYPE_TAGS = frozenset({"bool", "int", "float", "str", "none", "dict", "list"})
 
 
 def load_config(
